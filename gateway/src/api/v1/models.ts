@@ -1,0 +1,36 @@
+import { Router } from "express";
+import type { Backend } from "../../backends/backend";
+import { GatewayError } from "../../errors";
+import { methodNotAllowed } from "../method-not-allowed";
+
+interface ModelObject {
+  readonly id: string;
+  readonly object: "model";
+  readonly created: number;
+  readonly owned_by: string;
+}
+
+/** `GET /v1/models`: each configured backend is a model id a client may ask for. */
+export function createModelsRouter(deps: { readonly backends: readonly Backend[]; readonly startedAt: Date }): Router {
+  const created = Math.floor(deps.startedAt.getTime() / 1000);
+  const models: ModelObject[] = deps.backends.map((backend) => ({ id: backend.name, object: "model", created, owned_by: backend.type }));
+  const byId = new Map(models.map((model) => [model.id, model]));
+  const router = Router();
+  router
+    .route("/v1/models")
+    .get((_req, res) => {
+      res.json({ object: "list", data: models });
+    })
+    .all(methodNotAllowed("GET", "HEAD"));
+  router
+    .route("/v1/models/:id")
+    .get((req, res) => {
+      const model = byId.get(req.params.id);
+      if (model === undefined) {
+        throw new GatewayError(`The model '${req.params.id}' does not exist.`, 404, "invalid_request_error", "model_not_found", "model");
+      }
+      res.json(model);
+    })
+    .all(methodNotAllowed("GET", "HEAD"));
+  return router;
+}

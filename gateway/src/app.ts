@@ -1,0 +1,40 @@
+import express, { type Express } from "express";
+import type { Logger } from "winston";
+import type { Backend } from "./backends/backend";
+import { createHealthRouter } from "./api/health";
+import { createChatCompletionsRouter } from "./api/v1/chat-completions";
+import { createModelsRouter } from "./api/v1/models";
+import { accessLog } from "./middleware/access-log";
+import { errorHandler, notFound } from "./middleware/error-handler";
+import { requestContext } from "./middleware/request-context";
+import type { InferenceService } from "./services/inference";
+import type { Lifecycle } from "./services/lifecycle";
+
+export interface AppDependencies {
+  readonly logger: Logger;
+  readonly inference: InferenceService;
+  readonly backends: readonly Backend[];
+  readonly lifecycle: Lifecycle;
+  readonly maxBodyBytes: number;
+  readonly startedAt: Date;
+}
+
+/** Builds the HTTP app from its collaborators. It never listens: main.ts does, and tests use port 0. */
+export function createApp(deps: AppDependencies): Express {
+  const app = express();
+  app.disable("x-powered-by");
+  app.disable("etag");
+  app.use(requestContext(deps.logger));
+  app.use((_req, res, next) => {
+    // While draining, tell keep-alive clients to reconnect elsewhere instead of reusing this socket.
+    if (!deps.lifecycle.isReady) res.setHeader("connection", "close");
+    next();
+  });
+  app.use(accessLog());
+  app.use(createHealthRouter(deps));
+  app.use(createModelsRouter(deps));
+  app.use(createChatCompletionsRouter(deps));
+  app.use(notFound());
+  app.use(errorHandler());
+  return app;
+}

@@ -1,0 +1,50 @@
+import type { Logger } from "winston";
+import type { ConfigFields } from "../config/fields";
+import type { AssistantMessage, ChatCompletionRequest, Usage } from "../schemas/chat";
+
+/** One request as a backend sees it: the validated client body plus what the gateway derived from it. */
+export interface BackendCall {
+  readonly request: ChatCompletionRequest;
+  /** The user's text, already extracted (see utils/prompt). */
+  readonly prompt: string;
+  readonly requestId: string;
+  /** Aborted when the client goes away, so a backend can stop upstream work nobody will read. */
+  readonly signal: AbortSignal;
+}
+
+export interface BackendResult {
+  readonly message: AssistantMessage;
+  readonly finishReason: string;
+  /** The backend's own token counts, when it has them; otherwise the gateway estimates. */
+  readonly usage?: Usage;
+}
+
+/**
+ * What the inference service talks to. The service never asks which type a backend is: everything a type
+ * does differently lives behind this interface.
+ */
+export interface Backend {
+  readonly name: string;
+  readonly type: string;
+  /** Where it sends requests, for the start-up log; never holds a secret. */
+  readonly target: string;
+  complete(call: BackendCall): Promise<BackendResult>;
+  /** Release pooled connections; called once at shutdown. */
+  close(): Promise<void>;
+}
+
+/** What a backend may use from the process, passed in so tests control it. */
+export interface BackendContext {
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly logger: Logger;
+}
+
+/**
+ * A backend type: reads and checks its own YAML fields (pure, at config load), then builds instances.
+ * Options is the type's own parsed settings; the registry hands `create` only what `parseOptions` made.
+ */
+export interface BackendFactory<Options> {
+  readonly type: string;
+  parseOptions(fields: ConfigFields, env: BackendContext["env"]): Options;
+  create(name: string, options: Options, context: BackendContext): Backend;
+}

@@ -1,0 +1,210 @@
+import { Pool, errors as undiciErrors } from "undici";
+import type { ConfigFields } from "../config/fields";
+import { ConfigError } from "../config/errors";
+import {
+  ClientClosedError,
+  GatewayError,
+  UpstreamClientError,
+  UpstreamHttpError,
+  UpstreamInvalidResponseError,
+  UpstreamTimeoutError,
+  UpstreamUnreachableError,
+} from "../errors";
+import type { AssistantMessage } from "../schemas/chat";
+import { parseUsage } from "../utils/tokens";
+import type { Backend, BackendCall, BackendContext, BackendFactory, BackendResult } from "./backend";
+
+export interface HttpBackendOptions {
+  /** Origin for the connection pool, e.g. `http://mock-remote:8081`. */
+  readonly origin: string;
+  /** Path of the completions endpoint on that origin. */
+  readonly path: string;
+  readonly timeoutSeconds: number;
+  readonly connectTimeoutSeconds: number;
+  /** The upstream's own model id, sent instead of the client's. */
+  readonly model?: string;
+  /** Resolved from `api_key_env` at load; never logged, never put in an error. */
+  readonly apiKey?: string;
+}
+
+/** Upstream answers larger than this are refused rather than buffered: no upstream can exhaust our memory. */
+const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
+/** Upstream error text quoted back to clients is cut to this, so a 5 MB HTML error page stays out of logs. */
+const MAX_QUOTED_ERROR_CHARS = 300;
+
+/** Forwards to an OpenAI-compatible `/v1/chat/completions` (llama.cpp, vLLM, OpenAI, another gateway). */
+class HttpBackend implements Backend {
+  readonly type = "http";
+  readonly target: string;
+  private readonly pool: Pool;
+  private readonly timeoutMs: number;
+
+  constructor(
+    readonly name: string,
+    private readonly options: HttpBackendOptions,
+  ) {
+    this.timeoutMs = options.timeoutSeconds * 1000;
+    this.target = `${options.origin}${options.path}`;
+    this.pool = new Pool(options.origin, {
+      connectTimeout: options.connectTimeoutSeconds * 1000,
+      // One deadline (the AbortSignal below) governs the whole exchange; undici's own timers would only
+      // race it with less precise errors.
+      headersTimeout: 0,
+      bodyTimeout: 0,
+      maxResponseSize: MAX_RESPONSE_BYTES,
+    });
+  }
+
+  async complete(call: BackendCall): Promise<BackendResult> {
+    const deadline = AbortSignal.timeout(this.timeoutMs);
+    const signal = AbortSignal.any([call.signal, deadline]);
+    const payload = this.options.model === undefined ? call.request : { ...call.request, model: this.options.model };
+    const headers: Record<string, string> = {
+      "content-type": "application/json",
+      accept: "application/json",
+      "x-request-id": call.requestId,
+    };
+    if (this.options.apiKey !== undefined) headers.authorization = `Bearer ${this.options.apiKey}`;
+
+    let status: number;
+    let responseHeaders: Record<string, string | string[] | undefined>;
+    let text: string;
+    try {
+      const response = await this.pool.request({ method: "POST", path: this.options.path, headers, body: JSON.stringify(payload), signal });
+      status = response.statusCode;
+      responseHeaders = response.headers;
+      text = await response.body.text();
+    } catch (error) {
+      throw this.transportError(error, call.signal, deadline);
+    }
+
+    if (status < 200 || status > 299) throw this.statusError(status, text, responseHeaders);
+    return this.parseAnswer(text);
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+
+  private transportError(error: unknown, clientSignal: AbortSignal, deadline: AbortSignal): GatewayError {
+    if (clientSignal.aborted) return new ClientClosedError();
+    if (deadline.aborted) return new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
+    if (error instanceof undiciErrors.ConnectTimeoutError) {
+      return new UpstreamUnreachableError(this.name, `connect timed out after ${this.options.connectTimeoutSeconds} s`);
+    }
+    if (error instanceof undiciErrors.ResponseExceededMaxSizeError) {
+      return new UpstreamInvalidResponseError(this.name, `response larger than ${MAX_RESPONSE_BYTES} bytes`);
+    }
+    return new UpstreamUnreachableError(this.name, describeCause(error));
+  }
+
+  /**
+   * 4xx that describe the client's request (bad params, unknown model, too large, rate limited) keep their
+   * status so clients and SDK retry logic see the truth; auth failures are our configuration's fault, and
+   * 5xx are the upstream's, so both become 502.
+   */
+  private statusError(status: number, text: string, headers: Record<string, string | string[] | undefined>): GatewayError {
+    const message = upstreamErrorMessage(text, status);
+    const isClientFault = status >= 400 && status < 500 && status !== 401 && status !== 403 && status !== 407 && status !== 408;
+    if (!isClientFault) return new UpstreamHttpError(this.name, status, message);
+    const retryAfter = headers["retry-after"];
+    const passOn: Record<string, string> = typeof retryAfter === "string" && /^\d{1,6}$/.test(retryAfter) ? { "retry-after": retryAfter } : {};
+    return new UpstreamClientError(this.name, status, message, passOn);
+  }
+
+  private parseAnswer(text: string): BackendResult {
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new UpstreamInvalidResponseError(this.name, "body is not JSON");
+    }
+    const choice = firstChoice(body);
+    if (choice === undefined) throw new UpstreamInvalidResponseError(this.name, "no choices[0]");
+    const message = choice.message;
+    if (typeof message !== "object" || message === null || Array.isArray(message)) {
+      throw new UpstreamInvalidResponseError(this.name, "choices[0].message is missing");
+    }
+    const content = (message as Record<string, unknown>).content;
+    if (typeof content !== "string" && content !== null && content !== undefined) {
+      throw new UpstreamInvalidResponseError(this.name, "choices[0].message.content is not a string");
+    }
+    // Extra fields such as tool_calls or refusal pass through; role and content are normalised.
+    const assistant: AssistantMessage = { ...(message as Record<string, unknown>), role: "assistant", content: content ?? null };
+    const finishReason = typeof choice.finish_reason === "string" && choice.finish_reason !== "" ? choice.finish_reason : "stop";
+    const usage = parseUsage((body as Record<string, unknown>).usage);
+    return usage === undefined ? { message: assistant, finishReason } : { message: assistant, finishReason, usage };
+  }
+}
+
+function firstChoice(body: unknown): Record<string, unknown> | undefined {
+  if (typeof body !== "object" || body === null) return undefined;
+  const choices = (body as Record<string, unknown>).choices;
+  if (!Array.isArray(choices)) return undefined;
+  const first: unknown = choices[0];
+  return typeof first === "object" && first !== null ? (first as Record<string, unknown>) : undefined;
+}
+
+/** The upstream's own error message when it sent an OpenAI-style body, else a short quote of what it sent. */
+function upstreamErrorMessage(text: string, status: number): string {
+  let found: unknown;
+  try {
+    const body = JSON.parse(text) as unknown;
+    if (typeof body === "object" && body !== null) {
+      const error = (body as Record<string, unknown>).error;
+      found = typeof error === "object" && error !== null ? (error as Record<string, unknown>).message : error;
+      found ??= (body as Record<string, unknown>).message;
+    }
+  } catch {
+    found = text.trim();
+  }
+  const message = typeof found === "string" && found !== "" ? found : `HTTP ${status}`;
+  return message.length > MAX_QUOTED_ERROR_CHARS ? `${message.slice(0, MAX_QUOTED_ERROR_CHARS)}…` : message;
+}
+
+function describeCause(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    const cause = error.cause instanceof Error ? `: ${error.cause.message}` : "";
+    return typeof code === "string" ? `${code} ${error.message}${cause}` : `${error.message}${cause}`;
+  }
+  return String(error);
+}
+
+/** `{url}/v1/chat/completions`; a base URL that already ends in `/v1` (as OpenAI's does) is not doubled. */
+function completionsPath(url: URL): string {
+  const base = url.pathname.replace(/\/+$/, "");
+  return base.endsWith("/v1") ? `${base}/chat/completions` : `${base}/v1/chat/completions`;
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+export const httpBackendFactory: BackendFactory<HttpBackendOptions> = {
+  type: "http",
+
+  parseOptions(fields: ConfigFields, env: BackendContext["env"]): HttpBackendOptions {
+    const url = fields.httpUrl("url");
+    const timeoutSeconds = fields.number("timeout", 60, { min: 0, max: 3600, exclusiveMin: true });
+    const connectTimeoutSeconds = fields.number("connect_timeout", Math.min(10, timeoutSeconds), { min: 0, max: 3600, exclusiveMin: true });
+    const model = fields.optionalString("model");
+    const apiKeyEnv = fields.optionalString("api_key_env");
+    let apiKey: string | undefined;
+    if (apiKeyEnv !== undefined) {
+      if (!ENV_NAME.test(apiKeyEnv)) throw new ConfigError(fields.keyPath("api_key_env"), "must be an environment variable name");
+      apiKey = env[apiKeyEnv];
+      if (apiKey === undefined || apiKey === "") {
+        throw new ConfigError(fields.keyPath("api_key_env"), `environment variable ${apiKeyEnv} is not set`);
+      }
+    }
+    return {
+      origin: url.origin,
+      path: completionsPath(url),
+      timeoutSeconds,
+      connectTimeoutSeconds,
+      ...(model === undefined ? {} : { model }),
+      ...(apiKey === undefined ? {} : { apiKey }),
+    };
+  },
+
+  create: (name, options) => new HttpBackend(name, options),
+};

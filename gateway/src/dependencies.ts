@@ -1,0 +1,30 @@
+import type { Logger } from "winston";
+import type { AppDependencies } from "./app";
+import type { BackendRegistry } from "./backends/registry";
+import type { GatewayConfig } from "./config/config";
+import type { Env } from "./config/settings";
+import { InferenceService } from "./services/inference";
+import { Lifecycle } from "./services/lifecycle";
+
+/** Builds the object graph for one app from an already checked config. */
+export function buildDependencies(options: {
+  readonly config: GatewayConfig;
+  readonly registry: BackendRegistry;
+  readonly logger: Logger;
+  readonly env: Env;
+  readonly maxBodyBytes: number;
+}): AppDependencies {
+  const { config, registry, logger, env } = options;
+  const backends = config.backends.map((backendConfig) => registry.create(backendConfig, { env, logger }));
+  const defaultBackend = backends.find((backend) => backend.name === config.defaultBackend);
+  // parseConfig guarantees the default exists; this guards against a config built by hand in a test.
+  if (defaultBackend === undefined) throw new Error(`default backend '${config.defaultBackend}' is not configured`);
+  return {
+    logger,
+    backends,
+    inference: new InferenceService(backends, defaultBackend),
+    lifecycle: new Lifecycle(),
+    maxBodyBytes: options.maxBodyBytes,
+    startedAt: new Date(),
+  };
+}

@@ -1,0 +1,76 @@
+import type { Server } from "node:http";
+import { createApp } from "./app";
+import { defaultBackendRegistry } from "./backends";
+import type { BackendRegistry } from "./backends/registry";
+import type { GatewayConfig } from "./config/config";
+import { ConfigError } from "./config/errors";
+import { environmentWithDotEnv, loadConfigFile } from "./config/load";
+import { type Env, parseSettings, type Settings } from "./config/settings";
+import { buildDependencies } from "./dependencies";
+import { createLogger } from "./observability/logger";
+
+/** A bad setting or config file stops start-up with one line naming the key, never a stack trace. */
+function loadOrExit(registry: BackendRegistry): { env: Env; settings: Settings; config: GatewayConfig } {
+  try {
+    const env = environmentWithDotEnv(process.env, ".env");
+    const settings = parseSettings(env);
+    return { env, settings, config: loadConfigFile(settings.configFile, registry, env) };
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`gateway: config error: ${error.message}\n`);
+    process.exit(1);
+  }
+}
+
+/** The only file that reads the environment, listens, and handles signals. */
+function main(): void {
+  const registry = defaultBackendRegistry();
+  const { env, settings, config } = loadOrExit(registry);
+
+  const logger = createLogger({ level: settings.logLevel, service: "gateway" });
+  const deps = buildDependencies({ config, registry, logger, env, maxBodyBytes: settings.maxBodyBytes });
+  const app = createApp(deps);
+
+  process.on("uncaughtException", (error) => {
+    logger.error("uncaught exception; exiting", { error: error.stack ?? error.message });
+    process.exit(1);
+  });
+
+  const server: Server = app.listen(settings.port, settings.host, (error?: Error) => {
+    if (error !== undefined) {
+      process.stderr.write(`gateway: cannot listen on ${settings.host}:${settings.port}: ${error.message}\n`);
+      process.exit(1);
+    }
+    const address = server.address();
+    const port = typeof address === "object" && address !== null ? address.port : settings.port;
+    logger.info("gateway listening", { host: settings.host, port, config: settings.configFile, defaultBackend: config.defaultBackend });
+    for (const backend of deps.backends) logger.info("backend ready", { backend: backend.name, type: backend.type, target: backend.target });
+  });
+
+  let stopping = false;
+  const shutdown = (signal: NodeJS.Signals): void => {
+    if (stopping) return;
+    stopping = true;
+    deps.lifecycle.beginShutdown();
+    logger.info("shutting down: no new connections, waiting for requests in flight", { signal, timeoutSeconds: settings.shutdownTimeoutSeconds });
+    const force = setTimeout(() => {
+      logger.warn("shutdown timeout reached; closing remaining connections");
+      server.closeAllConnections();
+    }, settings.shutdownTimeoutSeconds * 1000);
+    force.unref();
+    server.close(() => {
+      clearTimeout(force);
+      void deps.inference.close().finally(() => {
+        logger.info("stopped");
+        // Exit by running out of work, so the log line above reaches stdout; the timer is a backstop.
+        process.exitCode = 0;
+        setTimeout(() => process.exit(0), 2000).unref();
+      });
+    });
+    server.closeIdleConnections();
+  };
+  process.on("SIGTERM", shutdown);
+  process.on("SIGINT", shutdown);
+}
+
+main();

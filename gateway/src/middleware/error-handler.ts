@@ -1,0 +1,57 @@
+import type { NextFunction, Request, Response } from "express";
+import { ClientClosedError, GatewayError, InternalError, InvalidRequestError, NotFoundError, PayloadTooLargeError } from "../errors";
+import { contextOf } from "./request-context";
+
+/** The errors body-parser raises carry a `type`; these are the ones a client can cause. */
+interface BodyParserError {
+  readonly type: string;
+  readonly status?: number;
+  readonly limit?: number;
+  readonly message: string;
+}
+
+function isBodyParserError(error: unknown): error is BodyParserError {
+  return error instanceof Error && typeof (error as { type?: unknown }).type === "string";
+}
+
+function toGatewayError(error: unknown): GatewayError | undefined {
+  if (error instanceof GatewayError) return error;
+  if (!isBodyParserError(error)) return undefined;
+  switch (error.type) {
+    case "entity.parse.failed":
+      return new InvalidRequestError(`The request body is not valid JSON: ${error.message}`, null, "invalid_json");
+    case "entity.too.large":
+      return new PayloadTooLargeError(error.limit ?? 0);
+    case "request.aborted":
+      return new ClientClosedError();
+    case "encoding.unsupported":
+    case "charset.unsupported":
+    case "request.size.invalid":
+      return new InvalidRequestError(error.message, null, "invalid_body");
+    default:
+      return undefined;
+  }
+}
+
+/** The only place that writes error bodies: OpenAI's `{"error": {message, type, param, code}}`. */
+export function errorHandler() {
+  return (error: unknown, _req: Request, res: Response, _next: NextFunction): void => {
+    const context = contextOf(res);
+    let known = toGatewayError(error);
+    if (known === undefined) {
+      context.logger.error("unhandled error", { error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+      known = new InternalError();
+    } else if (known.status >= 500) {
+      context.logger.warn("request failed", { code: known.code, error: known.message });
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.status(known.status).set(known.headers).json({ error: { message: known.message, type: known.type, param: known.param, code: known.code } });
+  };
+}
+
+export function notFound() {
+  return (req: Request, _res: Response, next: NextFunction): void => next(new NotFoundError(req.method, req.path));
+}

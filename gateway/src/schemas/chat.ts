@@ -1,0 +1,52 @@
+/** The parts of an OpenAI chat request the gateway reads. Every other field passes through untouched. */
+export interface ChatMessage {
+  readonly role: string;
+  readonly content?: MessageContent | null;
+  readonly [extra: string]: unknown;
+}
+
+export type MessageContent = string | readonly ContentPart[];
+
+export interface ContentPart {
+  readonly type: string;
+  readonly text?: string;
+  readonly [extra: string]: unknown;
+}
+
+export interface ChatCompletionRequest {
+  readonly model?: string;
+  readonly messages: readonly ChatMessage[];
+  readonly stream?: boolean;
+  readonly [extra: string]: unknown;
+}
+
+export interface Usage {
+  readonly prompt_tokens: number;
+  readonly completion_tokens: number;
+  readonly total_tokens: number;
+}
+
+/** The assistant message as a backend produced it; extra fields (tool_calls, refusal) pass through. */
+export interface AssistantMessage {
+  readonly role: "assistant";
+  readonly content: string | null;
+  readonly [extra: string]: unknown;
+}
+
+export interface ChatCompletion {
+  readonly id: string;
+  readonly object: "chat.completion";
+  readonly created: number;
+  readonly model: string;
+  /** Name of the configured backend that answered: the gateway's one addition to OpenAI's shape. */
+  readonly backend: string;
+  readonly choices: readonly [
+    {
+      readonly index: 0;
+      readonly message: AssistantMessage;
+      readonly finish_reason: string;
+      readonly logprobs: null;
+    },
+  ];
+  readonly usage: Usage;
+}

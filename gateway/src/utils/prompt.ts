@@ -1,0 +1,21 @@
+import type { ChatMessage } from "../schemas/chat";
+
+/**
+ * The prompt is the text the user wrote: every user message's string content, or the text parts of its
+ * array content, joined with newlines. System and assistant turns are context, not the prompt.
+ */
+export function extractPrompt(messages: readonly ChatMessage[]): string {
+  const texts: string[] = [];
+  for (const message of messages) {
+    if (message.role !== "user") continue;
+    const content = message.content;
+    if (typeof content === "string") {
+      texts.push(content);
+    } else if (Array.isArray(content)) {
+      for (const part of content) {
+        if (part.type === "text" && typeof part.text === "string") texts.push(part.text);
+      }
+    }
+  }
+  return texts.join("\n");
+}
