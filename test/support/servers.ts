@@ -1,0 +1,123 @@
+import type { AddressInfo } from "node:net";
+import type { Server } from "node:http";
+import { PassThrough } from "node:stream";
+import type { Express } from "express";
+import { parse as parseYaml } from "yaml";
+import { type AppDependencies, createApp } from "../../gateway/src/app";
+import { defaultBackendRegistry } from "../../gateway/src/backends";
+import { parseConfig } from "../../gateway/src/config/config";
+import { buildDependencies } from "../../gateway/src/dependencies";
+import { createLogger } from "../../gateway/src/observability/logger";
+import { createMockApp, type SeenRequest } from "../../mock-remote/src/app";
+
+export interface Running {
+  readonly url: string;
+  readonly port: number;
+  readonly server: Server;
+  close(): Promise<void>;
+}
+
+/** Listens on an ephemeral loopback port; `close` also drops keep-alive sockets so tests end promptly. */
+export async function listen(app: Express): Promise<Running> {
+  const server = await new Promise<Server>((resolve, reject) => {
+    const s = app.listen(0, "127.0.0.1", (error?: Error) => (error === undefined ? resolve(s) : reject(error)));
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    server,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+export interface RunningMock extends Running {
+  readonly seen: SeenRequest[];
+}
+
+export async function startMock(options: { defaultDelayMs?: number } = {}): Promise<RunningMock> {
+  const { app, seen } = createMockApp({ defaultDelayMs: options.defaultDelayMs ?? 0, modelId: "mock-model" });
+  return { ...(await listen(app)), seen };
+}
+
+export interface RunningGateway extends Running {
+  readonly deps: AppDependencies;
+  /** Every line the gateway logged, as parsed JSON objects. */
+  logLines(): Record<string, unknown>[];
+  /** Everything the gateway logged, as raw text (for leak checks). */
+  logText(): string;
+}
+
+/** The real app, built from YAML text the way main.ts builds it from a file, on an ephemeral port. */
+export async function startGateway(
+  yaml: string,
+  options: { env?: Record<string, string>; maxBodyBytes?: number } = {},
+): Promise<RunningGateway> {
+  const env = options.env ?? {};
+  const registry = defaultBackendRegistry();
+  const config = parseConfig(parseYaml(yaml), registry, env);
+  const stream = new PassThrough();
+  let text = "";
+  stream.on("data", (chunk: Buffer) => {
+    text += chunk.toString("utf8");
+  });
+  const logger = createLogger({ level: "debug", service: "gateway", stream });
+  const deps = buildDependencies({ config, registry, logger, env, maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024 });
+  const running = await listen(createApp(deps));
+  return {
+    ...running,
+    deps,
+    logText: () => text,
+    logLines: () =>
+      text
+        .split("\n")
+        .filter((line) => line.trim() !== "")
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
+    close: async () => {
+      await running.close();
+      await deps.inference.close();
+    },
+  };
+}
+
+/** A config with the `local` echo backend (the default) and an http backend `remote` at `remoteUrl`. */
+export function twoBackendConfig(remoteUrl: string, remoteExtra = ""): string {
+  return `
+default_backend: local
+backends:
+  - name: local
+    type: echo
+  - name: remote
+    type: http
+    url: ${remoteUrl}
+${remoteExtra
+  .split("\n")
+  .filter((line) => line.trim() !== "")
+  .map((line) => `    ${line.trim()}`)
+  .join("\n")}
+`;
+}
+
+export interface Answer {
+  readonly status: number;
+  readonly headers: Headers;
+  readonly body: Record<string, unknown>;
+}
+
+/** POST a JSON body (or raw text) to the completions endpoint and read the JSON answer. */
+export async function chat(baseUrl: string, payload: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+  const response = await fetch(`${baseUrl}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof payload === "string" ? payload : JSON.stringify(payload),
+  });
+  return { status: response.status, headers: response.headers, body: (await response.json()) as Record<string, unknown> };
+}
+
+export function userMessage(content: string): { role: "user"; content: string }[] {
+  return [{ role: "user", content }];
+}

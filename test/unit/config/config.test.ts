@@ -1,0 +1,160 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { defaultBackendRegistry } from "../../../gateway/src/backends";
+import type { HttpBackendOptions } from "../../../gateway/src/backends/http";
+import { parseConfig } from "../../../gateway/src/config/config";
+import { ConfigError } from "../../../gateway/src/config/errors";
+import { environmentWithDotEnv, loadConfigFile } from "../../../gateway/src/config/load";
+
+const registry = defaultBackendRegistry();
+
+function parse(yaml: string, env: Record<string, string> = {}) {
+  return parseConfig(parseYaml(yaml), registry, env);
+}
+
+function problem(yaml: string, env: Record<string, string> = {}): string {
+  try {
+    parse(yaml, env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.message;
+    throw error;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+const VALID = `
+default_backend: local
+backends:
+  - name: local
+    type: echo
+  - name: remote
+    type: http
+    url: http://127.0.0.1:8081
+    timeout: 5
+    model: llama-3
+`;
+
+describe("parseConfig", () => {
+  it("reads backends in order with the default backend", () => {
+    const config = parse(VALID);
+    expect(config.defaultBackend).toBe("local");
+    expect(config.backends.map((b) => [b.name, b.type])).toEqual([
+      ["local", "echo"],
+      ["remote", "http"],
+    ]);
+  });
+
+  it("gives http backends their endpoint path, timeout and upstream model", () => {
+    const options = parse(VALID).backends[1]?.options as HttpBackendOptions;
+    expect(options).toMatchObject({ origin: "http://127.0.0.1:8081", path: "/v1/chat/completions", timeoutSeconds: 5, model: "llama-3" });
+  });
+
+  it("defaults an http backend's timeout to 60 seconds", () => {
+    const options = parse(VALID.replace("    timeout: 5\n", "")).backends[1]?.options as HttpBackendOptions;
+    expect(options.timeoutSeconds).toBe(60);
+  });
+
+  it("does not double /v1 when the base URL already ends with it", () => {
+    const options = parse(VALID.replace("http://127.0.0.1:8081", "https://api.example.test/v1/")).backends[1]?.options as HttpBackendOptions;
+    expect(options.path).toBe("/v1/chat/completions");
+  });
+
+  it("keeps a base path in front of /v1", () => {
+    const options = parse(VALID.replace("http://127.0.0.1:8081", "http://10.0.0.1:9000/proxy")).backends[1]?.options as HttpBackendOptions;
+    expect(options.path).toBe("/proxy/v1/chat/completions");
+  });
+
+  it("names the key path of a bad URL", () => {
+    expect(problem(VALID.replace("http://127.0.0.1:8081", "ftp://example.test"))).toBe("backends[1].url: must be an http(s) URL");
+    expect(problem(VALID.replace("http://127.0.0.1:8081", "not a url"))).toBe("backends[1].url: must be an http(s) URL");
+  });
+
+  it("requires default_backend to name a backend", () => {
+    expect(problem(VALID.replace("default_backend: local", "default_backend: nowhere"))).toMatch(/^default_backend: 'nowhere' is not the name of a backend/);
+  });
+
+  it("requires default_backend", () => {
+    expect(problem(VALID.replace("default_backend: local", ""))).toBe("default_backend: is required");
+  });
+
+  it("rejects duplicate backend names", () => {
+    expect(problem(VALID.replace("name: remote", "name: local"))).toBe("backends[1].name: 'local' is already used by another backend");
+  });
+
+  it("rejects an unknown backend type and lists the known ones", () => {
+    expect(problem(VALID.replace("type: echo", "type: grpc"))).toBe("backends[0].type: unknown backend type 'grpc' (known: echo, http)");
+  });
+
+  it("rejects keys nobody reads, so typos fail loudly", () => {
+    expect(problem(VALID.replace("timeout: 5", "timout: 5"))).toBe("backends[1].timout: is not a known setting");
+    expect(problem(`${VALID}\nextra: 1\n`)).toBe("extra: is not a known setting");
+  });
+
+  it("checks each type's own fields", () => {
+    expect(problem(VALID.replace("timeout: 5", "timeout: -1"))).toBe("backends[1].timeout: must be a number greater than 0 and at most 3600");
+    expect(problem(VALID.replace("timeout: 5", 'timeout: "5"'))).toMatch(/^backends\[1\]\.timeout: must be a number/);
+    expect(problem(VALID.replace("    url: http://127.0.0.1:8081\n", ""))).toBe("backends[1].url: is required");
+  });
+
+  it("refuses credentials in a URL", () => {
+    expect(problem(VALID.replace("http://127.0.0.1:8081", "http://user:secret@127.0.0.1:8081"))).toBe("backends[1].url: must not carry credentials; use api_key_env");
+  });
+
+  it("resolves api_key_env from the environment it is given", () => {
+    const yaml = VALID.replace("model: llama-3", "api_key_env: UPSTREAM_KEY");
+    expect((parse(yaml, { UPSTREAM_KEY: "sk-test" }).backends[1]?.options as HttpBackendOptions).apiKey).toBe("sk-test");
+    expect(problem(yaml)).toBe("backends[1].api_key_env: environment variable UPSTREAM_KEY is not set");
+  });
+
+  it("rejects an empty document, a missing backend list and bad names", () => {
+    expect(problem("")).toBe("the file is empty");
+    expect(problem("default_backend: a\n")).toBe("backends: must be a non-empty list");
+    expect(problem(VALID.replace("name: local", 'name: "has space"'))).toMatch(/^backends\[0\]\.name: must be 1-64 characters/);
+    expect(problem("default_backend: a\nbackends: [1]\n")).toBe("backends[0]: must be a mapping");
+  });
+});
+
+describe("loadConfigFile", () => {
+  const dir = mkdtempSync(join(tmpdir(), "gateway-config-"));
+
+  function write(name: string, text: string): string {
+    const path = join(dir, name);
+    writeFileSync(path, text);
+    return path;
+  }
+
+  it("loads the shipped config files", () => {
+    expect(loadConfigFile("config/config.yaml", registry, {}).defaultBackend).toBe("local");
+    expect(loadConfigFile("config/compose.yaml", registry, {}).backends.map((b) => b.name)).toEqual(["local", "remote"]);
+  });
+
+  it("prefixes problems with the file name", () => {
+    const file = write("bad-url.yaml", VALID.replace("http://127.0.0.1:8081", "localhost:8081"));
+    expect(() => loadConfigFile(file, registry, {})).toThrow(`${file}: backends[1].url: must be an http(s) URL`);
+  });
+
+  it("reports YAML syntax errors in one line", () => {
+    const file = write("syntax.yaml", "default_backend: [unclosed\n");
+    expect(() => loadConfigFile(file, registry, {})).toThrow(new RegExp(`^${file}: not valid YAML: [^\\n]+$`));
+  });
+
+  it("reports a missing file", () => {
+    expect(() => loadConfigFile(join(dir, "absent.yaml"), registry, {})).toThrow(/absent\.yaml: cannot read the config file \(no such file\)/);
+  });
+});
+
+describe("environmentWithDotEnv", () => {
+  it("adds .env values under the real environment", () => {
+    const dir = mkdtempSync(join(tmpdir(), "gateway-env-"));
+    const file = join(dir, ".env");
+    writeFileSync(file, "PORT=9999\nLOG_LEVEL=debug\n# comment\nHOST=127.0.0.1\n");
+    expect(environmentWithDotEnv({ PORT: "7000" }, file)).toMatchObject({ PORT: "7000", LOG_LEVEL: "debug", HOST: "127.0.0.1" });
+  });
+
+  it("is the plain environment when there is no .env", () => {
+    const env = { PORT: "1" };
+    expect(environmentWithDotEnv(env, "/nonexistent/.env")).toBe(env);
+  });
+});

@@ -1,0 +1,30 @@
+import { ConfigError } from "../../../gateway/src/config/errors";
+import { parseSettings } from "../../../gateway/src/config/settings";
+
+describe("parseSettings", () => {
+  it("has production defaults", () => {
+    expect(parseSettings({})).toEqual({
+      port: 8080,
+      host: "0.0.0.0",
+      configFile: "config/config.yaml",
+      logLevel: "info",
+      maxBodyBytes: 1024 * 1024,
+      shutdownTimeoutSeconds: 10,
+    });
+  });
+
+  it("reads every variable", () => {
+    expect(
+      parseSettings({ PORT: "9000", HOST: "127.0.0.1", CONFIG_FILE: "/etc/gw.yaml", LOG_LEVEL: "DEBUG", MAX_BODY_BYTES: "2048", SHUTDOWN_TIMEOUT: "3" }),
+    ).toEqual({ port: 9000, host: "127.0.0.1", configFile: "/etc/gw.yaml", logLevel: "debug", maxBodyBytes: 2048, shutdownTimeoutSeconds: 3 });
+  });
+
+  it.each([
+    [{ PORT: "80a" }, "PORT: must be a whole number from 0 to 65535"],
+    [{ PORT: "70000" }, "PORT: must be a whole number from 0 to 65535"],
+    [{ LOG_LEVEL: "loud" }, "LOG_LEVEL: must be one of error, warn, info, http, verbose, debug, silly"],
+    [{ MAX_BODY_BYTES: "0" }, "MAX_BODY_BYTES: must be a whole number from 1 to 1073741824"],
+  ])("rejects %p", (env, message) => {
+    expect(() => parseSettings(env)).toThrow(new ConfigError("", message).message);
+  });
+});
