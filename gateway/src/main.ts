@@ -58,8 +58,13 @@ function main(): void {
       server.closeAllConnections();
     }, settings.shutdownTimeoutSeconds * 1000);
     force.unref();
+    // A keep-alive socket whose last response just finished would otherwise hold close() open until the
+    // client's own idle timeout; sweeping idle sockets lets the process exit as soon as work is done.
+    const sweep = setInterval(() => server.closeIdleConnections(), 100);
+    sweep.unref();
     server.close(() => {
       clearTimeout(force);
+      clearInterval(sweep);
       void deps.inference.close().finally(() => {
         logger.info("stopped");
         // Exit by running out of work, so the log line above reaches stdout; the timer is a backstop.

@@ -1,0 +1,139 @@
+import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { chat, type RunningMock, startMock, twoBackendConfig, userMessage } from "../support/servers";
+
+/** These tests run the built program as users do (`make build` first; `make test` does it). */
+const ROOT = resolve(__dirname, "../..");
+const GATEWAY_MAIN = join(ROOT, "dist/gateway/src/main.js");
+
+interface Started {
+  readonly child: ChildProcess;
+  readonly url: string;
+  output(): string;
+  exited(): Promise<number | null>;
+}
+
+/** Starts the built gateway on an ephemeral port and waits for its "listening" log line (bounded). */
+async function startProcess(cwd: string, env: Record<string, string>): Promise<Started> {
+  const child = spawn(process.execPath, [GATEWAY_MAIN], { cwd, env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", ...env } });
+  let output = "";
+  child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const exit = new Promise<number | null>((resolveExit) => child.once("exit", (code) => resolveExit(code)));
+  for (let i = 0; i < 200 && !/"port":\d+/.test(output) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 25));
+  const port = /"message":"gateway listening"[^\n]*"port":(\d+)|"port":(\d+)[^\n]*"message":"gateway listening"/.exec(output);
+  if (port === null) {
+    child.kill("SIGKILL");
+    throw new Error(`gateway did not start:\n${output}`);
+  }
+  return { child, url: `http://127.0.0.1:${port[1] ?? port[2]}`, output: () => output, exited: () => exit };
+}
+
+/** Runs smoke.sh without blocking this process: the mock-remote it reaches lives in this event loop. */
+function smoke(url: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolveRun) => {
+    execFile("bash", [join(ROOT, "test/smoke.sh"), url], { encoding: "utf8", timeout: 30000 }, (error, stdout, stderr) => {
+      resolveRun({ status: error === null ? 0 : typeof error.code === "number" ? error.code : null, stdout, stderr });
+    });
+  });
+}
+
+function workDir(configYaml: string): string {
+  const dir = mkdtempSync(join(tmpdir(), "gateway-proc-"));
+  writeFileSync(join(dir, "config.yaml"), configYaml);
+  return dir;
+}
+
+let mock: RunningMock;
+
+beforeAll(async () => {
+  if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} is missing: run \`make build\` (make test does) before these tests`);
+  mock = await startMock();
+});
+
+afterAll(async () => {
+  await mock.close();
+});
+
+describe("the gateway process", () => {
+  it("refuses a bad config with exit code 1 and one line naming the file and key", () => {
+    const dir = workDir(twoBackendConfig("localhost:8081"));
+    const result = spawnSync(process.execPath, [GATEWAY_MAIN], { cwd: dir, env: { PATH: process.env.PATH ?? "", CONFIG_FILE: "config.yaml" }, encoding: "utf8", timeout: 10000 });
+    expect(result.status).toBe(1);
+    expect(result.stdout).toBe("");
+    expect(result.stderr).toBe("gateway: config error: config.yaml: backends[1].url: must be an http(s) URL\n");
+  });
+
+  it("refuses a bad setting the same way", () => {
+    const result = spawnSync(process.execPath, [GATEWAY_MAIN], { cwd: ROOT, env: { PATH: process.env.PATH ?? "", PORT: "eighty" }, encoding: "utf8", timeout: 10000 });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe("gateway: config error: PORT: must be a whole number from 0 to 65535\n");
+  });
+
+  it("reads settings from .env, with the real environment winning", async () => {
+    const dir = workDir(twoBackendConfig(mock.url));
+    writeFileSync(join(dir, ".env"), "CONFIG_FILE=config.yaml\nLOG_LEVEL=warn\nHOST=0.0.0.0\n");
+    const started = await startProcess(dir, { HOST: "127.0.0.1", LOG_LEVEL: "info" });
+    try {
+      expect(started.output()).toContain('"config":"config.yaml"');
+      expect(started.output()).toContain('"host":"127.0.0.1"');
+      expect((await chat(started.url, { messages: userMessage("x") })).status).toBe(200);
+    } finally {
+      started.child.kill("SIGKILL");
+    }
+  });
+
+  it("passes the README's smoke test (test/smoke.sh)", async () => {
+    const started = await startProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml" });
+    try {
+      const run = await smoke(started.url);
+      expect(run.stderr).toBe("");
+      expect(run.stdout).toContain("smoke: all 3 checks passed");
+      expect(run.status).toBe(0);
+    } finally {
+      started.child.kill("SIGKILL");
+    }
+  });
+
+  it("smoke test fails loudly against a wrong gateway", async () => {
+    // A gateway whose default backend is the remote one answers the third curl wrongly.
+    const config = twoBackendConfig(mock.url).replace("default_backend: local", "default_backend: remote");
+    const started = await startProcess(workDir(config), { CONFIG_FILE: "config.yaml" });
+    try {
+      const run = await smoke(started.url);
+      expect(run.status).toBe(1);
+      expect(run.stderr).toContain("FAIL no model -> default backend");
+    } finally {
+      started.child.kill("SIGKILL");
+    }
+  });
+
+  it("on SIGTERM finishes the request in flight, refuses new connections, and exits 0", async () => {
+    const started = await startProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml" });
+    const inFlight = chat(started.url, { model: "remote", messages: userMessage("slow"), mock: { delay_ms: 1000 } });
+    for (let i = 0; i < 100 && !mock.seen.some((r) => JSON.stringify(r.body).includes('"slow"')); i++) await new Promise((r) => setTimeout(r, 10));
+    started.child.kill("SIGTERM");
+    await new Promise((r) => setTimeout(r, 100));
+    await expect(fetch(`${started.url}/health`)).rejects.toThrow();
+    const answer = await inFlight;
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject({ choices: [{ message: { content: "Remote: slow" } }] });
+    expect(await started.exited()).toBe(0);
+    expect(started.output()).toContain('"message":"stopped"');
+  });
+
+  it("on SIGTERM gives up on a stuck request after SHUTDOWN_TIMEOUT and still exits 0", async () => {
+    const started = await startProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", SHUTDOWN_TIMEOUT: "1" });
+    const stuck = chat(started.url, { model: "remote", messages: userMessage("stuck"), mock: { fault: "hang" } });
+    stuck.catch(() => undefined);
+    for (let i = 0; i < 100 && !mock.seen.some((r) => JSON.stringify(r.body).includes('"stuck"')); i++) await new Promise((r) => setTimeout(r, 10));
+    const before = performance.now();
+    started.child.kill("SIGTERM");
+    expect(await started.exited()).toBe(0);
+    expect(performance.now() - before).toBeLessThan(8000);
+    await expect(stuck).rejects.toThrow();
+    expect(started.output()).toContain("shutdown timeout reached");
+  });
+});
