@@ -2,17 +2,22 @@ import express, { type Express } from "express";
 import type { Logger } from "winston";
 import type { Backend } from "./backends/backend";
 import { createHealthRouter } from "./api/health";
+import { createMetricsRouter } from "./api/metrics";
 import { createChatCompletionsRouter } from "./api/v1/chat-completions";
 import { createModelsRouter } from "./api/v1/models";
 import { accessLog } from "./middleware/access-log";
 import { errorHandler, notFound } from "./middleware/error-handler";
 import { requestContext } from "./middleware/request-context";
+import { requestMetrics } from "./middleware/request-metrics";
+import type { GatewayMetrics } from "./observability/metrics";
 import type { InferenceService } from "./services/inference";
 import type { Lifecycle } from "./services/lifecycle";
 
 export interface AppDependencies {
   readonly logger: Logger;
   readonly inference: InferenceService;
+  /** This app's own Registry and metrics, served on `/metrics`. */
+  readonly metrics: GatewayMetrics;
   readonly backends: readonly Backend[];
   readonly lifecycle: Lifecycle;
   readonly maxBodyBytes: number;
@@ -32,6 +37,8 @@ export function createApp(deps: AppDependencies): Express {
   });
   app.use(accessLog());
   app.use(createHealthRouter(deps));
+  app.use(createMetricsRouter(deps));
+  app.all("/v1/chat/completions", requestMetrics(deps.metrics));
   app.use(createModelsRouter(deps));
   app.use(createChatCompletionsRouter(deps));
   app.use(notFound());

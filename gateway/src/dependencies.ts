@@ -1,8 +1,10 @@
+import { Registry } from "prom-client";
 import type { Logger } from "winston";
 import type { AppDependencies } from "./app";
 import type { BackendRegistry } from "./backends/registry";
 import type { GatewayConfig } from "./config/config";
 import type { Env } from "./config/settings";
+import { createMetrics } from "./observability/metrics";
 import { InferenceService } from "./services/inference";
 import { Lifecycle } from "./services/lifecycle";
 
@@ -19,10 +21,13 @@ export function buildDependencies(options: {
   const defaultBackend = backends.find((backend) => backend.name === config.defaultBackend);
   // parseConfig guarantees the default exists; this guards against a config built by hand in a test.
   if (defaultBackend === undefined) throw new Error(`default backend '${config.defaultBackend}' is not configured`);
+  // One Registry per app: building two apps in one process (as tests do) never collides.
+  const metrics = createMetrics(new Registry(), backends.map((backend) => backend.name));
   return {
     logger,
     backends,
-    inference: new InferenceService(backends, defaultBackend),
+    metrics,
+    inference: new InferenceService(backends, defaultBackend, metrics),
     lifecycle: new Lifecycle(),
     maxBodyBytes: options.maxBodyBytes,
     startedAt: new Date(),

@@ -1,0 +1,293 @@
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, type LabelValues, Registry } from "prom-client";
+import { UpstreamClientError, UpstreamHttpError, UpstreamInvalidResponseError, UpstreamTimeoutError, UpstreamUnreachableError } from "../errors";
+import type { Usage } from "../schemas/chat";
+
+/** The `backend` label of requests refused before routing (bad JSON, failed validation, wrong method). */
+export const NO_BACKEND = "none";
+
+/** Why a backend call failed: the `reason` label of `gateway_backend_errors_total`, a closed set. */
+export const BACKEND_ERROR_REASONS = ["timeout", "connection", "http_status", "invalid_response", "stream_interrupted"] as const;
+export type BackendErrorReason = (typeof BACKEND_ERROR_REASONS)[number];
+
+/**
+ * Seconds. LLM answers take from milliseconds (the echo backend, a cache hit, the gateway's own overhead)
+ * to minutes (long generations), so the buckets span both ends; 300 s covers the default 60 s timeout with room.
+ */
+export const LATENCY_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+type RequestLabel = "backend" | "code" | "stream";
+
+/**
+ * Statuses whose request counts exist at 0 for each configured backend: success, and the two failures the
+ * gateway itself answers for a backend (502 failed, 504 timed out). Without them a backend's first 502
+ * would be the series' starting value, invisible to `rate()` and so to error-ratio alerts.
+ */
+const BACKEND_STATUSES = [200, 502, 504] as const;
+
+/**
+ * The gateway's Prometheus metrics, all in one Registry that belongs to one app. The metric names and
+ * labels are a contract: operators' dashboards and alerts query them, so they never change casually.
+ */
+export interface GatewayMetrics {
+  readonly registry: Registry;
+  readonly requests: Counter<RequestLabel>;
+  readonly requestDuration: Histogram<"backend" | "stream">;
+  /** Time spent waiting on the backend; `requestDuration` minus this is the gateway's own overhead. */
+  readonly backendRequestDuration: Histogram<"backend">;
+  readonly backendErrors: Counter<"backend" | "reason">;
+  readonly tokens: Counter<"backend" | "type">;
+  readonly inFlight: Gauge<"backend">;
+  readonly timeToFirstToken: Histogram<"backend">;
+  readonly buildInfo: Gauge<"version" | "node_version">;
+  /**
+   * The request-level series for one `backend` label value, made once and cached. Callers pass only a
+   * configured backend's name or NO_BACKEND, never client input, so the number of series stays bounded.
+   */
+  request(backend: string): RequestSeries;
+  /** The backend-level series for one configured backend, made once and cached. */
+  backend(name: string): BackendSeries;
+}
+
+/**
+ * Builds the metrics in `registry` (a fresh one by default, so two apps in one process never collide) and
+ * creates every per-backend series at 0 for `backendNames`: dashboards see each backend before its first
+ * request, and `rate()` counts that first request instead of treating it as the series' starting value.
+ */
+export function createMetrics(registry: Registry = new Registry(), backendNames: readonly string[] = []): GatewayMetrics {
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  const requests = new Counter({
+    name: "gateway_requests_total",
+    help: "Chat completion requests answered, by the backend that served them ('none' when refused before routing), HTTP status (499: the client left) and streaming.",
+    labelNames: ["backend", "code", "stream"] as const,
+    registers,
+  });
+  const requestDuration = new Histogram({
+    name: "gateway_request_duration_seconds",
+    help: "Time from a chat completion request's arrival to its last byte (or the client leaving), in seconds.",
+    labelNames: ["backend", "stream"] as const,
+    buckets: [...LATENCY_BUCKETS],
+    registers,
+  });
+  const backendRequestDuration = new Histogram({
+    name: "gateway_backend_request_duration_seconds",
+    help: "Time spent waiting on the backend for one request, in seconds; subtract it from gateway_request_duration_seconds for the gateway's own overhead.",
+    labelNames: ["backend"] as const,
+    buckets: [...LATENCY_BUCKETS],
+    registers,
+  });
+  const backendErrors = new Counter({
+    name: "gateway_backend_errors_total",
+    help: "Backend calls that failed, by reason: timeout, connection, http_status, invalid_response, stream_interrupted.",
+    labelNames: ["backend", "reason"] as const,
+    registers,
+  });
+  const tokens = new Counter({
+    name: "gateway_tokens_total",
+    help: "Tokens in answered requests (the backend's usage, else the gateway's estimate), by type: prompt or completion.",
+    labelNames: ["backend", "type"] as const,
+    registers,
+  });
+  const inFlight = new Gauge({
+    name: "gateway_in_flight_requests",
+    help: "Requests routed to a backend and not yet answered by it.",
+    labelNames: ["backend"] as const,
+    registers,
+  });
+  const timeToFirstToken = new Histogram({
+    name: "gateway_time_to_first_token_seconds",
+    help: "For streamed answers, time from the request's arrival to the first token sent to the client, in seconds.",
+    labelNames: ["backend"] as const,
+    buckets: [...LATENCY_BUCKETS],
+    registers,
+  });
+  const buildInfo = new Gauge({
+    name: "gateway_build_info",
+    help: "Always 1; the labels say which gateway version runs on which Node.js.",
+    labelNames: ["version", "node_version"] as const,
+    registers,
+  });
+  buildInfo.set({ version: gatewayVersion(), node_version: process.version }, 1);
+
+  const requestSeries = new Map<string, RequestSeries>();
+  const backendSeries = new Map<string, BackendSeries>();
+  const metrics: GatewayMetrics = {
+    registry,
+    requests,
+    requestDuration,
+    backendRequestDuration,
+    backendErrors,
+    tokens,
+    inFlight,
+    timeToFirstToken,
+    buildInfo,
+    request(backend) {
+      let series = requestSeries.get(backend);
+      if (series === undefined) {
+        series = new RequestSeries(metrics, backend);
+        requestSeries.set(backend, series);
+      }
+      return series;
+    },
+    backend(name) {
+      let series = backendSeries.get(name);
+      if (series === undefined) {
+        series = new BackendSeries(metrics, name);
+        backendSeries.set(name, series);
+      }
+      return series;
+    },
+  };
+  for (const name of backendNames) {
+    for (const status of BACKEND_STATUSES) metrics.request(name).zero(status);
+    metrics.backend(name);
+  }
+  metrics.request(NO_BACKEND).zero(400);
+  return metrics;
+}
+
+/**
+ * `gateway_requests_total` and `gateway_request_duration_seconds` for one `backend` value. The label
+ * objects are built once per status and reused, so recording a request allocates nothing.
+ */
+export class RequestSeries {
+  /** Keyed by `status * 2 + (stream ? 1 : 0)`; HTTP statuses are 100-999, so this stays small. */
+  private readonly countLabels = new Map<number, LabelValues<RequestLabel>>();
+  private readonly durationLabels: Readonly<Record<"true" | "false", LabelValues<"backend" | "stream">>>;
+
+  constructor(
+    private readonly metrics: GatewayMetrics,
+    readonly backend: string,
+  ) {
+    this.durationLabels = { false: { backend, stream: "false" }, true: { backend, stream: "true" } };
+    metrics.requestDuration.zero(this.durationLabels.false);
+  }
+
+  /** Makes the count for `status` (non-streamed) exist at 0. */
+  zero(status: number): void {
+    this.metrics.requests.inc(this.labelsFor(status, false), 0);
+  }
+
+  /** One finished request: `status` is 499 when the client left before the answer was complete. */
+  observe(status: number, stream: boolean, seconds: number): void {
+    this.metrics.requests.inc(this.labelsFor(status, stream));
+    this.metrics.requestDuration.observe(this.durationLabels[stream ? "true" : "false"], seconds);
+  }
+
+  private labelsFor(status: number, stream: boolean): LabelValues<RequestLabel> {
+    const key = status * 2 + (stream ? 1 : 0);
+    let labels = this.countLabels.get(key);
+    if (labels === undefined) {
+      labels = { backend: this.backend, code: String(status), stream: stream ? "true" : "false" };
+      this.countLabels.set(key, labels);
+    }
+    return labels;
+  }
+}
+
+/** The series about one backend's calls: time waiting on it, its failures, its tokens, calls in flight. */
+export class BackendSeries {
+  private readonly labels: LabelValues<"backend">;
+  private readonly errorLabels: Readonly<Record<BackendErrorReason, LabelValues<"backend" | "reason">>>;
+  private readonly promptLabels: LabelValues<"backend" | "type">;
+  private readonly completionLabels: LabelValues<"backend" | "type">;
+
+  constructor(
+    private readonly metrics: GatewayMetrics,
+    readonly backend: string,
+  ) {
+    this.labels = { backend };
+    this.promptLabels = { backend, type: "prompt" };
+    this.completionLabels = { backend, type: "completion" };
+    this.errorLabels = {
+      timeout: { backend, reason: "timeout" },
+      connection: { backend, reason: "connection" },
+      http_status: { backend, reason: "http_status" },
+      invalid_response: { backend, reason: "invalid_response" },
+      stream_interrupted: { backend, reason: "stream_interrupted" },
+    };
+    metrics.inFlight.set(this.labels, 0);
+    metrics.backendRequestDuration.zero(this.labels);
+    metrics.timeToFirstToken.zero(this.labels);
+    metrics.tokens.inc(this.promptLabels, 0);
+    metrics.tokens.inc(this.completionLabels, 0);
+    for (const reason of BACKEND_ERROR_REASONS) metrics.backendErrors.inc(this.errorLabels[reason], 0);
+  }
+
+  callStarted(): void {
+    this.metrics.inFlight.inc(this.labels);
+  }
+
+  /** The backend answered or failed after `seconds`; `error` is what it threw, if anything. */
+  callEnded(seconds: number, error?: unknown): void {
+    this.metrics.inFlight.dec(this.labels);
+    this.metrics.backendRequestDuration.observe(this.labels, seconds);
+    if (error === undefined) return;
+    const reason = backendErrorReason(error);
+    if (reason !== undefined) this.metrics.backendErrors.inc(this.errorLabels[reason]);
+  }
+
+  countTokens(usage: Usage): void {
+    this.metrics.tokens.inc(this.promptLabels, usage.prompt_tokens);
+    this.metrics.tokens.inc(this.completionLabels, usage.completion_tokens);
+  }
+
+  /** For streamed answers: seconds from the request's arrival to the first token. */
+  firstToken(seconds: number): void {
+    this.metrics.timeToFirstToken.observe(this.labels, seconds);
+  }
+
+  /** A stream that broke after it started: the status was already sent, so only this counter sees it. */
+  streamInterrupted(): void {
+    this.metrics.backendErrors.inc(this.errorLabels.stream_interrupted);
+  }
+}
+
+/**
+ * The `reason` for a backend failure, or undefined when it was not the backend's failure: a client that
+ * left (ClientClosedError) or a bug in the gateway (which the request counter shows as a 500).
+ */
+export function backendErrorReason(error: unknown): BackendErrorReason | undefined {
+  if (error instanceof UpstreamTimeoutError) return "timeout";
+  if (error instanceof UpstreamUnreachableError) return "connection";
+  if (error instanceof UpstreamHttpError || error instanceof UpstreamClientError) return "http_status";
+  if (error instanceof UpstreamInvalidResponseError) return "invalid_response";
+  return undefined;
+}
+
+/** Read once per process: the version is the same for every app, and the file never changes under us. */
+let cachedVersion: string | undefined;
+
+/** `version` from the nearest package.json above this file; the same walk works from src/ (tests) and dist/. */
+export function gatewayVersion(): string {
+  cachedVersion ??= findPackageVersion(__dirname);
+  return cachedVersion;
+}
+
+const MAX_PARENT_DIRECTORIES = 8;
+
+function findPackageVersion(start: string): string {
+  let directory = start;
+  for (let depth = 0; depth < MAX_PARENT_DIRECTORIES; depth++) {
+    const version = versionIn(join(directory, "package.json"));
+    if (version !== undefined) return version;
+    const parent = dirname(directory);
+    if (parent === directory) break;
+    directory = parent;
+  }
+  return "unknown";
+}
+
+function versionIn(file: string): string | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, "utf8"));
+  } catch {
+    return undefined; // no package.json here (or not JSON): keep walking up
+  }
+  if (typeof parsed !== "object" || parsed === null) return undefined;
+  const version = (parsed as Record<string, unknown>).version;
+  return typeof version === "string" && version !== "" ? version : undefined;
+}

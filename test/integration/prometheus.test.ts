@@ -1,0 +1,212 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { delimiter, join } from "node:path";
+import { chat, type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
+
+/**
+ * A real Prometheus (Debian's `prometheus` package; `.ci/run` installs it) scrapes a running gateway every
+ * second; the per-backend series are read back through its HTTP API, as an operator's dashboard would.
+ */
+
+const SCRAPE_INTERVAL = "1s";
+const WAIT_MS = 30_000;
+const POLL_MS = 250;
+
+let mock: RunningMock;
+let gateway: RunningGateway;
+let prometheus: ChildProcess | undefined;
+let prometheusUrl: string;
+let workDir: string | undefined;
+let prometheusLog = "";
+
+function findOnPath(command: string): string | undefined {
+  for (const directory of (process.env.PATH ?? "").split(delimiter)) {
+    if (directory === "") continue;
+    const candidate = join(directory, command);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not in this directory
+    }
+  }
+  return undefined;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => server.listen(0, "127.0.0.1", resolve).once("error", reject));
+  const address = server.address();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  if (typeof address !== "object" || address === null) throw new Error("no port");
+  return address.port;
+}
+
+/** The same shape as config/prometheus.yml (the compose `monitoring` profile), pointed at the test's gateway. */
+function scrapeConfig(target: string): string {
+  return `global:
+  scrape_interval: ${SCRAPE_INTERVAL}
+  evaluation_interval: ${SCRAPE_INTERVAL}
+
+scrape_configs:
+  - job_name: gateway
+    metrics_path: /metrics
+    scrape_interval: ${SCRAPE_INTERVAL}
+    static_configs:
+      - targets: ["${target}"]
+`;
+}
+
+interface VectorResult {
+  readonly metric: Readonly<Record<string, string>>;
+  readonly value: readonly [number, string];
+}
+
+/** One instant query; the result vector, or an error that quotes what Prometheus said. */
+async function query(promql: string): Promise<VectorResult[]> {
+  const response = await fetch(`${prometheusUrl}/api/v1/query?query=${encodeURIComponent(promql)}`);
+  const body = (await response.json()) as { status: string; error?: string; data?: { resultType: string; result: VectorResult[] } };
+  if (body.status !== "success" || body.data?.resultType !== "vector") throw new Error(`query ${promql} failed: ${body.error ?? JSON.stringify(body)}`);
+  return body.data.result;
+}
+
+/** `{backend: value}` from a query that sums by backend. */
+async function byBackend(promql: string): Promise<Record<string, number>> {
+  return Object.fromEntries((await query(promql)).map((sample) => [sample.metric.backend ?? "", Number(sample.value[1])]));
+}
+
+/** Polls `read` until `done` holds, at most WAIT_MS and a bounded number of tries; returns the last value. */
+async function eventually<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
+  const deadline = Date.now() + WAIT_MS;
+  let last: T | undefined;
+  let lastError: unknown;
+  for (let attempt = 0; attempt < WAIT_MS / POLL_MS && Date.now() < deadline; attempt++) {
+    try {
+      last = await read();
+      if (done(last)) return last;
+    } catch (error) {
+      lastError = error; // Prometheus still starting: try again
+    }
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+  const seen = last === undefined ? `nothing (${String(lastError)})` : JSON.stringify(last);
+  throw new Error(`gave up after ${WAIT_MS} ms waiting for ${what}; last saw ${seen}\nprometheus log tail:\n${prometheusLog.slice(-3000)}`);
+}
+
+beforeAll(async () => {
+  const binary = findOnPath("prometheus");
+  if (binary === undefined) {
+    throw new Error("the Prometheus test needs the `prometheus` binary on PATH: apt-get install prometheus (Debian; .ci/run installs it)");
+  }
+  mock = await startMock();
+  gateway = await startGateway(twoBackendConfig(mock.url, "timeout: 5"));
+
+  workDir = mkdtempSync(join(tmpdir(), "gateway-prometheus-"));
+  const configFile = join(workDir, "prometheus.yml");
+  writeFileSync(configFile, scrapeConfig(`127.0.0.1:${gateway.port}`));
+  const port = await freePort();
+  prometheusUrl = `http://127.0.0.1:${port}`;
+  prometheus = spawn(binary, [`--config.file=${configFile}`, `--storage.tsdb.path=${join(workDir, "data")}`, `--web.listen-address=127.0.0.1:${port}`], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const keepLog = (chunk: Buffer) => {
+    prometheusLog = (prometheusLog + chunk.toString("utf8")).slice(-20_000);
+  };
+  prometheus.stdout?.on("data", keepLog);
+  prometheus.stderr?.on("data", keepLog);
+
+  await eventually("Prometheus to be ready", async () => (await fetch(`${prometheusUrl}/-/ready`)).status, (status) => status === 200);
+  // Traffic goes out only after a first scrape has seen every series at 0, so rate() counts all of it.
+  await eventually(
+    "the first scrape of the gateway",
+    () => query('up{job="gateway"}'),
+    (result) => result.length === 1 && result[0]?.value[1] === "1",
+  );
+
+  for (let i = 0; i < 3; i++) expect((await chat(gateway.url, { model: "local", messages: userMessage("Hello world") })).status).toBe(200);
+  for (let i = 0; i < 2; i++) expect((await chat(gateway.url, { model: "remote", messages: userMessage("Hello world") })).status).toBe(200);
+  expect((await chat(gateway.url, { model: "remote", messages: userMessage("x"), mock: { status: 500 } })).status).toBe(502);
+  expect((await chat(gateway.url, "{not json")).status).toBe(400);
+}, WAIT_MS * 3);
+
+afterAll(async () => {
+  if (prometheus !== undefined && prometheus.exitCode === null && prometheus.signalCode === null) {
+    const running = prometheus;
+    const exited = new Promise<void>((resolve) => running.once("exit", () => resolve()));
+    running.kill("SIGTERM");
+    const timer = setTimeout(() => running.kill("SIGKILL"), 5000);
+    await exited;
+    clearTimeout(timer);
+  }
+  if (workDir !== undefined) rmSync(workDir, { recursive: true, force: true });
+  await gateway?.close();
+  await mock?.close();
+}, 15_000);
+
+describe("a real Prometheus scraping the gateway", () => {
+  it("sees the requests per backend, 'none' for the refused one", async () => {
+    const expected = { local: 3, remote: 3, none: 1 };
+    const counts = await eventually(
+      "per-backend request counts",
+      () => byBackend("sum by (backend) (gateway_requests_total)"),
+      (seen) => JSON.stringify(seen, Object.keys(expected).sort()) === JSON.stringify(expected, Object.keys(expected).sort()),
+    );
+    expect(counts).toEqual(expected);
+  }, WAIT_MS + 5000);
+
+  it("sees the remote backend's failure by reason", async () => {
+    const errors = await byBackend('sum by (backend) (gateway_backend_errors_total{reason="http_status"})');
+    expect(errors).toEqual({ local: 0, remote: 1 });
+  });
+
+  it("sees tokens per backend", async () => {
+    expect(await byBackend('sum by (backend) (gateway_tokens_total{type="completion"})')).toEqual({ local: 9, remote: 6 });
+  });
+
+  it("answers the README's request rate query per backend", async () => {
+    const rates = await eventually(
+      "a request rate for each backend",
+      () => byBackend("sum by (backend) (rate(gateway_requests_total[5m]))"),
+      (seen) => (seen.local ?? 0) > 0 && (seen.remote ?? 0) > 0,
+    );
+    expect(Object.keys(rates).sort()).toEqual(["local", "none", "remote"]);
+  }, WAIT_MS + 5000);
+
+  it("answers the README's p99 latency query per backend", async () => {
+    const p99 = await eventually(
+      "a p99 latency for each backend",
+      () => byBackend("histogram_quantile(0.99, sum by (backend, le) (rate(gateway_request_duration_seconds_bucket[5m])))"),
+      (seen) => Number.isFinite(seen.local) && Number.isFinite(seen.remote),
+    );
+    expect(p99.local).toBeGreaterThan(0);
+    expect(p99.remote).toBeGreaterThan(0);
+  }, WAIT_MS + 5000);
+
+  it("answers the README's error ratio query per backend", async () => {
+    const ratio = await eventually(
+      "an error ratio for each backend",
+      () => byBackend('sum by (backend) (rate(gateway_requests_total{code=~"5.."}[5m])) / sum by (backend) (rate(gateway_requests_total[5m]))'),
+      (seen) => seen.local !== undefined && (seen.remote ?? 0) > 0,
+    );
+    expect(ratio.local).toBe(0);
+    // One 502 in three remote requests; each backend's 502 count existed at 0 before, so rate() saw it.
+    expect(ratio.remote).toBeCloseTo(1 / 3, 5);
+  }, WAIT_MS + 5000);
+
+  it("answers the README's gateway overhead query per backend", async () => {
+    const overhead = await eventually(
+      "the mean gateway overhead for each backend",
+      () =>
+        byBackend(
+          "(sum by (backend) (rate(gateway_request_duration_seconds_sum[5m])) - sum by (backend) (rate(gateway_backend_request_duration_seconds_sum[5m]))) / sum by (backend) (rate(gateway_request_duration_seconds_count[5m]))",
+        ),
+      (seen) => Number.isFinite(seen.local) && Number.isFinite(seen.remote),
+    );
+    // Requests refused before routing never wait on a backend, so 'none' has no overhead figure.
+    expect(Object.keys(overhead).sort()).toEqual(["local", "remote"]);
+    expect(overhead.local).toBeGreaterThan(0);
+    expect(overhead.remote).toBeGreaterThan(0);
+  }, WAIT_MS + 5000);
+});

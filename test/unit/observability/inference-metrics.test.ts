@@ -1,0 +1,101 @@
+import { Registry } from "prom-client";
+import type { Backend, BackendCall, BackendResult } from "../../../gateway/src/backends/backend";
+import { ClientClosedError, UpstreamHttpError } from "../../../gateway/src/errors";
+import { createMetrics, type GatewayMetrics } from "../../../gateway/src/observability/metrics";
+import { InferenceService } from "../../../gateway/src/services/inference";
+import { parseExposition, total } from "../../support/exposition";
+
+/** A backend whose answer the test controls: resolves with `result`, or rejects with `failure`. */
+class ScriptedBackend implements Backend {
+  readonly type = "scripted";
+  readonly target = "in-process";
+  failure: unknown;
+  result: BackendResult = { message: { role: "assistant", content: "one two three" }, finishReason: "stop" };
+  /** Set while a call waits, so a test can look at metrics mid-call. */
+  release: (() => void) | undefined;
+  holdCalls = false;
+
+  constructor(readonly name: string) {}
+
+  async complete(_call: BackendCall): Promise<BackendResult> {
+    if (this.holdCalls) await new Promise<void>((resolve) => (this.release = resolve));
+    if (this.failure !== undefined) throw this.failure;
+    return this.result;
+  }
+
+  async close(): Promise<void> {}
+}
+
+const options = { requestId: "req-1", signal: new AbortController().signal };
+const request = { messages: [{ role: "user" as const, content: "Hello world" }] };
+
+let metrics: GatewayMetrics;
+let local: ScriptedBackend;
+let remote: ScriptedBackend;
+let service: InferenceService;
+
+beforeEach(() => {
+  local = new ScriptedBackend("local");
+  remote = new ScriptedBackend("remote");
+  metrics = createMetrics(new Registry(), ["local", "remote"]);
+  service = new InferenceService([local, remote], local, metrics);
+});
+
+async function samples() {
+  return parseExposition(await metrics.registry.metrics());
+}
+
+describe("InferenceService records each backend call", () => {
+  it("times the wait on the backend under the backend's name", async () => {
+    await service.complete(remote, request, options);
+    const all = await samples();
+    expect(total(all, "gateway_backend_request_duration_seconds_count", { backend: "remote" })).toBe(1);
+    expect(total(all, "gateway_backend_request_duration_seconds_count", { backend: "local" })).toBe(0);
+  });
+
+  it("counts the backend's own token usage", async () => {
+    remote.result = { ...remote.result, usage: { prompt_tokens: 11, completion_tokens: 22, total_tokens: 33 } };
+    await service.complete(remote, request, options);
+    const all = await samples();
+    expect(total(all, "gateway_tokens_total", { backend: "remote", type: "prompt" })).toBe(11);
+    expect(total(all, "gateway_tokens_total", { backend: "remote", type: "completion" })).toBe(22);
+  });
+
+  it("counts the estimated usage when the backend has none", async () => {
+    await service.complete(local, request, options);
+    const all = await samples();
+    expect(total(all, "gateway_tokens_total", { backend: "local", type: "prompt" })).toBe(2);
+    expect(total(all, "gateway_tokens_total", { backend: "local", type: "completion" })).toBe(3);
+  });
+
+  it("shows a call in flight until the backend answers", async () => {
+    remote.holdCalls = true;
+    const pending = service.complete(remote, request, options);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(total(await samples(), "gateway_in_flight_requests", { backend: "remote" })).toBe(1);
+    remote.release?.();
+    await pending;
+    expect(total(await samples(), "gateway_in_flight_requests", { backend: "remote" })).toBe(0);
+  });
+
+  it("counts a failure under its reason, times it, and passes the error on", async () => {
+    remote.failure = new UpstreamHttpError("remote", 500, "boom");
+    await expect(service.complete(remote, request, options)).rejects.toBe(remote.failure);
+    const all = await samples();
+    expect(total(all, "gateway_backend_errors_total", { backend: "remote", reason: "http_status" })).toBe(1);
+    expect(total(all, "gateway_backend_request_duration_seconds_count", { backend: "remote" })).toBe(1);
+    expect(total(all, "gateway_in_flight_requests", { backend: "remote" })).toBe(0);
+    expect(total(all, "gateway_tokens_total", { backend: "remote" })).toBe(0);
+  });
+
+  it("does not count a client that left as a backend error", async () => {
+    remote.failure = new ClientClosedError();
+    await expect(service.complete(remote, request, options)).rejects.toBeInstanceOf(ClientClosedError);
+    expect(total(await samples(), "gateway_backend_errors_total", { backend: "remote" })).toBe(0);
+  });
+
+  it("works without metrics passed in (a private Registry)", async () => {
+    const plain = new InferenceService([local], local);
+    await expect(plain.complete(local, request, options)).resolves.toMatchObject({ backend: "local" });
+  });
+});
