@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import express, { type Express, type Request, type Response } from "express";
+import express, { type Express, type NextFunction, type Request, type Response } from "express";
 import type { ChatMessage } from "../../gateway/src/schemas/chat";
 import { extractPrompt } from "../../gateway/src/utils/prompt";
 import { countTokens } from "../../gateway/src/utils/tokens";
@@ -13,10 +13,19 @@ export interface Knobs {
   readonly delayMs: number;
   /** Answer with this HTTP status and an OpenAI error body instead of a completion. */
   readonly status: number | undefined;
-  /** malformed: 200 with a non-JSON body; empty: 200 JSON without choices; reset: drop the socket; hang: never answer. */
+  /**
+   * malformed: broken JSON (a broken event when streaming); empty: 200 JSON without choices;
+   * reset: drop the connection; hang: send nothing more but keep the connection open.
+   */
   readonly fault: Fault | undefined;
+  /** Streaming only: how many content chunks go out before the fault (0: before the response starts). */
+  readonly faultAfter: number;
   /** Sent as `retry-after` with an error status. */
   readonly retryAfter: string | undefined;
+  /** Streaming: number of content chunks (default: one per word of the answer). */
+  readonly chunks: number | undefined;
+  /** Streaming: pause between chunks. */
+  readonly chunkDelayMs: number;
 }
 
 const FAULTS = ["malformed", "empty", "reset", "hang"] as const;
@@ -25,38 +34,52 @@ type Fault = (typeof FAULTS)[number];
 export interface MockOptions {
   /** Applied to every request that does not set its own delay. */
   readonly defaultDelayMs: number;
+  /** Applied between stream chunks when a request does not set its own. */
+  readonly defaultChunkDelayMs?: number;
   readonly modelId: string;
 }
 
-/** What mock-remote saw, newest last, so tests can check what the gateway forwarded. */
+/** What mock-remote saw, newest last, so tests can check what the gateway forwarded and when it hung up. */
 export interface SeenRequest {
   readonly method: string;
   readonly path: string;
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   readonly body: unknown;
+  readonly receivedAt: number;
+  /** Set when the caller closed the connection before mock-remote finished its answer. */
+  closedEarlyAt?: number;
 }
 
 const MAX_SEEN = 200;
 const MAX_DELAY_MS = 10 * 60 * 1000;
+const MAX_CHUNKS = 100_000;
 
 function record(value: unknown): Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
 }
 
-function readKnobs(req: Request, defaultDelayMs: number): Knobs {
+function bounded(text: string | undefined, fallback: number, max: number): number {
+  const value = Number(text ?? fallback);
+  return Number.isFinite(value) ? Math.min(Math.max(Math.floor(value), 0), max) : fallback;
+}
+
+function readKnobs(req: Request, options: MockOptions): Knobs {
   const fromBody = record(record(req.body).mock);
   const pick = (bodyKey: string, header: string): string | undefined => {
     const value = fromBody[bodyKey] ?? req.get(header);
     return value === undefined || value === null ? undefined : String(value);
   };
-  const delay = Number(pick("delay_ms", "x-mock-delay-ms") ?? defaultDelayMs);
   const status = Number(pick("status", "x-mock-status"));
   const fault = pick("fault", "x-mock-fault");
+  const chunks = pick("chunks", "x-mock-chunks");
   return {
-    delayMs: Number.isFinite(delay) ? Math.min(Math.max(delay, 0), MAX_DELAY_MS) : defaultDelayMs,
+    delayMs: bounded(pick("delay_ms", "x-mock-delay-ms"), options.defaultDelayMs, MAX_DELAY_MS),
     status: Number.isInteger(status) && status >= 100 && status <= 599 ? status : undefined,
     fault: FAULTS.find((known) => known === fault),
+    faultAfter: bounded(pick("after", "x-mock-after"), 0, MAX_CHUNKS),
     retryAfter: pick("retry_after", "x-mock-retry-after"),
+    chunks: chunks === undefined ? undefined : Math.max(1, bounded(chunks, 1, MAX_CHUNKS)),
+    chunkDelayMs: bounded(pick("chunk_delay_ms", "x-mock-chunk-delay-ms"), options.defaultChunkDelayMs ?? 0, MAX_DELAY_MS),
   };
 }
 
@@ -72,15 +95,63 @@ function wait(ms: number, res: Response): Promise<void> {
   });
 }
 
+function usageOf(prompt: string, content: string) {
+  const promptTokens = countTokens(prompt);
+  const completionTokens = countTokens(content);
+  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+}
+
+/** The answer split the way a model streams it: one piece per word, each after the first with its space. */
+function pieces(content: string, count: number | undefined): string[] {
+  const words = content.split(" ").map((word, index) => (index === 0 ? word : ` ${word}`));
+  if (count === undefined) return words;
+  return Array.from({ length: count }, (_, index) => words[index % words.length] ?? "");
+}
+
+/** Server-sent events as OpenAI sends them, with the streamed faults placed after `faultAfter` chunks. */
+async function streamAnswer(
+  res: Response,
+  answer: { id: string; created: number; model: string },
+  prompt: string,
+  knobs: Knobs,
+  includeUsage: boolean,
+): Promise<void> {
+  const parts = pieces(`Remote: ${prompt}`, knobs.chunks);
+  const chunk = (delta: Record<string, unknown>, finishReason: string | null) =>
+    `data: ${JSON.stringify({ ...answer, object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }], ...(includeUsage ? { usage: null } : {}) })}\n\n`;
+  res.status(200).set({ "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+  res.flushHeaders();
+  res.write(chunk({ role: "assistant", content: "" }, null));
+  for (let index = 0; index < parts.length; index++) {
+    if (knobs.fault !== undefined && index === knobs.faultAfter) {
+      if (knobs.fault === "reset") res.socket?.destroy();
+      if (knobs.fault === "malformed") res.end('data: {"id": "broken", "choices": [\n\n');
+      return; // hang (and empty): send nothing more, keep the socket open until the caller leaves
+    }
+    if (index > 0) await wait(knobs.chunkDelayMs, res);
+    if (res.destroyed) return;
+    res.write(chunk({ content: parts[index] }, null));
+  }
+  res.write(chunk({}, "stop"));
+  if (includeUsage) {
+    res.write(`data: ${JSON.stringify({ ...answer, object: "chat.completion.chunk", choices: [], usage: usageOf(prompt, parts.join("")) })}\n\n`);
+  }
+  res.end("data: [DONE]\n\n");
+}
+
 export function createMockApp(options: MockOptions): { app: Express; seen: SeenRequest[] } {
   const seen: SeenRequest[] = [];
   const app = express();
   app.disable("x-powered-by");
   app.disable("etag");
   app.use(express.json({ limit: "10mb" }));
-  app.use((req, _res, next) => {
+  app.use((req, res, next) => {
     if (req.path.startsWith("/v1/")) {
-      seen.push({ method: req.method, path: req.path, headers: { ...req.headers }, body: req.body });
+      const entry: SeenRequest = { method: req.method, path: req.path, headers: { ...req.headers }, body: req.body, receivedAt: Date.now() };
+      res.once("close", () => {
+        if (!res.writableFinished) entry.closedEarlyAt = Date.now();
+      });
+      seen.push(entry);
       if (seen.length > MAX_SEEN) seen.shift();
     }
     next();
@@ -95,19 +166,23 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
   });
 
   app.post("/v1/chat/completions", async (req, res) => {
-    const knobs = readKnobs(req, options.defaultDelayMs);
-    if (knobs.fault === "hang") return; // answer nothing; the socket stays open until the caller gives up
+    const knobs = readKnobs(req, options);
+    const body = record(req.body);
+    const streaming = body.stream === true;
+    // A streamed fault placed after some chunks happens mid-stream, in streamAnswer.
+    const faultNow = knobs.fault !== undefined && (!streaming || knobs.faultAfter === 0);
+    if (faultNow && knobs.fault === "hang") return; // the socket stays open until the caller gives up
     await wait(knobs.delayMs, res);
     if (res.destroyed) return;
-    if (knobs.fault === "reset") {
+    if (faultNow && knobs.fault === "reset") {
       res.socket?.destroy();
       return;
     }
-    if (knobs.fault === "malformed") {
+    if (faultNow && knobs.fault === "malformed" && !streaming) {
       res.status(200).type("application/json").send('{"id": "chatcmpl-broken", "choices": [');
       return;
     }
-    if (knobs.fault === "empty") {
+    if (faultNow && knobs.fault === "empty") {
       res.json({ id: `chatcmpl-${randomUUID()}`, object: "chat.completion" });
       return;
     }
@@ -116,25 +191,30 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
       res.status(knobs.status).json({ error: { message: `mock-remote was told to answer ${knobs.status}`, type: "mock_error", param: null, code: "mock_status" } });
       return;
     }
-    const body = record(req.body);
     const messages = Array.isArray(body.messages) ? (body.messages as ChatMessage[]) : [];
     const prompt = extractPrompt(messages);
+    const answer = { id: `chatcmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: typeof body.model === "string" ? body.model : options.modelId };
+    if (streaming) {
+      await streamAnswer(res, answer, prompt, knobs, record(body.stream_options).include_usage === true);
+      return;
+    }
     const content = `Remote: ${prompt}`;
-    const promptTokens = countTokens(prompt);
-    const completionTokens = countTokens(content);
     res.json({
-      id: `chatcmpl-${randomUUID()}`,
+      ...answer,
       object: "chat.completion",
-      created: Math.floor(Date.now() / 1000),
-      model: typeof body.model === "string" ? body.model : options.modelId,
       choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop", logprobs: null }],
-      usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
+      usage: usageOf(prompt, content),
     });
   });
 
   /** For tests: what the gateway actually sent. */
   app.get("/mock/requests", (_req, res) => {
     res.json(seen);
+  });
+
+  app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    const status = typeof (error as { status?: unknown }).status === "number" ? (error as { status: number }).status : 500;
+    res.status(status).json({ error: { message: error instanceof Error ? error.message : String(error), type: "invalid_request_error", param: null, code: null } });
   });
 
   app.use((_req, res) => {

@@ -11,7 +11,11 @@ function numberFrom(name: string, fallback: number): number {
 
 const port = numberFrom("PORT", 8081);
 const host = process.env.HOST ?? "0.0.0.0";
-const { app } = createMockApp({ defaultDelayMs: numberFrom("MOCK_DELAY_MS", 0), modelId: process.env.MOCK_MODEL ?? "mock-model" });
+const { app } = createMockApp({
+  defaultDelayMs: numberFrom("MOCK_DELAY_MS", 0),
+  defaultChunkDelayMs: numberFrom("MOCK_CHUNK_DELAY_MS", 0),
+  modelId: process.env.MOCK_MODEL ?? "mock-model",
+});
 const server = app.listen(port, host, (error?: Error) => {
   if (error !== undefined) {
     process.stderr.write(`mock-remote: cannot listen on ${host}:${port}: ${error.message}\n`);

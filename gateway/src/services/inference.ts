@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Backend, BackendResult } from "../backends/backend";
-import { type BackendSeries, createMetrics, type GatewayMetrics } from "../observability/metrics";
+import type { BackendSeries, GatewayMetrics } from "../observability/metrics";
 import type { ChatCompletion, ChatCompletionRequest } from "../schemas/chat";
 import { extractPrompt } from "../utils/prompt";
 import { estimateUsage } from "../utils/tokens";
@@ -19,8 +19,7 @@ export class InferenceService {
   constructor(
     readonly backends: readonly Backend[],
     private readonly defaultBackend: Backend,
-    /** The app's metrics; left out (by tests that do not read them), a private Registry nobody scrapes. */
-    private readonly metrics: GatewayMetrics = createMetrics(),
+    private readonly metrics: GatewayMetrics,
   ) {
     this.byName = new Map(backends.map((backend) => [backend.name, backend]));
     this.series = new Map(backends.map((backend) => [backend, metrics.backend(backend.name)]));

@@ -1,4 +1,5 @@
 import type { Backend, BackendCall, BackendResult } from "../../../gateway/src/backends/backend";
+import { createMetrics } from "../../../gateway/src/observability/metrics";
 import { InferenceService } from "../../../gateway/src/services/inference";
 
 class FakeBackend implements Backend {
@@ -25,7 +26,7 @@ const messages = [{ role: "user", content: "Hello world" }];
 describe("InferenceService.route", () => {
   const local = new FakeBackend("local");
   const remote = new FakeBackend("remote");
-  const service = new InferenceService([local, remote], local);
+  const service = new InferenceService([local, remote], local, createMetrics());
 
   it("picks the backend the model names", () => {
     expect(service.route("remote")).toBe(remote);
@@ -43,7 +44,7 @@ describe("InferenceService.route", () => {
 describe("InferenceService.complete", () => {
   it("builds a chat.completion naming the backend, with estimated usage", async () => {
     const local = new FakeBackend("local");
-    const service = new InferenceService([local], local);
+    const service = new InferenceService([local], local, createMetrics());
     const before = Math.floor(Date.now() / 1000);
     const completion = await service.complete(local, { messages }, options);
     expect(completion).toMatchObject({
@@ -59,7 +60,7 @@ describe("InferenceService.complete", () => {
 
   it("reports the model the client asked for", async () => {
     const local = new FakeBackend("local");
-    const completion = await new InferenceService([local], local).complete(local, { model: "gpt-4o", messages }, options);
+    const completion = await new InferenceService([local], local, createMetrics()).complete(local, { model: "gpt-4o", messages }, options);
     expect(completion.model).toBe("gpt-4o");
     expect(completion.backend).toBe("local");
   });
@@ -67,14 +68,14 @@ describe("InferenceService.complete", () => {
   it("passes the backend's own usage through", async () => {
     const usage = { prompt_tokens: 10, completion_tokens: 20, total_tokens: 30 };
     const remote = new FakeBackend("remote", { message: { role: "assistant", content: "x" }, finishReason: "length", usage });
-    const completion = await new InferenceService([remote], remote).complete(remote, { messages }, options);
+    const completion = await new InferenceService([remote], remote, createMetrics()).complete(remote, { messages }, options);
     expect(completion.usage).toEqual(usage);
     expect(completion.choices[0].finish_reason).toBe("length");
   });
 
   it("hands the backend the prompt, request id and abort signal", async () => {
     const local = new FakeBackend("local");
-    await new InferenceService([local], local).complete(local, { messages }, options);
+    await new InferenceService([local], local, createMetrics()).complete(local, { messages }, options);
     expect(local.calls[0]).toMatchObject({ prompt: "Hello world", requestId: "req-1", signal: options.signal });
   });
 });
