@@ -1,0 +1,50 @@
+# Images for the gateway and its mock upstream, from one build. Final targets:
+#   gateway      (the default, last stage)   docker build -t inference-gateway .
+#   mock-remote                              docker build --target mock-remote -t inference-gateway-mock .
+# docker-compose.yml and test/containers build these same targets.
+# No BuildKit-only syntax (cache mounts, heredocs): testcontainers builds with the classic builder.
+
+# All dependencies, for the TypeScript build.
+FROM node:24-bookworm-slim AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
+FROM deps AS build
+COPY tsconfig.json tsconfig.build.json ./
+COPY gateway/src gateway/src
+COPY mock-remote/src mock-remote/src
+RUN npx tsc -p tsconfig.build.json
+
+# Production dependencies only. Built on `deps` so npm installs from the cache the first `npm ci` filled
+# instead of downloading again; only node_modules leaves this stage.
+FROM deps AS prod-deps
+RUN npm ci --omit=dev --no-audit --no-fund --prefer-offline
+
+# What both final images share (so their layers are stored once). Files stay owned by root: the app runs
+# as `node` and cannot rewrite its own code or config.
+FROM node:24-bookworm-slim AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json ./
+COPY --from=prod-deps /app/node_modules node_modules
+COPY --from=build /app/dist dist
+USER node
+
+FROM runtime AS mock-remote
+ENV PORT=8081
+EXPOSE 8081
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8081)+'/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+# node itself, not npm: npm does not pass SIGTERM on, and the process must see it to stop cleanly.
+CMD ["node", "dist/mock-remote/src/main.js"]
+
+FROM runtime AS gateway
+# config/config.yaml is the default (CONFIG_FILE); compose and the container tests use config/compose.yaml.
+COPY config config
+ENV PORT=8080
+EXPOSE 8080
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+# Drains requests in flight on SIGTERM (SHUTDOWN_TIMEOUT, default 10 s) and exits 0.
+CMD ["node", "dist/gateway/src/main.js"]

@@ -1,0 +1,264 @@
+/**
+ * The whole stack in containers: both images built from our Dockerfile, on one network, with the gateway
+ * started as docker-compose.yml starts it (CONFIG_FILE=config/compose.yaml, init as PID 1). Needs Docker;
+ * run with TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 (see `make test-containers`).
+ */
+import { randomUUID } from "node:crypto";
+import {
+  GenericContainer,
+  getContainerRuntimeClient,
+  Network,
+  type StartedNetwork,
+  type StartedTestContainer,
+  Wait,
+} from "testcontainers";
+import type { SeenRequest } from "../../mock-remote/src/app";
+import { type Answer, chat, CONTAINER_TEST_TIMEOUT_MS, eventually, InitContainer, REPO_ROOT, request, THREE_CURLS, userMessage } from "./support";
+
+jest.setTimeout(CONTAINER_TEST_TIMEOUT_MS);
+
+/** Fixed tags, so repeated runs replace their images instead of piling up `localhost/<uuid>` ones. */
+const GATEWAY_IMAGE = "inference-gateway-test/gateway:latest";
+const MOCK_IMAGE = "inference-gateway-test/mock-remote:latest";
+
+let network: StartedNetwork | undefined;
+let mockRemote: StartedTestContainer | undefined;
+let gateway: StartedTestContainer | undefined;
+/** Every container a test started, stopped and removed in afterAll whatever happened. */
+const extraContainers: StartedTestContainer[] = [];
+
+let gatewayUrl = "";
+let mockUrl = "";
+
+/**
+ * The gateway image as compose runs it, on our network. The main gateway waits for Docker to call it
+ * healthy (which checks the image's HEALTHCHECK, at 5 s intervals); the extra ones only for /health, to save time.
+ */
+function gatewayContainer(configFile = "config/compose.yaml", waitFor: "healthcheck" | "http" = "http"): GenericContainer {
+  return new InitContainer(GATEWAY_IMAGE)
+    .withNetwork(requireValue(network, "network"))
+    .withEnvironment({ CONFIG_FILE: configFile, SHUTDOWN_TIMEOUT: "10" })
+    .withExposedPorts(8080)
+    .withWaitStrategy(waitFor === "healthcheck" ? Wait.forHealthCheck() : Wait.forHttp("/health", 8080).forStatusCode(200))
+    .withStartupTimeout(60_000);
+}
+
+function requireValue<T>(value: T | undefined, what: string): T {
+  if (value === undefined) throw new Error(`${what} did not start (see beforeAll)`);
+  return value;
+}
+
+function urlOf(container: StartedTestContainer, port: number): string {
+  return `http://${container.getHost()}:${container.getMappedPort(port)}`;
+}
+
+/** What mock-remote received, from its /mock/requests endpoint. */
+async function seenByMock(): Promise<SeenRequest[]> {
+  const response = await fetch(`${mockUrl}/mock/requests`, { signal: AbortSignal.timeout(10_000) });
+  return (await response.json()) as SeenRequest[];
+}
+
+function remote(mock: Record<string, unknown>, prompt = "Hello world"): Record<string, unknown> {
+  return { model: "remote", messages: userMessage(prompt), mock };
+}
+
+beforeAll(async () => {
+  // Built once for this file and shared. mock-remote first: with the classic builder testcontainers uses,
+  // building `gateway` then reuses every cached stage.
+  const mockImage = await GenericContainer.fromDockerfile(REPO_ROOT, "Dockerfile").withTarget("mock-remote").build(MOCK_IMAGE);
+  await GenericContainer.fromDockerfile(REPO_ROOT, "Dockerfile").withTarget("gateway").build(GATEWAY_IMAGE);
+
+  network = await new Network().start();
+  // Side by side: the gateway does not call mock-remote until a request asks it to.
+  const [startedMock, startedGateway] = await Promise.allSettled([
+    mockImage
+      .withNetwork(network)
+      .withNetworkAliases("mock-remote")
+      .withExposedPorts(8081)
+      .withWaitStrategy(Wait.forHealthCheck())
+      .withStartupTimeout(60_000)
+      .start(),
+    gatewayContainer("config/compose.yaml", "healthcheck").start(),
+  ]);
+  // Kept even when the other failed, so afterAll stops whatever did start.
+  if (startedMock.status === "fulfilled") mockRemote = startedMock.value;
+  if (startedGateway.status === "fulfilled") gateway = startedGateway.value;
+  for (const started of [startedMock, startedGateway]) if (started.status === "rejected") throw started.reason;
+  mockUrl = urlOf(requireValue(mockRemote, "mock-remote"), 8081);
+  gatewayUrl = urlOf(requireValue(gateway, "gateway"), 8080);
+});
+
+afterAll(async () => {
+  const containers = [...extraContainers, gateway, mockRemote].filter((c): c is StartedTestContainer => c !== undefined);
+  await Promise.allSettled(containers.map((container) => container.stop()));
+  // stop() does nothing more for a container a test already stopped without removing: remove those here.
+  const client = await getContainerRuntimeClient();
+  await Promise.allSettled(containers.map((container) => client.container.getById(container.getId()).remove({ force: true, v: true })));
+  await network?.stop();
+});
+
+describe("the images", () => {
+  /** Prints, as JSON, who the process runs as and what the image holds. */
+  const PROBE = `
+    const fs = require("node:fs");
+    console.log(JSON.stringify({
+      user: require("node:os").userInfo().username,
+      nodeEnv: process.env.NODE_ENV,
+      devDependencies: ["typescript", "jest", "ts-jest", "testcontainers", "openai"].filter((p) => fs.existsSync("node_modules/" + p)),
+      prodDependencies: ["express", "undici", "yaml"].filter((p) => fs.existsSync("node_modules/" + p)),
+      composeConfig: fs.existsSync("config/compose.yaml"),
+    }));`;
+
+  it.each([
+    ["gateway", () => gateway, true],
+    ["mock-remote", () => mockRemote, false],
+  ])("%s runs as node with NODE_ENV=production and production dependencies only", async (_name, container, hasConfig) => {
+    const result = await requireValue(container(), "container").exec(["node", "-e", PROBE]);
+    expect(result.exitCode).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual({
+      user: "node",
+      nodeEnv: "production",
+      devDependencies: [],
+      prodDependencies: ["express", "undici", "yaml"],
+      composeConfig: hasConfig,
+    });
+  });
+
+  it("reports the gateway healthy through the image's HEALTHCHECK", async () => {
+    const client = await getContainerRuntimeClient();
+    const inspect = await client.container.inspect(client.container.getById(requireValue(gateway, "gateway").getId()));
+    expect(inspect.Config.Healthcheck?.Test?.join(" ")).toContain("/health");
+    expect(inspect.State.Health?.Status).toBe("healthy");
+  });
+});
+
+describe("the three curls against the containerised gateway", () => {
+  it.each(THREE_CURLS)("%s", async (_name, body, expected) => {
+    const answer = await chat(gatewayUrl, body);
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject(expected);
+  });
+});
+
+describe("the remote backend, answered by the mock-remote container", () => {
+  it("forwards the request to mock-remote under its network alias", async () => {
+    const requestId = `containers-${randomUUID()}`;
+    const answer = await chat(gatewayUrl, remote({}, "through the network"), { "x-request-id": requestId });
+    expect(answer.status).toBe(200);
+    expect(answer.headers.get("x-request-id")).toBe(requestId);
+    expect(answer.body).toMatchObject({ backend: "remote", choices: [{ message: { content: "Remote: through the network" } }] });
+
+    const forwarded = (await seenByMock()).filter((seen) => seen.headers["x-request-id"] === requestId);
+    expect(forwarded).toHaveLength(1);
+    expect(forwarded[0]).toMatchObject({ method: "POST", path: "/v1/chat/completions", body: { messages: userMessage("through the network") } });
+  });
+
+  it.each([
+    ["a reset connection", { fault: "reset" }, 502, "upstream_unreachable"],
+    ["a body that is not JSON", { fault: "malformed" }, 502, "upstream_invalid_response"],
+    ["an upstream 503", { status: 503 }, 502, "upstream_http_error"],
+  ])("turns %s (%j) into %i with an OpenAI error body", async (_what, knobs, status, code) => {
+    const answer = await chat(gatewayUrl, remote(knobs));
+    expect(answer.status).toBe(status);
+    expect(answer.body).toEqual({ error: { message: expect.stringContaining("Backend 'remote'"), type: "upstream_error", param: null, code } });
+  });
+
+  describe("with a backend timeout of 1 s", () => {
+    let shortTimeoutUrl = "";
+
+    beforeAll(async () => {
+      const config = [
+        "default_backend: local",
+        "backends:",
+        "  - name: local",
+        "    type: echo",
+        "  - name: remote",
+        "    type: http",
+        "    url: http://mock-remote:8081",
+        "    timeout: 1",
+        "",
+      ].join("\n");
+      const started = await gatewayContainer("config/short-timeout.yaml")
+        .withCopyContentToContainer([{ content: config, target: "/app/config/short-timeout.yaml", mode: 0o644 }])
+        .start();
+      extraContainers.push(started);
+      shortTimeoutUrl = urlOf(started, 8080);
+    });
+
+    it("answers 504 when mock-remote is slower than the timeout", async () => {
+      const started = performance.now();
+      const answer = await chat(shortTimeoutUrl, remote({ delay_ms: 3000 }));
+      expect(answer.status).toBe(504);
+      expect(answer.body).toEqual({
+        error: { message: expect.stringContaining("Backend 'remote'"), type: "upstream_error", param: null, code: "upstream_timeout" },
+      });
+      // It gave up at the timeout instead of waiting for the 3 s answer.
+      expect(performance.now() - started).toBeLessThan(2800);
+    });
+
+    it("still answers quick requests", async () => {
+      const answer = await chat(shortTimeoutUrl, remote({ delay_ms: 100 }));
+      expect(answer.status).toBe(200);
+      expect(answer.body).toMatchObject({ backend: "remote", choices: [{ message: { content: "Remote: Hello world" } }] });
+    });
+  });
+});
+
+describe("health and readiness", () => {
+  it("answers /health", async () => {
+    const answer = await request(`${gatewayUrl}/health`);
+    expect(answer.status).toBe(200);
+    expect(answer.body).toEqual({ status: "ok" });
+  });
+
+  it("answers /ready while serving", async () => {
+    const answer = await request(`${gatewayUrl}/ready`);
+    expect(answer.status).toBe(200);
+    expect(answer.body).toEqual({ status: "ready" });
+  });
+
+  it("lists the backends of config/compose.yaml as models", async () => {
+    const answer = await request(`${gatewayUrl}/v1/models`);
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject({ object: "list", data: [{ id: "local", owned_by: "echo" }, { id: "remote", owned_by: "http" }] });
+  });
+});
+
+describe("docker stop", () => {
+  it("lets a request in flight finish with 200, then exits 0", async () => {
+    const draining = await gatewayContainer().start();
+    extraContainers.push(draining);
+    const client = await getContainerRuntimeClient();
+    const dockerContainer = client.container.getById(draining.getId());
+
+    const requestId = `graceful-${randomUUID()}`;
+    let answeredAt = 0;
+    const slow: Promise<Answer> = chat(urlOf(draining, 8080), remote({ delay_ms: 3000 }), { "x-request-id": requestId }).then((answer) => {
+      answeredAt = performance.now();
+      return answer;
+    });
+    // Stop only once the request has reached mock-remote, so it is truly in flight.
+    await eventually("the slow request to reach mock-remote", 10_000, async () =>
+      (await seenByMock()).some((seen) => seen.headers["x-request-id"] === requestId) ? true : undefined,
+    );
+
+    const stopIssuedAt = performance.now();
+    // 20 s of grace (compose gives 15 s): long enough that only a gateway that never exits meets SIGKILL.
+    await draining.stop({ timeout: 20_000, remove: false });
+    const answer = await slow;
+
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject({ backend: "remote", choices: [{ message: { content: "Remote: Hello world" } }] });
+    expect(answeredAt).toBeGreaterThan(stopIssuedAt);
+
+    const state = (await client.container.inspect(dockerContainer)).State;
+    expect(state.Running).toBe(false);
+    expect(state.OOMKilled).toBe(false);
+    expect(state.ExitCode).toBe(0);
+    // The gateway saw SIGTERM (passed on by init) and drained, rather than dying some other way.
+    const logs = (await dockerContainer.logs({ stdout: true, stderr: true })).toString("utf8");
+    expect(logs).toContain("SIGTERM");
+
+    await client.container.remove(dockerContainer, { removeVolumes: true });
+  });
+});
