@@ -119,9 +119,10 @@ async function streamAnswer(
   const parts = pieces(`Remote: ${prompt}`, knobs.chunks);
   const chunk = (delta: Record<string, unknown>, finishReason: string | null) =>
     `data: ${JSON.stringify({ ...answer, object: "chat.completion.chunk", choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }], ...(includeUsage ? { usage: null } : {}) })}\n\n`;
+  // Each write is awaited until flushed, so a reset placed after N chunks really follows those N chunks.
+  const send = (text: string) => new Promise<void>((resolve) => res.write(text, () => resolve()));
   res.status(200).set({ "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
-  res.flushHeaders();
-  res.write(chunk({ role: "assistant", content: "" }, null));
+  await send(chunk({ role: "assistant", content: "" }, null));
   for (let index = 0; index < parts.length; index++) {
     if (knobs.fault !== undefined && index === knobs.faultAfter) {
       if (knobs.fault === "reset") res.socket?.destroy();
@@ -130,7 +131,7 @@ async function streamAnswer(
     }
     if (index > 0) await wait(knobs.chunkDelayMs, res);
     if (res.destroyed) return;
-    res.write(chunk({ content: parts[index] }, null));
+    await send(chunk({ content: parts[index] }, null));
   }
   res.write(chunk({}, "stop"));
   if (includeUsage) {

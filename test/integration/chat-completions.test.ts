@@ -134,7 +134,7 @@ describe("bad input", () => {
     ["a temperature out of range", { temperature: 3, messages: userMessage("x") }, "temperature", "temperature must be a number from 0 to 2"],
     ["a max_tokens that is not an integer", { max_tokens: 1.5, messages: userMessage("x") }, "max_tokens", "max_tokens must be an integer"],
     ["n other than 1", { n: 2, messages: userMessage("x") }, "n", "n must be 1"],
-    ["streaming, which is not supported yet", { stream: true, messages: userMessage("x") }, "stream", "not supported yet"],
+    ["stream_options that is not an object", { stream: true, stream_options: "yes", messages: userMessage("x") }, "stream_options", "must be an object"],
     ["a stream flag that is not a boolean", { stream: "yes", messages: userMessage("x") }, "stream", "stream must be a boolean"],
   ])("rejects %s with 400 naming the field", async (_what, payload, param, message) => {
     const { status, body } = await chat(gateway.url, payload);

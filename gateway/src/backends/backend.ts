@@ -19,6 +19,15 @@ export interface BackendResult {
   readonly usage?: Usage;
 }
 
+/** One step of a streamed answer, in the order the backend produced it. */
+export interface StreamEvent {
+  /** Added to the assistant message (content, role, tool_calls…), exactly as the backend produced it. */
+  readonly delta?: Readonly<Record<string, unknown>>;
+  readonly finishReason?: string;
+  /** The backend's own token counts for the whole answer, usually last. */
+  readonly usage?: Usage;
+}
+
 /**
  * What the inference service talks to. The service never asks which type a backend is: everything a type
  * does differently lives behind this interface.
@@ -29,6 +38,12 @@ export interface Backend {
   /** Where it sends requests, for the start-up log; never holds a secret. */
   readonly target: string;
   complete(call: BackendCall): Promise<BackendResult>;
+  /**
+   * The answer as it is produced. Failing before the first event lets the gateway still answer with an
+   * HTTP error; failing later breaks a stream the client has already started reading. Ending the
+   * iteration early (the client left) must release the upstream request at once.
+   */
+  stream(call: BackendCall): AsyncIterable<StreamEvent>;
   /** Release pooled connections; called once at shutdown. */
   close(): Promise<void>;
 }

@@ -1,4 +1,4 @@
-import type { Backend, BackendCall, BackendFactory, BackendResult } from "./backend";
+import type { Backend, BackendCall, BackendFactory, BackendResult, StreamEvent } from "./backend";
 
 /** Answers `Echo: {prompt}` without leaving the process: for wiring checks, demos and benchmarks. */
 class EchoBackend implements Backend {
@@ -8,10 +8,22 @@ class EchoBackend implements Backend {
   constructor(readonly name: string) {}
 
   async complete(call: BackendCall): Promise<BackendResult> {
-    return { message: { role: "assistant", content: `Echo: ${call.prompt}` }, finishReason: "stop" };
+    return { message: { role: "assistant", content: answer(call) }, finishReason: "stop" };
+  }
+
+  /** Word by word, as a model would stream it: "Echo:", " Hello", " world". */
+  async *stream(call: BackendCall): AsyncGenerator<StreamEvent> {
+    const words = answer(call).split(" ");
+    yield { delta: { role: "assistant", content: words[0] ?? "" } };
+    for (let index = 1; index < words.length; index++) yield { delta: { content: ` ${words[index] ?? ""}` } };
+    yield { finishReason: "stop" };
   }
 
   async close(): Promise<void> {}
+}
+
+function answer(call: BackendCall): string {
+  return `Echo: ${call.prompt}`;
 }
 
 export const echoBackendFactory: BackendFactory<Record<string, never>> = {

@@ -7,12 +7,14 @@ import {
   UpstreamClientError,
   UpstreamHttpError,
   UpstreamInvalidResponseError,
+  UpstreamStreamError,
   UpstreamTimeoutError,
   UpstreamUnreachableError,
 } from "../errors";
 import type { AssistantMessage } from "../schemas/chat";
+import { parseServerSentEvents } from "../utils/sse";
 import { parseUsage } from "../utils/tokens";
-import type { Backend, BackendCall, BackendContext, BackendFactory, BackendResult } from "./backend";
+import type { Backend, BackendCall, BackendContext, BackendFactory, BackendResult, StreamEvent } from "./backend";
 
 export interface HttpBackendOptions {
   /** Origin for the connection pool, e.g. `http://mock-remote:8081`. */
@@ -58,37 +60,136 @@ class HttpBackend implements Backend {
   async complete(call: BackendCall): Promise<BackendResult> {
     const deadline = AbortSignal.timeout(this.timeoutMs);
     const signal = AbortSignal.any([call.signal, deadline]);
-    const payload = this.options.model === undefined ? call.request : { ...call.request, model: this.options.model };
-    const headers: Record<string, string> = {
-      "content-type": "application/json",
-      accept: "application/json",
-      "x-request-id": call.requestId,
-    };
-    if (this.options.apiKey !== undefined) headers.authorization = `Bearer ${this.options.apiKey}`;
-
     let status: number;
     let responseHeaders: Record<string, string | string[] | undefined>;
     let text: string;
     try {
-      const response = await this.pool.request({ method: "POST", path: this.options.path, headers, body: JSON.stringify(payload), signal });
+      const response = await this.send(call, this.payload(call, false), signal);
       status = response.statusCode;
       responseHeaders = response.headers;
       text = await response.body.text();
     } catch (error) {
-      throw this.transportError(error, call.signal, deadline);
+      throw this.transportError(error, call.signal, deadline.aborted);
     }
 
     if (status < 200 || status > 299) throw this.statusError(status, text, responseHeaders);
     return this.parseAnswer(text);
   }
 
+  /**
+   * Relays the upstream's events as they arrive. For a stream, `timeout` bounds each wait: for the answer
+   * to start, then between events; a stream that stalls longer is cut off as a timeout.
+   */
+  async *stream(call: BackendCall): AsyncGenerator<StreamEvent> {
+    const stop = new AbortController();
+    let stalled = false;
+    const onClientGone = () => stop.abort();
+    call.signal.addEventListener("abort", onClientGone, { once: true });
+    let timer = setTimeout(() => ((stalled = true), stop.abort()), this.timeoutMs);
+    const rearm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => ((stalled = true), stop.abort()), this.timeoutMs);
+    };
+    let finished = false;
+    try {
+      let response: Awaited<ReturnType<Pool["request"]>>;
+      try {
+        response = await this.send(call, this.payload(call, true), stop.signal);
+      } catch (error) {
+        throw this.transportError(error, call.signal, stalled);
+      }
+      if (response.statusCode < 200 || response.statusCode > 299) {
+        const text = await response.body.text().catch(() => "");
+        throw this.statusError(response.statusCode, text, response.headers);
+      }
+      const contentType = String(response.headers["content-type"] ?? "");
+      if (!contentType.includes("text/event-stream")) {
+        // Some servers ignore `stream: true` and answer in one piece: pass that on as a one-event stream.
+        const answer = this.parseAnswer(await response.body.text());
+        yield { delta: { ...answer.message }, finishReason: answer.finishReason, ...(answer.usage === undefined ? {} : { usage: answer.usage }) };
+        finished = true;
+        return;
+      }
+      try {
+        for await (const event of parseServerSentEvents(response.body)) {
+          rearm();
+          if (event.data === "[DONE]") {
+            finished = true;
+            return;
+          }
+          yield* this.parseStreamEvent(event.event, event.data);
+        }
+      } catch (error) {
+        if (error instanceof GatewayError) throw error;
+        if (call.signal.aborted) throw new ClientClosedError();
+        if (stalled) throw new UpstreamTimeoutError(this.name, this.options.timeoutSeconds, "sent no stream event");
+        throw new UpstreamStreamError(this.name, `the connection was lost (${describeCause(error)})`);
+      }
+      throw new UpstreamStreamError(this.name, "the stream ended before [DONE]");
+    } finally {
+      clearTimeout(timer);
+      call.signal.removeEventListener("abort", onClientGone);
+      // Leaving early (client gone, or an error) must close the upstream request now, not when it ends.
+      if (!finished) stop.abort();
+    }
+  }
+
+  private *parseStreamEvent(type: string | undefined, data: string): Generator<StreamEvent> {
+    let body: unknown;
+    try {
+      body = JSON.parse(data);
+    } catch {
+      throw new UpstreamInvalidResponseError(this.name, "a stream event is not JSON");
+    }
+    if (typeof body !== "object" || body === null || Array.isArray(body)) throw new UpstreamInvalidResponseError(this.name, "a stream event is not a JSON object");
+    const fields = body as Record<string, unknown>;
+    if (type === "error" || fields.error !== undefined) throw new UpstreamStreamError(this.name, upstreamErrorMessage(data, 502));
+    const choice = firstChoice(body);
+    if (choice !== undefined) {
+      const delta = choice.delta;
+      const finishReason = typeof choice.finish_reason === "string" && choice.finish_reason !== "" ? choice.finish_reason : undefined;
+      if (delta !== undefined && delta !== null && (typeof delta !== "object" || Array.isArray(delta))) {
+        throw new UpstreamInvalidResponseError(this.name, "choices[0].delta is not an object");
+      }
+      const deltaFields = (delta ?? {}) as Record<string, unknown>;
+      if (Object.keys(deltaFields).length > 0 || finishReason !== undefined) {
+        yield { ...(Object.keys(deltaFields).length > 0 ? { delta: deltaFields } : {}), ...(finishReason === undefined ? {} : { finishReason }) };
+      }
+    } else if (!Array.isArray(fields.choices)) {
+      throw new UpstreamInvalidResponseError(this.name, "a stream event has no choices");
+    }
+    const usage = parseUsage(fields.usage);
+    if (usage !== undefined) yield { usage };
+  }
+
+  private payload(call: BackendCall, stream: boolean): Record<string, unknown> {
+    const payload: Record<string, unknown> = { ...call.request };
+    if (this.options.model !== undefined) payload.model = this.options.model;
+    if (stream) {
+      payload.stream = true;
+      // Always ask for usage: the gateway counts tokens per backend even when the client did not ask.
+      payload.stream_options = { ...(typeof call.request.stream_options === "object" ? call.request.stream_options : {}), include_usage: true };
+    }
+    return payload;
+  }
+
+  private send(call: BackendCall, payload: Record<string, unknown>, signal: AbortSignal) {
+    const headers: Record<string, string> = {
+      "content-type": "application/json",
+      accept: payload.stream === true ? "text/event-stream" : "application/json",
+      "x-request-id": call.requestId,
+    };
+    if (this.options.apiKey !== undefined) headers.authorization = `Bearer ${this.options.apiKey}`;
+    return this.pool.request({ method: "POST", path: this.options.path, headers, body: JSON.stringify(payload), signal });
+  }
+
   async close(): Promise<void> {
     await this.pool.close();
   }
 
-  private transportError(error: unknown, clientSignal: AbortSignal, deadline: AbortSignal): GatewayError {
+  private transportError(error: unknown, clientSignal: AbortSignal, timedOut: boolean): GatewayError {
     if (clientSignal.aborted) return new ClientClosedError();
-    if (deadline.aborted) return new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
+    if (timedOut) return new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
     if (error instanceof undiciErrors.ConnectTimeoutError) {
       return new UpstreamUnreachableError(this.name, `connect timed out after ${this.options.connectTimeoutSeconds} s`);
     }

@@ -70,9 +70,16 @@ export class UpstreamInvalidResponseError extends GatewayError {
   }
 }
 
+/** A streamed answer that broke: ended without `[DONE]`, or the upstream sent an error event. */
+export class UpstreamStreamError extends GatewayError {
+  constructor(backend: string, why: string) {
+    super(`Backend '${backend}' broke off its stream: ${why}`, 502, "upstream_error", "upstream_stream_error");
+  }
+}
+
 export class UpstreamTimeoutError extends GatewayError {
-  constructor(backend: string, timeoutSeconds: number) {
-    super(`Backend '${backend}' did not answer within ${timeoutSeconds} s.`, 504, "upstream_error", "upstream_timeout");
+  constructor(backend: string, timeoutSeconds: number, what = "did not answer") {
+    super(`Backend '${backend}' ${what} within ${timeoutSeconds} s.`, 504, "upstream_error", "upstream_timeout");
   }
 }
 

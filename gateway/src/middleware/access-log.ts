@@ -1,7 +1,10 @@
 import type { NextFunction, Request, Response } from "express";
-import { contextOf } from "./request-context";
+import { contextOf, outcomeStatus } from "./request-context";
 
-/** One JSON line per request once it is over, whether it finished or the client left (logged as 499). */
+/**
+ * One JSON line per request once it is over: 499 when the client left first, and a stream that broke after
+ * its 200 with the status it failed with (see RequestContext.failedStatus).
+ */
 export function accessLog() {
   return (req: Request, res: Response, next: NextFunction): void => {
     res.on("close", () => {
@@ -9,8 +12,9 @@ export function accessLog() {
       context.logger.info("request", {
         method: req.method,
         path: req.path,
-        status: res.writableFinished ? res.statusCode : 499,
+        status: outcomeStatus(res, context),
         backend: context.backend ?? null,
+        stream: context.stream,
         durationMs: Math.round((performance.now() - context.startedAt) * 100) / 100,
       });
     });

@@ -14,7 +14,12 @@ function isBodyParserError(error: unknown): error is BodyParserError {
   return error instanceof Error && typeof (error as { type?: unknown }).type === "string";
 }
 
-function toGatewayError(error: unknown): GatewayError | undefined {
+/** The OpenAI error object for a GatewayError: the body of an error response, or of an in-band stream error. */
+export function errorBody(error: GatewayError): { error: { message: string; type: string; param: string | null; code: string | null } } {
+  return { error: { message: error.message, type: error.type, param: error.param, code: error.code } };
+}
+
+export function toGatewayError(error: unknown): GatewayError | undefined {
   if (error instanceof GatewayError) return error;
   if (!isBodyParserError(error)) return undefined;
   switch (error.type) {
@@ -48,7 +53,7 @@ export function errorHandler() {
       res.destroy();
       return;
     }
-    res.status(known.status).set(known.headers).json({ error: { message: known.message, type: known.type, param: known.param, code: known.code } });
+    res.status(known.status).set(known.headers).json(errorBody(known));
   };
 }
 

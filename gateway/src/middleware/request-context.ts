@@ -12,6 +12,18 @@ export interface RequestContext {
   readonly startedAt: number;
   /** The backend chosen for this request, once routed. */
   backend: string | undefined;
+  /** Whether the answer is a stream of server-sent events. */
+  stream: boolean;
+  /**
+   * The status a stream that broke after its 200 went out would have had (502, 504): what logs and
+   * metrics record, since the client could only be told in-band.
+   */
+  failedStatus: number | undefined;
+}
+
+/** The status to log and count: a broken stream's real outcome, 499 if the client left, else what was sent. */
+export function outcomeStatus(res: Response, context: RequestContext): number {
+  return context.failedStatus ?? (res.writableFinished ? res.statusCode : 499);
 }
 
 const contexts = new WeakMap<Response, RequestContext>();
@@ -34,7 +46,7 @@ export function requestContext(logger: Logger) {
     res.on("close", () => {
       if (!res.writableFinished) controller.abort();
     });
-    contexts.set(res, { requestId, logger: logger.child({ requestId }), signal: controller.signal, startedAt: performance.now(), backend: undefined });
+    contexts.set(res, { requestId, logger: logger.child({ requestId }), signal: controller.signal, startedAt: performance.now(), backend: undefined, stream: false, failedStatus: undefined });
     next();
   };
 }

@@ -1,6 +1,6 @@
 import type { NextFunction, Request, Response } from "express";
 import { type GatewayMetrics, NO_BACKEND } from "../observability/metrics";
-import { contextOf } from "./request-context";
+import { contextOf, outcomeStatus } from "./request-context";
 
 /**
  * Counts and times each request to the route it is mounted on, once it is over: labelled with the backend
@@ -12,8 +12,7 @@ export function requestMetrics(metrics: GatewayMetrics) {
     res.on("close", () => {
       const context = contextOf(res);
       const seconds = (performance.now() - context.startedAt) / 1000;
-      // Streaming does not exist yet: every answer is one JSON body.
-      metrics.request(context.backend ?? NO_BACKEND).observe(res.writableFinished ? res.statusCode : 499, false, seconds);
+      metrics.request(context.backend ?? NO_BACKEND).observe(outcomeStatus(res, context), context.stream, seconds);
     });
     next();
   };

@@ -50,3 +50,20 @@ export interface ChatCompletion {
   ];
   readonly usage: Usage;
 }
+
+/** One `chat.completion.chunk` of a streamed answer; every chunk of a stream has the same id and created. */
+export interface ChatCompletionChunk {
+  readonly id: string;
+  readonly object: "chat.completion.chunk";
+  readonly created: number;
+  readonly model: string;
+  readonly backend: string;
+  readonly choices: readonly {
+    readonly index: 0;
+    readonly delta: Readonly<Record<string, unknown>>;
+    readonly finish_reason: string | null;
+    readonly logprobs: null;
+  }[];
+  /** Present only when the client asked for `stream_options.include_usage`: null until the last chunk. */
+  readonly usage?: Usage | null;
+}

@@ -1,13 +1,16 @@
 import { randomUUID } from "node:crypto";
-import type { Backend, BackendResult } from "../backends/backend";
+import type { Backend, BackendResult, StreamEvent } from "../backends/backend";
+import { ClientClosedError } from "../errors";
 import type { BackendSeries, GatewayMetrics } from "../observability/metrics";
-import type { ChatCompletion, ChatCompletionRequest } from "../schemas/chat";
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage } from "../schemas/chat";
 import { extractPrompt } from "../utils/prompt";
 import { estimateUsage } from "../utils/tokens";
 
 export interface CallOptions {
   readonly requestId: string;
   readonly signal: AbortSignal;
+  /** `performance.now()` when the request arrived, for time to first token. */
+  readonly startedAt: number;
 }
 
 /** Picks the backend for a request and turns its answer into an OpenAI chat.completion. */
@@ -56,7 +59,108 @@ export class InferenceService {
     };
   }
 
+  /**
+   * Starts a streamed answer and resolves once its first event is in hand, so that a backend failing
+   * before it produced anything still becomes an ordinary HTTP error (and, later, a retry or fallback).
+   * What it resolves to yields the chunks to send; it throws a GatewayError if the stream breaks later.
+   */
+  async openStream(backend: Backend, request: ChatCompletionRequest, options: CallOptions): Promise<AsyncIterable<ChatCompletionChunk>> {
+    const prompt = extractPrompt(request.messages);
+    const series = this.series.get(backend) ?? this.metrics.backend(backend.name);
+    const started = performance.now();
+    series.callStarted();
+    const events = backend.stream({ request, prompt, requestId: options.requestId, signal: options.signal })[Symbol.asyncIterator]();
+    let first: IteratorResult<StreamEvent>;
+    try {
+      first = await events.next();
+    } catch (error) {
+      series.callEnded((performance.now() - started) / 1000, error);
+      throw error;
+    }
+    const includeUsage = (request.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
+    return relay({ backend, request, prompt, options, series, started, events, first, includeUsage });
+  }
+
   async close(): Promise<void> {
     await Promise.allSettled(this.backends.map((backend) => backend.close()));
+  }
+}
+
+interface RelayState {
+  readonly backend: Backend;
+  readonly request: ChatCompletionRequest;
+  readonly prompt: string;
+  readonly options: CallOptions;
+  readonly series: BackendSeries;
+  readonly started: number;
+  readonly events: AsyncIterator<StreamEvent>;
+  readonly first: IteratorResult<StreamEvent>;
+  readonly includeUsage: boolean;
+}
+
+/**
+ * Turns backend events into OpenAI chunks: one id and `created` for the whole stream, `role` on the first
+ * delta, a `finish_reason` on the last, and with `include_usage` exactly one usage chunk at the end. A
+ * backend failure here is after the first byte, so it counts as `stream_interrupted` and is rethrown for
+ * the writer to report in-band.
+ */
+async function* relay(state: RelayState): AsyncGenerator<ChatCompletionChunk> {
+  const { backend, series, events, includeUsage } = state;
+  const base = {
+    id: randomUUID(),
+    object: "chat.completion.chunk" as const,
+    created: Math.floor(Date.now() / 1000),
+    model: state.request.model ?? backend.name,
+    backend: backend.name,
+  };
+  const chunk = (delta: Readonly<Record<string, unknown>>, finishReason: string | null): ChatCompletionChunk => ({
+    ...base,
+    choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
+    ...(includeUsage ? { usage: null } : {}),
+  });
+  let content = "";
+  let usage: Usage | undefined;
+  let finishReason: string | undefined;
+  let sentRole = false;
+  let ended = false;
+  const elapsed = () => (performance.now() - state.started) / 1000;
+  try {
+    let next = state.first;
+    while (next.done !== true) {
+      const event = next.value;
+      if (event.usage !== undefined) usage = event.usage;
+      if (event.delta !== undefined || event.finishReason !== undefined) {
+        let delta = event.delta ?? {};
+        if (typeof delta.content === "string") content += delta.content;
+        if (!sentRole) {
+          delta = { role: "assistant", ...delta };
+          sentRole = true;
+          series.firstToken((performance.now() - state.options.startedAt) / 1000);
+        }
+        if (event.finishReason !== undefined) finishReason = event.finishReason;
+        yield chunk(delta, event.finishReason ?? null);
+      }
+      try {
+        next = await events.next();
+      } catch (error) {
+        ended = true;
+        series.callEnded(elapsed());
+        if (!(error instanceof ClientClosedError)) series.streamInterrupted();
+        throw error;
+      }
+    }
+    ended = true;
+    series.callEnded(elapsed());
+    if (!sentRole) yield chunk({ role: "assistant", content: "" }, null);
+    if (finishReason === undefined) yield chunk({}, "stop");
+    const counted = usage ?? estimateUsage(state.prompt, content);
+    series.countTokens(counted);
+    if (includeUsage) yield { ...base, choices: [], usage: counted };
+  } finally {
+    if (!ended) {
+      // The consumer stopped early (the client left): release the backend and close the books.
+      series.callEnded(elapsed());
+      await events.return?.();
+    }
   }
 }

@@ -12,6 +12,9 @@ const shoutFactory: BackendFactory<{ readonly suffix: string }> = {
     type: "shout",
     target: "in-process",
     complete: async (call) => ({ message: { role: "assistant", content: call.prompt.toUpperCase() + options.suffix }, finishReason: "stop" }),
+    stream: async function* (call) {
+      yield { delta: { role: "assistant", content: call.prompt.toUpperCase() + options.suffix }, finishReason: "stop" };
+    },
     close: async () => {},
   }),
 };

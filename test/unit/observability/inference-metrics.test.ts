@@ -1,5 +1,5 @@
 import { Registry } from "prom-client";
-import type { Backend, BackendCall, BackendResult } from "../../../gateway/src/backends/backend";
+import type { Backend, BackendCall, BackendResult, StreamEvent } from "../../../gateway/src/backends/backend";
 import { ClientClosedError, UpstreamHttpError } from "../../../gateway/src/errors";
 import { createMetrics, type GatewayMetrics } from "../../../gateway/src/observability/metrics";
 import { InferenceService } from "../../../gateway/src/services/inference";
@@ -23,10 +23,15 @@ class ScriptedBackend implements Backend {
     return this.result;
   }
 
+  async *stream(_call: BackendCall): AsyncGenerator<StreamEvent> {
+    if (this.failure !== undefined) throw this.failure;
+    yield { delta: this.result.message, finishReason: this.result.finishReason };
+  }
+
   async close(): Promise<void> {}
 }
 
-const options = { requestId: "req-1", signal: new AbortController().signal };
+const options = { requestId: "req-1", signal: new AbortController().signal, startedAt: performance.now() };
 const request = { messages: [{ role: "user" as const, content: "Hello world" }] };
 
 let metrics: GatewayMetrics;

@@ -1,4 +1,4 @@
-import type { Backend, BackendCall, BackendResult } from "../../../gateway/src/backends/backend";
+import type { Backend, BackendCall, BackendResult, StreamEvent } from "../../../gateway/src/backends/backend";
 import { createMetrics } from "../../../gateway/src/observability/metrics";
 import { InferenceService } from "../../../gateway/src/services/inference";
 
@@ -17,10 +17,15 @@ class FakeBackend implements Backend {
     return this.result;
   }
 
+  async *stream(call: BackendCall): AsyncGenerator<StreamEvent> {
+    this.calls.push(call);
+    yield { delta: this.result.message, finishReason: this.result.finishReason };
+  }
+
   async close(): Promise<void> {}
 }
 
-const options = { requestId: "req-1", signal: new AbortController().signal };
+const options = { requestId: "req-1", signal: new AbortController().signal, startedAt: performance.now() };
 const messages = [{ role: "user", content: "Hello world" }];
 
 describe("InferenceService.route", () => {

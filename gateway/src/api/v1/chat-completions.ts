@@ -5,6 +5,7 @@ import { contextOf } from "../../middleware/request-context";
 import type { ChatCompletionRequest } from "../../schemas/chat";
 import type { InferenceService } from "../../services/inference";
 import { methodNotAllowed } from "../method-not-allowed";
+import { sendEventStream } from "./event-stream";
 
 const ROLES = ["system", "developer", "user", "assistant", "tool", "function"];
 /** Roles whose turn may carry no content (an assistant turn that only called tools, say). */
@@ -54,13 +55,9 @@ const validateChatRequest = [
   body("messages.*").custom(isObject).withMessage("each message must be an object").bail(),
   body("messages.*.role").isIn(ROLES).withMessage(`role must be one of ${ROLES.join(", ")}`),
   body("messages.*.content").custom(checkContent),
-  body("stream")
-    .optional({ values: "null" })
-    .isBoolean({ strict: true })
-    .withMessage("stream must be a boolean")
-    .bail()
-    .custom((value: unknown) => value !== true)
-    .withMessage("stream: true is not supported yet; send stream: false or leave it out"),
+  body("stream").optional({ values: "null" }).isBoolean({ strict: true }).withMessage("stream must be a boolean"),
+  body("stream_options").optional({ values: "null" }).custom(isObject).withMessage("stream_options must be an object"),
+  body("stream_options.include_usage").optional({ values: "null" }).isBoolean({ strict: true }).withMessage("stream_options.include_usage must be a boolean"),
   body("n").optional({ values: "null" }).custom((value: unknown) => value === 1).withMessage("n must be 1: the gateway returns one choice"),
   optionalNumber("temperature", 0, 2),
   optionalNumber("top_p", 0, 1),
@@ -90,7 +87,12 @@ export function createChatCompletionsRouter(deps: { readonly inference: Inferenc
       const backend = deps.inference.route(request.model);
       context.backend = backend.name;
       res.setHeader("x-gateway-backend", backend.name);
-      res.json(await deps.inference.complete(backend, request, context));
+      if (request.stream === true) {
+        context.stream = true;
+        await sendEventStream(res, await deps.inference.openStream(backend, request, context), context);
+      } else {
+        res.json(await deps.inference.complete(backend, request, context));
+      }
     })
     .all(methodNotAllowed("POST"));
   return router;
