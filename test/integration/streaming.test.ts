@@ -1,0 +1,209 @@
+import OpenAI from "openai";
+import { parseExposition, type Sample, total } from "../support/exposition";
+import { type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
+
+let mock: RunningMock;
+let gateway: RunningGateway;
+
+beforeAll(async () => {
+  mock = await startMock();
+  gateway = await startGateway(twoBackendConfig(mock.url, "timeout: 0.5"));
+});
+
+afterAll(async () => {
+  await gateway.close();
+  await mock.close();
+});
+
+function client(url = gateway.url): OpenAI {
+  return new OpenAI({ baseURL: `${url}/v1`, apiKey: "unused", maxRetries: 0 });
+}
+
+/** Body fields the SDK does not know (mock-remote's knobs) pass through it as extra params. */
+function knobs(mock: Record<string, unknown>): object {
+  return { mock };
+}
+
+async function streamText(model: string, extra: object = {}, url = gateway.url): Promise<{ text: string; chunks: OpenAI.ChatCompletionChunk[] }> {
+  const stream = await client(url).chat.completions.create({ model, stream: true, messages: userMessage("Hello world"), ...extra });
+  const chunks: OpenAI.ChatCompletionChunk[] = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  return { text: chunks.map((chunk) => chunk.choices[0]?.delta.content ?? "").join(""), chunks };
+}
+
+/** What the SDK raised while reading the stream, or undefined if it ended as a success. */
+async function streamError(model: string, extra: object): Promise<unknown> {
+  try {
+    await streamText(model, extra);
+    return undefined;
+  } catch (error) {
+    return error;
+  }
+}
+
+async function scrape(): Promise<Sample[]> {
+  return parseExposition(await (await fetch(`${gateway.url}/metrics`)).text());
+}
+
+/** Counters move when the response closes on the server, just after the client read the end: poll (bounded). */
+async function eventually(check: (samples: Sample[]) => boolean): Promise<Sample[]> {
+  let samples = await scrape();
+  for (let attempt = 0; attempt < 100 && !check(samples); attempt++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    samples = await scrape();
+  }
+  return samples;
+}
+
+describe("streaming through the official openai SDK", () => {
+  it("streams the echo backend word by word", async () => {
+    const { text, chunks } = await streamText("local");
+    expect(text).toBe("Echo: Hello world");
+    expect(chunks.length).toBeGreaterThanOrEqual(4);
+    expect(new Set(chunks.map((chunk) => chunk.id)).size).toBe(1);
+    expect(new Set(chunks.map((chunk) => chunk.created)).size).toBe(1);
+    expect(chunks[0]?.choices[0]?.delta.role).toBe("assistant");
+    expect(chunks[chunks.length - 1]?.choices[0]?.finish_reason).toBe("stop");
+    expect(chunks.every((chunk) => chunk.object === "chat.completion.chunk" && chunk.model === "local")).toBe(true);
+  });
+
+  it("relays mock-remote's stream through the http backend", async () => {
+    const { text, chunks } = await streamText("remote");
+    expect(text).toBe("Remote: Hello world");
+    expect(chunks.every((chunk) => (chunk as unknown as { backend: string }).backend === "remote")).toBe(true);
+    expect(chunks[chunks.length - 1]?.choices[0]?.finish_reason).toBe("stop");
+  });
+
+  it.each([["local"], ["remote"]])("with include_usage, gives %s's usage once, in a last chunk without choices", async (model) => {
+    const { chunks } = await streamText(model, { stream_options: { include_usage: true } });
+    const withUsage = chunks.filter((chunk) => chunk.usage !== null && chunk.usage !== undefined);
+    expect(withUsage).toHaveLength(1);
+    expect(chunks[chunks.length - 1]).toBe(withUsage[0]);
+    expect(withUsage[0]?.choices).toEqual([]);
+    expect(withUsage[0]?.usage).toEqual({ prompt_tokens: 2, completion_tokens: 3, total_tokens: 5 });
+    expect(chunks.slice(0, -1).every((chunk) => chunk.usage === null)).toBe(true);
+  });
+
+  it("counts streamed tokens even when the client did not ask for usage", async () => {
+    const before = total(await scrape(), "gateway_tokens_total", { backend: "remote", type: "completion" });
+    await streamText("remote");
+    const after = total(await eventually((s) => total(s, "gateway_tokens_total", { backend: "remote", type: "completion" }) > before), "gateway_tokens_total", {
+      backend: "remote",
+      type: "completion",
+    });
+    expect(after - before).toBe(3);
+    // mock-remote was asked for usage, though the client was not.
+    const last = mock.seen[mock.seen.length - 1];
+    expect((last?.body as { stream_options?: unknown }).stream_options).toEqual({ include_usage: true });
+  });
+
+  it("records time to first token per backend", async () => {
+    const before = total(await scrape(), "gateway_time_to_first_token_seconds_count", { backend: "local" });
+    await streamText("local");
+    expect(total(await scrape(), "gateway_time_to_first_token_seconds_count", { backend: "local" })).toBe(before + 1);
+  });
+
+  it("flushes each event as it is made instead of buffering the answer", async () => {
+    const response = await fetch(`${gateway.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "remote", stream: true, messages: userMessage("a b c d"), mock: { chunk_delay_ms: 150 } }),
+    });
+    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+    const started = performance.now();
+    const first = await reader.read();
+    const firstAt = performance.now() - started;
+    let rest = "";
+    for (let i = 0; i < 100; i++) {
+      const next = await reader.read();
+      if (next.done) break;
+      rest += new TextDecoder().decode(next.value);
+    }
+    const endAt = performance.now() - started;
+    expect(new TextDecoder().decode(first.value)).toContain('"role":"assistant"');
+    expect(rest.trimEnd().endsWith("data: [DONE]")).toBe(true);
+    // Four 150 ms gaps separate the chunks: a buffering gateway would deliver everything at the end.
+    expect(endAt - firstAt).toBeGreaterThan(400);
+  });
+
+  it("streams through a chain of two gateways", async () => {
+    const front = await startGateway(twoBackendConfig(gateway.url, "model: remote"));
+    try {
+      const { text } = await streamText("remote", {}, front.url);
+      expect(text).toBe("Remote: Hello world");
+    } finally {
+      await front.close();
+    }
+  });
+});
+
+describe("stream integrity: a broken stream never looks like a success", () => {
+  it.each([
+    ["a reset before the first byte", { fault: "reset" }, 502],
+    ["an upstream 500", { status: 500 }, 502],
+    ["an upstream that never starts", { fault: "hang" }, 504],
+  ])("%s is an ordinary HTTP error", async (_what, mockKnobs, status) => {
+    const error = await streamError("remote", knobs(mockKnobs));
+    expect(error).toBeInstanceOf(OpenAI.APIError);
+    expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(status);
+  });
+
+  it.each([
+    ["a connection cut after 2 chunks", { fault: "reset", after: 2 }, "upstream_stream_error", 502],
+    ["a malformed event", { fault: "malformed", after: 1 }, "upstream_invalid_response", 502],
+    ["a stall past the backend's timeout", { fault: "hang", after: 1 }, "upstream_timeout", 504],
+  ])("%s raises an error in the SDK and counts as failed", async (_what, mockKnobs, code, status) => {
+    const before = await scrape();
+    const error = await streamError("remote", knobs(mockKnobs));
+    expect(error).toBeInstanceOf(OpenAI.APIError);
+    expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe(code);
+    const labels = { backend: "remote", code: String(status), stream: "true" };
+    const after = await eventually((s) => total(s, "gateway_requests_total", labels) > total(before, "gateway_requests_total", labels));
+    expect(total(after, "gateway_requests_total", labels) - total(before, "gateway_requests_total", labels)).toBe(1);
+    const interrupted = { backend: "remote", reason: "stream_interrupted" };
+    expect(total(after, "gateway_backend_errors_total", interrupted) - total(before, "gateway_backend_errors_total", interrupted)).toBe(1);
+  });
+
+  it("sends the error as a data event and then [DONE]", async () => {
+    const response = await fetch(`${gateway.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "remote", stream: true, messages: userMessage("Hello world"), mock: { fault: "reset", after: 1 } }),
+    });
+    expect(response.status).toBe(200);
+    const events = (await response.text()).split("\n\n").filter((event) => event !== "");
+    expect(events[events.length - 1]).toBe("data: [DONE]");
+    const error = JSON.parse((events[events.length - 2] ?? "").replace(/^data: /, "")) as { error: Record<string, unknown> };
+    expect(error).toEqual({ error: { message: expect.stringContaining("Backend 'remote'"), type: "upstream_error", param: null, code: "upstream_stream_error" } });
+  });
+});
+
+describe("client disconnect", () => {
+  it("aborts the upstream request at once and counts the request as cancelled", async () => {
+    const before = mock.seen.length;
+    const controller = new AbortController();
+    const stream = await client().chat.completions.create(
+      { model: "remote", stream: true, messages: userMessage("a b c d e f g h"), ...knobs({ chunks: 200, chunk_delay_ms: 50 }) },
+      { signal: controller.signal },
+    );
+    let received = 0;
+    try {
+      for await (const _chunk of stream) {
+        received++;
+        if (received === 3) controller.abort();
+      }
+    } catch {
+      // the SDK reports the abort; what matters is what the upstream saw
+    }
+    const abortedAt = Date.now();
+    const upstream = mock.seen.slice(before).find((request) => request.path === "/v1/chat/completions");
+    for (let i = 0; i < 100 && upstream?.closedEarlyAt === undefined; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(upstream?.closedEarlyAt).toBeDefined();
+    // 200 chunks at 50 ms would take 10 s: the upstream connection closed within a short bound instead.
+    expect((upstream?.closedEarlyAt ?? Infinity) - abortedAt).toBeLessThan(1000);
+    const samples = await eventually((s) => total(s, "gateway_requests_total", { backend: "remote", code: "499", stream: "true" }) >= 1);
+    expect(total(samples, "gateway_requests_total", { backend: "remote", code: "499", stream: "true" })).toBe(1);
+    expect(total(samples, "gateway_in_flight_requests", { backend: "remote" })).toBe(0);
+  });
+});
