@@ -17,7 +17,12 @@ import { type Answer, chat, CONTAINER_TEST_TIMEOUT_MS, eventually, InitContainer
 
 jest.setTimeout(CONTAINER_TEST_TIMEOUT_MS);
 
-/** Fixed tags, so repeated runs replace their images instead of piling up `localhost/<uuid>` ones. */
+/**
+ * Fixed tags, so repeated runs replace their images instead of piling up `localhost/<uuid>` ones. Built
+ * without testcontainers' per-run session label (no reaper runs here to act on it), so an unchanged tree
+ * gives the very same image again; they keep the `org.testcontainers=true` label that docker-cleanup.sh removes.
+ */
+const BUILD_OPTIONS = { deleteOnExit: false };
 const GATEWAY_IMAGE = "inference-gateway-test/gateway:latest";
 const MOCK_IMAGE = "inference-gateway-test/mock-remote:latest";
 
@@ -65,8 +70,8 @@ function remote(mock: Record<string, unknown>, prompt = "Hello world"): Record<s
 beforeAll(async () => {
   // Built once for this file and shared. mock-remote first: with the classic builder testcontainers uses,
   // building `gateway` then reuses every cached stage.
-  const mockImage = await GenericContainer.fromDockerfile(REPO_ROOT, "Dockerfile").withTarget("mock-remote").build(MOCK_IMAGE);
-  await GenericContainer.fromDockerfile(REPO_ROOT, "Dockerfile").withTarget("gateway").build(GATEWAY_IMAGE);
+  const mockImage = await GenericContainer.fromDockerfile(REPO_ROOT, "Dockerfile").withTarget("mock-remote").build(MOCK_IMAGE, BUILD_OPTIONS);
+  await GenericContainer.fromDockerfile(REPO_ROOT, "Dockerfile").withTarget("gateway").build(GATEWAY_IMAGE, BUILD_OPTIONS);
 
   network = await new Network().start();
   // Side by side: the gateway does not call mock-remote until a request asks it to.
