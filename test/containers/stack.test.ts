@@ -209,6 +209,47 @@ describe("the remote backend, answered by the mock-remote container", () => {
   });
 });
 
+describe("streaming through the containers", () => {
+  /** The `data:` payloads of a streamed answer, in order. */
+  async function streamEvents(body: Record<string, unknown>): Promise<string[]> {
+    const response = await fetch(`${gatewayUrl}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ ...body, stream: true }),
+      signal: AbortSignal.timeout(30_000),
+    });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    return (await response.text())
+      .split("\n\n")
+      .filter((event) => event.startsWith("data: "))
+      .map((event) => event.slice("data: ".length));
+  }
+
+  it("relays mock-remote's stream chunk by chunk, ending with [DONE]", async () => {
+    const events = await streamEvents(remote({}, "Hello world"));
+    expect(events[events.length - 1]).toBe("[DONE]");
+    const chunks = events.slice(0, -1).map((event) => JSON.parse(event) as { backend: string; choices: { delta: { content?: string } }[] });
+    expect(chunks.map((chunk) => chunk.choices[0]?.delta.content ?? "").join("")).toBe("Remote: Hello world");
+    expect(chunks.every((chunk) => chunk.backend === "remote")).toBe(true);
+  });
+
+  it("reports a stream cut mid-way as an error event before [DONE]", async () => {
+    const events = await streamEvents(remote({ fault: "reset", after: 1 }));
+    expect(events[events.length - 1]).toBe("[DONE]");
+    expect(JSON.parse(events[events.length - 2] ?? "{}")).toMatchObject({ error: { type: "upstream_error", code: "upstream_stream_error" } });
+  });
+});
+
+describe("metrics", () => {
+  it("serves per-backend counters on /metrics", async () => {
+    await chat(gatewayUrl, { model: "local", messages: userMessage("count me") });
+    const text = await (await fetch(`${gatewayUrl}/metrics`, { signal: AbortSignal.timeout(10_000) })).text();
+    expect(text).toMatch(/^gateway_requests_total\{backend="local",code="200",stream="false"\} [1-9]\d*$/m);
+    expect(text).toContain('gateway_build_info{version="0.1.0"');
+  });
+});
+
 describe("health and readiness", () => {
   it("answers /health", async () => {
     const answer = await request(`${gatewayUrl}/health`);
