@@ -21,6 +21,8 @@ export interface AppDependencies {
   readonly backends: readonly Backend[];
   readonly lifecycle: Lifecycle;
   readonly maxBodyBytes: number;
+  /** MAX_HOPS: requests that passed through this many gateways already are refused with 508. */
+  readonly maxHops: number;
   readonly startedAt: Date;
 }
 

@@ -15,21 +15,25 @@ export function buildDependencies(options: {
   readonly logger: Logger;
   readonly env: Env;
   readonly maxBodyBytes: number;
+  readonly maxHops: number;
 }): AppDependencies {
   const { config, registry, logger, env } = options;
   const backends = config.backends.map((backendConfig) => registry.create(backendConfig, { env, logger }));
   const defaultBackend = backends.find((backend) => backend.name === config.defaultBackend);
   // parseConfig guarantees the default exists; this guards against a config built by hand in a test.
   if (defaultBackend === undefined) throw new Error(`default backend '${config.defaultBackend}' is not configured`);
+  const policies = new Map(config.backends.map((backendConfig) => [backendConfig.name, backendConfig.resilience]));
+  const fallbacks = new Map(config.backends.map((backendConfig) => [backendConfig.name, backendConfig.resilience.fallbacks]));
   // One Registry per app: building two apps in one process (as tests do) never collides.
-  const metrics = createMetrics(new Registry(), backends.map((backend) => backend.name));
+  const metrics = createMetrics(new Registry(), backends.map((backend) => backend.name), fallbacks);
   return {
     logger,
     backends,
     metrics,
-    inference: new InferenceService(backends, defaultBackend, metrics),
+    inference: new InferenceService(backends, defaultBackend, metrics, { policies, logger }),
     lifecycle: new Lifecycle(),
     maxBodyBytes: options.maxBodyBytes,
+    maxHops: options.maxHops,
     startedAt: new Date(),
   };
 }

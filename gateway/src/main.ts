@@ -28,7 +28,7 @@ function main(): void {
   const { env, settings, config } = loadOrExit(registry);
 
   const logger = createLogger({ level: settings.logLevel, service: "gateway" });
-  const deps = buildDependencies({ config, registry, logger, env, maxBodyBytes: settings.maxBodyBytes });
+  const deps = buildDependencies({ config, registry, logger, env, maxBodyBytes: settings.maxBodyBytes, maxHops: settings.maxHops });
   const app = createApp(deps);
 
   process.on("uncaughtException", (error) => {

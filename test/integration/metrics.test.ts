@@ -55,9 +55,11 @@ describe("GET /metrics", () => {
     expect(select(samples, "gateway_requests_total").map((sample) => [sample.labels.backend, sample.labels.code, sample.value])).toEqual([
       ["local", "200", 0],
       ["local", "502", 0],
+      ["local", "503", 0],
       ["local", "504", 0],
       ["remote", "200", 0],
       ["remote", "502", 0],
+      ["remote", "503", 0],
       ["remote", "504", 0],
       ["none", "400", 0],
     ]);
@@ -106,9 +108,11 @@ describe("after mixed traffic to both backends", () => {
     expect(select(samples, "gateway_requests_total").map((sample) => [sample.labels.backend, sample.labels.code, sample.labels.stream, sample.value])).toEqual([
       ["local", "200", "false", 4],
       ["local", "502", "false", 0],
+      ["local", "503", "false", 0],
       ["local", "504", "false", 0],
       ["remote", "200", "false", 2],
       ["remote", "502", "false", 3],
+      ["remote", "503", "false", 0],
       ["remote", "504", "false", 1],
       ["none", "400", "false", 2],
     ]);

@@ -7,7 +7,9 @@ let gateway: RunningGateway;
 
 beforeAll(async () => {
   mock = await startMock();
-  gateway = await startGateway(twoBackendConfig(mock.url, "timeout: 0.5"));
+  // The breaker is off: these tests send one fault after another, and each must reach the upstream
+  // (resilience.test.ts covers the breaker opening).
+  gateway = await startGateway(twoBackendConfig(mock.url, "timeout: 0.5\ncircuit_breaker: false"));
 });
 
 afterAll(async () => {

@@ -6,6 +6,7 @@ import { parse as parseYaml } from "yaml";
 import { type AppDependencies, createApp } from "../../gateway/src/app";
 import { defaultBackendRegistry } from "../../gateway/src/backends";
 import { parseConfig } from "../../gateway/src/config/config";
+import { DEFAULT_MAX_HOPS } from "../../gateway/src/config/settings";
 import { buildDependencies } from "../../gateway/src/dependencies";
 import { createLogger } from "../../gateway/src/observability/logger";
 import { createMockApp, type SeenRequest } from "../../mock-remote/src/app";
@@ -55,7 +56,7 @@ export interface RunningGateway extends Running {
 /** The real app, built from YAML text the way main.ts builds it from a file, on an ephemeral port. */
 export async function startGateway(
   yaml: string,
-  options: { env?: Record<string, string>; maxBodyBytes?: number } = {},
+  options: { env?: Record<string, string>; maxBodyBytes?: number; maxHops?: number } = {},
 ): Promise<RunningGateway> {
   const env = options.env ?? {};
   const registry = defaultBackendRegistry();
@@ -66,7 +67,7 @@ export async function startGateway(
     text += chunk.toString("utf8");
   });
   const logger = createLogger({ level: "debug", service: "gateway", stream });
-  const deps = buildDependencies({ config, registry, logger, env, maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024 });
+  const deps = buildDependencies({ config, registry, logger, env, maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024, maxHops: options.maxHops ?? DEFAULT_MAX_HOPS });
   const running = await listen(createApp(deps));
   return {
     ...running,

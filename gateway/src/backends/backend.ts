@@ -10,6 +10,17 @@ export interface BackendCall {
   readonly requestId: string;
   /** Aborted when the client goes away, so a backend can stop upstream work nobody will read. */
   readonly signal: AbortSignal;
+  /**
+   * How many gateways the request passed through before this one (its `x-gateway-hops`, 0 from a client).
+   * A backend that calls another gateway sends one more, so a loop of gateways ends at MAX_HOPS.
+   */
+  readonly hops?: number;
+  /**
+   * `performance.now()` by which the answer (for a stream, its first event) must have started; past it the
+   * backend gives up with an UpstreamTimeoutError. The retries of one request share it, so a backend's
+   * `timeout` bounds them all together. Undefined: the backend applies its own `timeoutSeconds` per call.
+   */
+  readonly deadline?: number;
 }
 
 export interface BackendResult {
@@ -37,6 +48,11 @@ export interface Backend {
   readonly type: string;
   /** Where it sends requests, for the start-up log; never holds a secret. */
   readonly target: string;
+  /**
+   * The most the gateway waits on this backend for one request, retries included (the http type's
+   * `timeout`); undefined for a backend that cannot hang (echo). Retries are never scheduled past it.
+   */
+  readonly timeoutSeconds?: number;
   complete(call: BackendCall): Promise<BackendResult>;
   /**
    * The answer as it is produced. Failing before the first event lets the gateway still answer with an

@@ -4,6 +4,7 @@ import { ConfigError } from "../config/errors";
 import {
   ClientClosedError,
   GatewayError,
+  LoopDetectedError,
   UpstreamClientError,
   UpstreamHttpError,
   UpstreamInvalidResponseError,
@@ -12,6 +13,7 @@ import {
   UpstreamUnreachableError,
 } from "../errors";
 import type { AssistantMessage } from "../schemas/chat";
+import { parseRetryAfter, retryAfterHeader } from "../utils/retry-after";
 import { parseServerSentEvents } from "../utils/sse";
 import { parseUsage } from "../utils/tokens";
 import type { Backend, BackendCall, BackendContext, BackendFactory, BackendResult, StreamEvent } from "./backend";
@@ -21,8 +23,11 @@ export interface HttpBackendOptions {
   readonly origin: string;
   /** Path of the completions endpoint on that origin. */
   readonly path: string;
+  /** The whole exchange; for a stream, until its first event. Shared by the retries of one request. */
   readonly timeoutSeconds: number;
   readonly connectTimeoutSeconds: number;
+  /** Streams: the longest silence allowed between two events once the stream has started. */
+  readonly idleTimeoutSeconds: number;
   /** The upstream's own model id, sent instead of the client's. */
   readonly model?: string;
   /** Resolved from `api_key_env` at load; never logged, never put in an error. */
@@ -38,14 +43,18 @@ const MAX_QUOTED_ERROR_CHARS = 300;
 class HttpBackend implements Backend {
   readonly type = "http";
   readonly target: string;
+  readonly timeoutSeconds: number;
   private readonly pool: Pool;
   private readonly timeoutMs: number;
+  private readonly idleTimeoutMs: number;
 
   constructor(
     readonly name: string,
     private readonly options: HttpBackendOptions,
   ) {
+    this.timeoutSeconds = options.timeoutSeconds;
     this.timeoutMs = options.timeoutSeconds * 1000;
+    this.idleTimeoutMs = options.idleTimeoutSeconds * 1000;
     this.target = `${options.origin}${options.path}`;
     this.pool = new Pool(options.origin, {
       connectTimeout: options.connectTimeoutSeconds * 1000,
@@ -58,7 +67,7 @@ class HttpBackend implements Backend {
   }
 
   async complete(call: BackendCall): Promise<BackendResult> {
-    const deadline = AbortSignal.timeout(this.timeoutMs);
+    const deadline = AbortSignal.timeout(this.remainingMs(call));
     const signal = AbortSignal.any([call.signal, deadline]);
     let status: number;
     let responseHeaders: Record<string, string | string[] | undefined>;
@@ -77,18 +86,23 @@ class HttpBackend implements Backend {
   }
 
   /**
-   * Relays the upstream's events as they arrive. For a stream, `timeout` bounds each wait: for the answer
-   * to start, then between events; a stream that stalls longer is cut off as a timeout.
+   * Relays the upstream's events as they arrive. `timeout` bounds the wait for the stream to start (its
+   * first event); from then on `idle_timeout` bounds each silence between events, so a long answer that
+   * keeps flowing is never cut off, while one that stalls is.
    */
   async *stream(call: BackendCall): AsyncGenerator<StreamEvent> {
     const stop = new AbortController();
-    let stalled = false;
+    let expired: "start" | "idle" | undefined;
     const onClientGone = () => stop.abort();
     call.signal.addEventListener("abort", onClientGone, { once: true });
-    let timer = setTimeout(() => ((stalled = true), stop.abort()), this.timeoutMs);
+    const expire = (phase: "start" | "idle") => () => {
+      expired = phase;
+      stop.abort();
+    };
+    let timer = setTimeout(expire("start"), this.remainingMs(call));
     const rearm = () => {
       clearTimeout(timer);
-      timer = setTimeout(() => ((stalled = true), stop.abort()), this.timeoutMs);
+      timer = setTimeout(expire("idle"), this.idleTimeoutMs);
     };
     let finished = false;
     try {
@@ -96,7 +110,7 @@ class HttpBackend implements Backend {
       try {
         response = await this.send(call, this.payload(call, true), stop.signal);
       } catch (error) {
-        throw this.transportError(error, call.signal, stalled);
+        throw this.transportError(error, call.signal, expired !== undefined);
       }
       if (response.statusCode < 200 || response.statusCode > 299) {
         const text = await response.body.text().catch(() => "");
@@ -105,7 +119,13 @@ class HttpBackend implements Backend {
       const contentType = String(response.headers["content-type"] ?? "");
       if (!contentType.includes("text/event-stream")) {
         // Some servers ignore `stream: true` and answer in one piece: pass that on as a one-event stream.
-        const answer = this.parseAnswer(await response.body.text());
+        let text: string;
+        try {
+          text = await response.body.text();
+        } catch (error) {
+          throw this.transportError(error, call.signal, expired !== undefined);
+        }
+        const answer = this.parseAnswer(text);
         yield { delta: { ...answer.message }, finishReason: answer.finishReason, ...(answer.usage === undefined ? {} : { usage: answer.usage }) };
         finished = true;
         return;
@@ -122,7 +142,8 @@ class HttpBackend implements Backend {
       } catch (error) {
         if (error instanceof GatewayError) throw error;
         if (call.signal.aborted) throw new ClientClosedError();
-        if (stalled) throw new UpstreamTimeoutError(this.name, this.options.timeoutSeconds, "sent no stream event");
+        if (expired === "start") throw new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
+        if (expired === "idle") throw new UpstreamTimeoutError(this.name, this.options.idleTimeoutSeconds, "sent no stream event");
         throw new UpstreamStreamError(this.name, `the connection was lost (${describeCause(error)})`);
       }
       throw new UpstreamStreamError(this.name, "the stream ended before [DONE]");
@@ -132,6 +153,12 @@ class HttpBackend implements Backend {
       // Leaving early (client gone, or an error) must close the upstream request now, not when it ends.
       if (!finished) stop.abort();
     }
+  }
+
+  /** Time left until the call's deadline (shared with its retries), or the whole `timeout` for a lone call. */
+  private remainingMs(call: BackendCall): number {
+    // Whole milliseconds, rounded up: AbortSignal.timeout takes only integers, and early is worse than late.
+    return call.deadline === undefined ? this.timeoutMs : Math.max(0, Math.ceil(call.deadline - performance.now()));
   }
 
   private *parseStreamEvent(type: string | undefined, data: string): Generator<StreamEvent> {
@@ -178,6 +205,8 @@ class HttpBackend implements Backend {
       "content-type": "application/json",
       accept: payload.stream === true ? "text/event-stream" : "application/json",
       "x-request-id": call.requestId,
+      // Counted by the gateway at the other end (if it is one): a loop of gateways stops at MAX_HOPS.
+      "x-gateway-hops": String((call.hops ?? 0) + 1),
     };
     if (this.options.apiKey !== undefined) headers.authorization = `Bearer ${this.options.apiKey}`;
     return this.pool.request({ method: "POST", path: this.options.path, headers, body: JSON.stringify(payload), signal });
@@ -202,15 +231,21 @@ class HttpBackend implements Backend {
   /**
    * 4xx that describe the client's request (bad params, unknown model, too large, rate limited) keep their
    * status so clients and SDK retry logic see the truth; auth failures are our configuration's fault, and
-   * 5xx are the upstream's, so both become 502.
+   * 5xx are the upstream's, so both become 502. A 508 is a gateway further on refusing a loop: it stays a
+   * 508, so every gateway in the loop answers it without retrying or falling back (which would multiply it).
    */
   private statusError(status: number, text: string, headers: Record<string, string | string[] | undefined>): GatewayError {
     const message = upstreamErrorMessage(text, status);
+    if (status === 508) return new LoopDetectedError(`Backend '${this.name}' reported a gateway loop: ${message}`);
+    const retryAfterMs = parseRetryAfter(headers["retry-after"], Date.now());
     const isClientFault = status >= 400 && status < 500 && status !== 401 && status !== 403 && status !== 407 && status !== 408;
-    if (!isClientFault) return new UpstreamHttpError(this.name, status, message);
-    const retryAfter = headers["retry-after"];
-    const passOn: Record<string, string> = typeof retryAfter === "string" && /^\d{1,6}$/.test(retryAfter) ? { "retry-after": retryAfter } : {};
-    return new UpstreamClientError(this.name, status, message, passOn);
+    if (!isClientFault) return new UpstreamHttpError(this.name, status, message, retryAfterMs);
+    const passOn: Record<string, string> = {};
+    if (retryAfterMs !== undefined) passOn["retry-after"] = retryAfterHeader(retryAfterMs);
+    // An upstream that knows retrying is pointless (an exhausted quota's 429) says so; keep its word.
+    const shouldRetry = headers["x-should-retry"];
+    if (shouldRetry === "true" || shouldRetry === "false") passOn["x-should-retry"] = shouldRetry;
+    return new UpstreamClientError(this.name, status, message, passOn, retryAfterMs);
   }
 
   private parseAnswer(text: string): BackendResult {
@@ -287,6 +322,7 @@ export const httpBackendFactory: BackendFactory<HttpBackendOptions> = {
     const url = fields.httpUrl("url");
     const timeoutSeconds = fields.number("timeout", 60, { min: 0, max: 3600, exclusiveMin: true });
     const connectTimeoutSeconds = fields.number("connect_timeout", Math.min(10, timeoutSeconds), { min: 0, max: 3600, exclusiveMin: true });
+    const idleTimeoutSeconds = fields.number("idle_timeout", timeoutSeconds, { min: 0, max: 3600, exclusiveMin: true });
     const model = fields.optionalString("model");
     const apiKeyEnv = fields.optionalString("api_key_env");
     let apiKey: string | undefined;
@@ -302,6 +338,7 @@ export const httpBackendFactory: BackendFactory<HttpBackendOptions> = {
       path: completionsPath(url),
       timeoutSeconds,
       connectTimeoutSeconds,
+      idleTimeoutSeconds,
       ...(model === undefined ? {} : { model }),
       ...(apiKey === undefined ? {} : { apiKey }),
     };

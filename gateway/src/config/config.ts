@@ -1,11 +1,18 @@
 import type { BackendConfig, BackendRegistry } from "../backends/registry";
+import type { CircuitBreakerOptions } from "../services/circuit-breaker";
+import { DEFAULT_CIRCUIT_BREAKER, DEFAULT_RETRIES, MAX_RETRIES, type ResilienceOptions } from "../services/resilience";
 import { ConfigError } from "./errors";
 import { ConfigFields } from "./fields";
+
+/** One backend from the YAML: its type's own options, plus the failure handling every type shares. */
+export interface ConfiguredBackend extends BackendConfig {
+  readonly resilience: ResilienceOptions;
+}
 
 /** The parsed YAML config file: which backends exist and where unrouted requests go. */
 export interface GatewayConfig {
   readonly defaultBackend: string;
-  readonly backends: readonly BackendConfig[];
+  readonly backends: readonly ConfiguredBackend[];
 }
 
 /** Backend names become `model` ids, metric labels and log fields: keep them plain. */
@@ -20,7 +27,7 @@ export function parseConfig(raw: unknown, registry: BackendRegistry, env: Readon
   if (!Array.isArray(list) || list.length === 0) throw new ConfigError("backends", "must be a non-empty list");
 
   const names = new Set<string>();
-  const backends = list.map((entry: unknown, index: number): BackendConfig => {
+  const backends = list.map((entry: unknown, index: number): ConfiguredBackend => {
     const fields = ConfigFields.from(entry, `backends[${index}]`);
     const name = fields.requiredString("name");
     if (!BACKEND_NAME.test(name)) {
@@ -29,12 +36,56 @@ export function parseConfig(raw: unknown, registry: BackendRegistry, env: Readon
     if (names.has(name)) throw new ConfigError(fields.keyPath("name"), `'${name}' is already used by another backend`);
     names.add(name);
     const type = fields.requiredString("type");
-    return registry.parse(name, type, fields, env);
+    // Read before the type's own fields: registry.parse ends by rejecting every key nobody has read.
+    const resilience = parseResilience(fields);
+    return { ...registry.parse(name, type, fields, env), resilience };
   });
 
+  backends.forEach((backend, index) => checkFallbacks(backend, `backends[${index}].fallbacks`, names));
   if (!names.has(defaultBackend)) {
     throw new ConfigError("default_backend", `'${defaultBackend}' is not the name of a backend (have: ${[...names].join(", ")})`);
   }
   root.finish();
   return { defaultBackend, backends };
+}
+
+/** `retries`, `fallbacks` and `circuit_breaker`: the same keys, and meaning, for every backend type. */
+function parseResilience(fields: ConfigFields): ResilienceOptions {
+  return {
+    retries: fields.integer("retries", DEFAULT_RETRIES, { min: 0, max: MAX_RETRIES }),
+    fallbacks: fields.stringList("fallbacks"),
+    circuitBreaker: parseCircuitBreaker(fields),
+  };
+}
+
+/** `circuit_breaker: false` turns it off; a mapping sets `failures` and `cooldown`; absent means the defaults. */
+function parseCircuitBreaker(fields: ConfigFields): CircuitBreakerOptions | undefined {
+  const raw = fields.take("circuit_breaker");
+  if (raw === undefined || raw === null || raw === true) return DEFAULT_CIRCUIT_BREAKER;
+  if (raw === false) return undefined;
+  const path = fields.keyPath("circuit_breaker");
+  if (typeof raw !== "object" || Array.isArray(raw)) throw new ConfigError(path, "must be false or a mapping with failures and cooldown");
+  const breaker = ConfigFields.from(raw, path);
+  const options = {
+    failures: breaker.integer("failures", DEFAULT_CIRCUIT_BREAKER.failures, { min: 1, max: 1000 }),
+    cooldownSeconds: breaker.number("cooldown", DEFAULT_CIRCUIT_BREAKER.cooldownSeconds, { min: 0, max: 3600, exclusiveMin: true }),
+  };
+  breaker.finish();
+  return options;
+}
+
+/**
+ * Each fallback must be another configured backend, listed once. Only the routed backend's own list is
+ * followed (a fallback's fallbacks are not), so a request visits each backend at most once and mutual
+ * fallbacks (a -> b, b -> a) are fine.
+ */
+function checkFallbacks(backend: ConfiguredBackend, path: string, names: ReadonlySet<string>): void {
+  const seen = new Set<string>();
+  backend.resilience.fallbacks.forEach((name, index) => {
+    const at = `${path}[${index}]`;
+    if (name === backend.name) throw new ConfigError(at, "a backend cannot be its own fallback");
+    if (!names.has(name)) throw new ConfigError(at, `'${name}' is not the name of a backend (have: ${[...names].join(", ")})`);
+    if (seen.has(name)) throw new ConfigError(at, `'${name}' is listed twice`);
+    seen.add(name);
+  });
 }

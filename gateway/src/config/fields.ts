@@ -55,6 +55,26 @@ export class ConfigFields {
     return value;
   }
 
+  integer(key: string, fallback: number, range: { min: number; max: number }): number {
+    const value = this.take(key);
+    if (value === undefined || value === null) return fallback;
+    if (typeof value !== "number" || !Number.isInteger(value) || value < range.min || value > range.max) {
+      throw new ConfigError(this.keyPath(key), `must be a whole number from ${range.min} to ${range.max}`);
+    }
+    return value;
+  }
+
+  /** A list of non-empty strings (empty when absent); a bad item is named by its index. */
+  stringList(key: string): string[] {
+    const value = this.take(key);
+    if (value === undefined || value === null) return [];
+    if (!Array.isArray(value)) throw new ConfigError(this.keyPath(key), "must be a list");
+    return value.map((item: unknown, index) => {
+      if (typeof item !== "string" || item.trim() === "") throw new ConfigError(`${this.keyPath(key)}[${index}]`, "must be a non-empty string");
+      return item;
+    });
+  }
+
   httpUrl(key: string): URL {
     const text = this.requiredString(key);
     let url: URL;

@@ -11,7 +11,12 @@ export interface Settings {
   readonly logLevel: LogLevel;
   readonly maxBodyBytes: number;
   readonly shutdownTimeoutSeconds: number;
+  /** Gateways a request may already have passed through (its `x-gateway-hops`) before this one refuses it. */
+  readonly maxHops: number;
 }
+
+/** Longer than any sane chain of gateways, short enough that a loop ends in milliseconds. */
+export const DEFAULT_MAX_HOPS = 8;
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -23,6 +28,7 @@ export function parseSettings(env: Env): Settings {
     logLevel: logLevel(env),
     maxBodyBytes: integer(env, "MAX_BODY_BYTES", 1024 * 1024, 1, 1024 * 1024 * 1024),
     shutdownTimeoutSeconds: integer(env, "SHUTDOWN_TIMEOUT", 10, 0, 3600),
+    maxHops: integer(env, "MAX_HOPS", DEFAULT_MAX_HOPS, 1, 100),
   };
 }
 

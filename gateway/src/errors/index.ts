@@ -16,6 +16,14 @@ export class GatewayError extends Error {
     super(message);
     this.name = new.target.name;
   }
+
+  /**
+   * Whether sending the same request to the same backend again may succeed. The resilience layer's retry
+   * rule reads only this, so which failures are retried is decided here, next to what each failure means.
+   */
+  get retryable(): boolean {
+    return false;
+  }
 }
 
 export class InvalidRequestError extends GatewayError {
@@ -44,23 +52,54 @@ export class MethodNotAllowedError extends GatewayError {
   }
 }
 
+/** Upstream statuses that say "not now" rather than "never": a later try may well succeed. */
+const TRANSIENT_UPSTREAM_STATUSES: ReadonlySet<number> = new Set([502, 503, 504]);
+
 /** The upstream answered with a status we pass on as a client error (its 4xx, other than auth problems). */
 export class UpstreamClientError extends GatewayError {
-  constructor(backend: string, status: number, upstreamMessage: string, headers: Record<string, string> = {}) {
-    super(`Backend '${backend}' rejected the request: ${upstreamMessage}`, status, status === 429 ? "rate_limit_error" : "invalid_request_error", "upstream_client_error", null, headers);
+  constructor(
+    backend: string,
+    readonly upstreamStatus: number,
+    upstreamMessage: string,
+    headers: Record<string, string> = {},
+    /** The upstream's `retry-after`, parsed; a retry never comes sooner than this. */
+    readonly retryAfterMs?: number,
+  ) {
+    super(`Backend '${backend}' rejected the request: ${upstreamMessage}`, upstreamStatus, upstreamStatus === 429 ? "rate_limit_error" : "invalid_request_error", "upstream_client_error", null, headers);
+  }
+
+  /** A rate limit passes; any other 4xx describes the request itself, which another try would repeat. */
+  override get retryable(): boolean {
+    return this.upstreamStatus === 429;
   }
 }
 
 /** The upstream answered with an error status that is the gateway's or upstream's fault, not the client's. */
 export class UpstreamHttpError extends GatewayError {
-  constructor(backend: string, status: number, upstreamMessage: string) {
-    super(`Backend '${backend}' answered HTTP ${status}: ${upstreamMessage}`, 502, "upstream_error", "upstream_http_error");
+  constructor(
+    backend: string,
+    readonly upstreamStatus: number,
+    upstreamMessage: string,
+    /** The upstream's `retry-after` (sent with 503s), parsed. */
+    readonly retryAfterMs?: number,
+  ) {
+    super(`Backend '${backend}' answered HTTP ${upstreamStatus}: ${upstreamMessage}`, 502, "upstream_error", "upstream_http_error");
+  }
+
+  /** 502/503/504 are overload or a hop in front of the model failing; a 500 is more often a bug that repeats. */
+  override get retryable(): boolean {
+    return TRANSIENT_UPSTREAM_STATUSES.has(this.upstreamStatus);
   }
 }
 
 export class UpstreamUnreachableError extends GatewayError {
   constructor(backend: string, cause: string) {
     super(`Backend '${backend}' could not be reached: ${cause}`, 502, "upstream_error", "upstream_unreachable");
+  }
+
+  /** Refused, reset or not connected in time: nothing was answered, so another connection may well work. */
+  override get retryable(): boolean {
+    return true;
   }
 }
 
@@ -80,6 +119,36 @@ export class UpstreamStreamError extends GatewayError {
 export class UpstreamTimeoutError extends GatewayError {
   constructor(backend: string, timeoutSeconds: number, what = "did not answer") {
     super(`Backend '${backend}' ${what} within ${timeoutSeconds} s.`, 504, "upstream_error", "upstream_timeout");
+  }
+}
+
+/**
+ * The backend's circuit breaker is open: it failed too often lately, so the gateway answers at once instead
+ * of adding load to it. `retry-after` says when it lets a trial request through again.
+ */
+export class CircuitOpenError extends GatewayError {
+  constructor(
+    readonly backend: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(
+      `Backend '${backend}' failed repeatedly and is resting; try again in ${retryAfterSeconds} s.`,
+      503,
+      "upstream_error",
+      "backend_unavailable",
+      null,
+      { "retry-after": String(retryAfterSeconds) },
+    );
+  }
+}
+
+/**
+ * The request went through more gateways than MAX_HOPS allows (508 Loop Detected): most likely two gateways
+ * name each other as backends. Retrying would run the same loop again.
+ */
+export class LoopDetectedError extends GatewayError {
+  constructor(message: string) {
+    super(message, 508, "invalid_request_error", "loop_detected");
   }
 }
 

@@ -2,6 +2,12 @@ import type { NextFunction, Request, Response } from "express";
 import { ClientClosedError, GatewayError, InternalError, InvalidRequestError, NotFoundError, PayloadTooLargeError } from "../errors";
 import { contextOf } from "./request-context";
 
+/**
+ * Statuses where sending the same request again cannot succeed. The openai SDK reads `x-should-retry` before
+ * anything else; without it, it would retry a 508 like any 5xx and run a gateway loop three times over.
+ */
+const FUTILE_TO_RETRY: ReadonlySet<number> = new Set([400, 401, 403, 404, 405, 413, 422, 508]);
+
 /** The errors body-parser raises carry a `type`; these are the ones a client can cause. */
 interface BodyParserError {
   readonly type: string;
@@ -53,6 +59,8 @@ export function errorHandler() {
       res.destroy();
       return;
     }
+    // An upstream's own x-should-retry (passed on in the error's headers) outranks the status rule.
+    if (FUTILE_TO_RETRY.has(known.status)) res.set("x-should-retry", "false");
     res.status(known.status).set(known.headers).json(errorBody(known));
   };
 }

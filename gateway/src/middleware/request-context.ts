@@ -19,6 +19,8 @@ export interface RequestContext {
    * metrics record, since the client could only be told in-band.
    */
   failedStatus: number | undefined;
+  /** Gateways the request passed through before this one (`x-gateway-hops`), once the loop guard read it. */
+  hops: number;
 }
 
 /** The status to log and count: a broken stream's real outcome, 499 if the client left, else what was sent. */
@@ -46,7 +48,7 @@ export function requestContext(logger: Logger) {
     res.on("close", () => {
       if (!res.writableFinished) controller.abort();
     });
-    contexts.set(res, { requestId, logger: logger.child({ requestId }), signal: controller.signal, startedAt: performance.now(), backend: undefined, stream: false, failedStatus: undefined });
+    contexts.set(res, { requestId, logger: logger.child({ requestId }), signal: controller.signal, startedAt: performance.now(), backend: undefined, stream: false, failedStatus: undefined, hops: 0 });
     next();
   };
 }

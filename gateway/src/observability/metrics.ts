@@ -20,11 +20,11 @@ export const LATENCY_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0
 type RequestLabel = "backend" | "code" | "stream";
 
 /**
- * Statuses whose request counts exist at 0 for each configured backend: success, and the two failures the
- * gateway itself answers for a backend (502 failed, 504 timed out). Without them a backend's first 502
- * would be the series' starting value, invisible to `rate()` and so to error-ratio alerts.
+ * Statuses whose request counts exist at 0 for each configured backend: success, and the failures the
+ * gateway itself answers for a backend (502 failed, 503 circuit open, 504 timed out). Without them a
+ * backend's first 502 would be the series' starting value, invisible to `rate()` and so to error-ratio alerts.
  */
-const BACKEND_STATUSES = [200, 502, 504] as const;
+const BACKEND_STATUSES = [200, 502, 503, 504] as const;
 
 /**
  * The gateway's Prometheus metrics, all in one Registry that belongs to one app. The metric names and
@@ -40,6 +40,11 @@ export interface GatewayMetrics {
   readonly tokens: Counter<"backend" | "type">;
   readonly inFlight: Gauge<"backend">;
   readonly timeToFirstToken: Histogram<"backend">;
+  /** Requests for `from` handed to its fallback `to`; only configured pairs ever appear. */
+  readonly fallbacks: Counter<"from" | "to">;
+  /** 1 while the backend's circuit is closed, 0 while it is open or waiting on a trial request. */
+  readonly backendUp: Gauge<"backend">;
+  readonly backendRetries: Counter<"backend">;
   readonly buildInfo: Gauge<"version" | "node_version">;
   /**
    * The request-level series for one `backend` label value, made once and cached. Callers pass only a
@@ -48,14 +53,21 @@ export interface GatewayMetrics {
   request(backend: string): RequestSeries;
   /** The backend-level series for one configured backend, made once and cached. */
   backend(name: string): BackendSeries;
+  /** A request for `from` moved on to its configured fallback `to`. */
+  fallback(from: string, to: string): void;
 }
 
 /**
  * Builds the metrics in `registry` (a fresh one by default, so two apps in one process never collide) and
- * creates every per-backend series at 0 for `backendNames`: dashboards see each backend before its first
- * request, and `rate()` counts that first request instead of treating it as the series' starting value.
+ * creates every per-backend series at 0 for `backendNames`, and every fallback pair in `fallbacks` (backend
+ * name -> its fallbacks): dashboards see each series before its first event, and `rate()` counts that first
+ * event instead of treating it as the series' starting value.
  */
-export function createMetrics(registry: Registry = new Registry(), backendNames: readonly string[] = []): GatewayMetrics {
+export function createMetrics(
+  registry: Registry = new Registry(),
+  backendNames: readonly string[] = [],
+  fallbacks: ReadonlyMap<string, readonly string[]> = new Map(),
+): GatewayMetrics {
   collectDefaultMetrics({ register: registry });
   const registers = [registry];
   const requests = new Counter({
@@ -73,7 +85,7 @@ export function createMetrics(registry: Registry = new Registry(), backendNames:
   });
   const backendRequestDuration = new Histogram({
     name: "gateway_backend_request_duration_seconds",
-    help: "Time spent waiting on the backend for one request, in seconds; subtract it from gateway_request_duration_seconds for the gateway's own overhead.",
+    help: "Time spent waiting on the backend per call (a retry is another call), in seconds; subtract it from gateway_request_duration_seconds for the gateway's own overhead.",
     labelNames: ["backend"] as const,
     buckets: [...LATENCY_BUCKETS],
     registers,
@@ -103,6 +115,24 @@ export function createMetrics(registry: Registry = new Registry(), backendNames:
     buckets: [...LATENCY_BUCKETS],
     registers,
   });
+  const fallbackCount = new Counter({
+    name: "gateway_fallbacks_total",
+    help: "Requests for backend 'from' that failed there before their first byte and were handed to its configured fallback 'to'.",
+    labelNames: ["from", "to"] as const,
+    registers,
+  });
+  const backendUp = new Gauge({
+    name: "gateway_backend_up",
+    help: "1 while the backend's circuit breaker is closed (requests go to it); 0 while it is open or half-open (waiting on a trial request).",
+    labelNames: ["backend"] as const,
+    registers,
+  });
+  const backendRetries = new Counter({
+    name: "gateway_backend_retries_total",
+    help: "Calls to a backend repeated after a retryable failure (connection error, 429, 502, 503, 504), before the first byte.",
+    labelNames: ["backend"] as const,
+    registers,
+  });
   const buildInfo = new Gauge({
     name: "gateway_build_info",
     help: "Always 1; the labels say which gateway version runs on which Node.js.",
@@ -122,6 +152,9 @@ export function createMetrics(registry: Registry = new Registry(), backendNames:
     tokens,
     inFlight,
     timeToFirstToken,
+    fallbacks: fallbackCount,
+    backendUp,
+    backendRetries,
     buildInfo,
     request(backend) {
       let series = requestSeries.get(backend);
@@ -139,11 +172,15 @@ export function createMetrics(registry: Registry = new Registry(), backendNames:
       }
       return series;
     },
+    fallback(from, to) {
+      fallbackCount.inc({ from, to });
+    },
   };
   for (const name of backendNames) {
     for (const status of BACKEND_STATUSES) metrics.request(name).zero(status);
     metrics.backend(name);
   }
+  for (const [from, targets] of fallbacks) for (const to of targets) fallbackCount.inc({ from, to }, 0);
   metrics.request(NO_BACKEND).zero(400);
   return metrics;
 }
@@ -209,6 +246,8 @@ export class BackendSeries {
       stream_interrupted: { backend, reason: "stream_interrupted" },
     };
     metrics.inFlight.set(this.labels, 0);
+    metrics.backendUp.set(this.labels, 1);
+    metrics.backendRetries.inc(this.labels, 0);
     metrics.backendRequestDuration.zero(this.labels);
     metrics.timeToFirstToken.zero(this.labels);
     metrics.tokens.inc(this.promptLabels, 0);
@@ -237,6 +276,16 @@ export class BackendSeries {
   /** For streamed answers: seconds from the request's arrival to the first token. */
   firstToken(seconds: number): void {
     this.metrics.timeToFirstToken.observe(this.labels, seconds);
+  }
+
+  /** Whether the backend's circuit is closed: `gateway_backend_up`. */
+  setUp(up: boolean): void {
+    this.metrics.backendUp.set(this.labels, up ? 1 : 0);
+  }
+
+  /** A call is being repeated after a retryable failure. */
+  retried(): void {
+    this.metrics.backendRetries.inc(this.labels);
   }
 
   /** A stream that broke after it started: the status was already sent, so only this counter sees it. */

@@ -1,31 +1,48 @@
 import { randomUUID } from "node:crypto";
-import type { Backend, BackendResult, StreamEvent } from "../backends/backend";
+import type { Backend, BackendCall, BackendResult, StreamEvent } from "../backends/backend";
 import { ClientClosedError } from "../errors";
 import type { BackendSeries, GatewayMetrics } from "../observability/metrics";
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage } from "../schemas/chat";
 import { extractPrompt } from "../utils/prompt";
 import { estimateUsage } from "../utils/tokens";
+import { type BaseCall, type RequestHooks, Resilience, type ResilienceSettings } from "./resilience";
 
-export interface CallOptions {
+export interface CallOptions extends RequestHooks {
   readonly requestId: string;
   readonly signal: AbortSignal;
   /** `performance.now()` when the request arrived, for time to first token. */
   readonly startedAt: number;
+  /** The request's `x-gateway-hops` (0 when it came straight from a client). */
+  readonly hops?: number;
 }
 
-/** Picks the backend for a request and turns its answer into an OpenAI chat.completion. */
+/** A stream whose first event is in hand: what a streamed "attempt" produces. */
+interface OpenedStream {
+  readonly events: AsyncIterator<StreamEvent>;
+  readonly first: IteratorResult<StreamEvent>;
+  readonly series: BackendSeries;
+  readonly started: number;
+}
+
+/**
+ * Picks the backend for a request, calls it (with its retries, fallbacks and circuit breaker, see
+ * resilience.ts) and turns its answer into an OpenAI chat.completion or chunk stream.
+ */
 export class InferenceService {
   private readonly byName: ReadonlyMap<string, Backend>;
   /** Each backend's series, looked up by object so a request never builds label strings. */
   private readonly series: ReadonlyMap<Backend, BackendSeries>;
+  private readonly resilience: Resilience;
 
   constructor(
     readonly backends: readonly Backend[],
     private readonly defaultBackend: Backend,
     private readonly metrics: GatewayMetrics,
+    resilience: ResilienceSettings = {},
   ) {
     this.byName = new Map(backends.map((backend) => [backend.name, backend]));
     this.series = new Map(backends.map((backend) => [backend, metrics.backend(backend.name)]));
+    this.resilience = new Resilience(backends, metrics, resilience);
   }
 
   /** The backend named by `model`; a missing or unknown model goes to the default backend. */
@@ -33,27 +50,19 @@ export class InferenceService {
     return (model === undefined ? undefined : this.byName.get(model)) ?? this.defaultBackend;
   }
 
+  /** The answer from `backend`, or from one of its fallbacks; `backend` in the result names which. */
   async complete(backend: Backend, request: ChatCompletionRequest, options: CallOptions): Promise<ChatCompletion> {
     const prompt = extractPrompt(request.messages);
-    const series = this.series.get(backend) ?? this.metrics.backend(backend.name);
-    const started = performance.now();
-    series.callStarted();
-    let result: BackendResult;
-    try {
-      result = await backend.complete({ request, prompt, requestId: options.requestId, signal: options.signal });
-    } catch (error) {
-      series.callEnded((performance.now() - started) / 1000, error);
-      throw error;
-    }
-    series.callEnded((performance.now() - started) / 1000);
+    const answered = await this.resilience.call(backend, baseCall(request, prompt, options), options, "complete", (target, call) => this.completeOnce(target, call));
+    const result = answered.value;
     const usage = result.usage ?? estimateUsage(prompt, result.message.content ?? "");
-    series.countTokens(usage);
+    this.seriesOf(answered.backend).countTokens(usage);
     return {
       id: randomUUID(),
       object: "chat.completion",
       created: Math.floor(Date.now() / 1000),
       model: request.model ?? backend.name,
-      backend: backend.name,
+      backend: answered.backend.name,
       choices: [{ index: 0, message: result.message, finish_reason: result.finishReason, logprobs: null }],
       usage,
     };
@@ -61,34 +70,71 @@ export class InferenceService {
 
   /**
    * Starts a streamed answer and resolves once its first event is in hand, so that a backend failing
-   * before it produced anything still becomes an ordinary HTTP error (and, later, a retry or fallback).
+   * before it produced anything still becomes an ordinary HTTP error, or a retry, or a fallback.
    * What it resolves to yields the chunks to send; it throws a GatewayError if the stream breaks later.
    */
   async openStream(backend: Backend, request: ChatCompletionRequest, options: CallOptions): Promise<AsyncIterable<ChatCompletionChunk>> {
     const prompt = extractPrompt(request.messages);
-    const series = this.series.get(backend) ?? this.metrics.backend(backend.name);
-    const started = performance.now();
-    series.callStarted();
-    const events = backend.stream({ request, prompt, requestId: options.requestId, signal: options.signal })[Symbol.asyncIterator]();
-    let first: IteratorResult<StreamEvent>;
-    try {
-      first = await events.next();
-    } catch (error) {
-      series.callEnded((performance.now() - started) / 1000, error);
-      throw error;
-    }
+    const answered = await this.resilience.call(backend, baseCall(request, prompt, options), options, "start", (target, call) => this.openOnce(target, call));
     const includeUsage = (request.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
-    return relay({ backend, request, prompt, options, series, started, events, first, includeUsage });
+    return relay({
+      ...answered.value,
+      backend: answered.backend,
+      model: request.model ?? backend.name,
+      prompt,
+      options,
+      includeUsage,
+      settle: answered.settle,
+    });
   }
 
   async close(): Promise<void> {
     await Promise.allSettled(this.backends.map((backend) => backend.close()));
   }
+
+  /** One call of `complete`, timed and counted as a backend call. */
+  private async completeOnce(backend: Backend, call: BackendCall): Promise<BackendResult> {
+    const series = this.seriesOf(backend);
+    const started = performance.now();
+    series.callStarted();
+    let result: BackendResult;
+    try {
+      result = await backend.complete(call);
+    } catch (error) {
+      series.callEnded((performance.now() - started) / 1000, error);
+      throw error;
+    }
+    series.callEnded((performance.now() - started) / 1000);
+    return result;
+  }
+
+  /** One try at a stream: done once its first event arrives. The call stays open (in flight) for relay. */
+  private async openOnce(backend: Backend, call: BackendCall): Promise<OpenedStream> {
+    const series = this.seriesOf(backend);
+    const started = performance.now();
+    series.callStarted();
+    const events = backend.stream(call)[Symbol.asyncIterator]();
+    try {
+      return { events, first: await events.next(), series, started };
+    } catch (error) {
+      series.callEnded((performance.now() - started) / 1000, error);
+      throw error;
+    }
+  }
+
+  private seriesOf(backend: Backend): BackendSeries {
+    return this.series.get(backend) ?? this.metrics.backend(backend.name);
+  }
+}
+
+function baseCall(request: ChatCompletionRequest, prompt: string, options: CallOptions): BaseCall {
+  return { request, prompt, requestId: options.requestId, signal: options.signal, hops: options.hops ?? 0 };
 }
 
 interface RelayState {
   readonly backend: Backend;
-  readonly request: ChatCompletionRequest;
+  /** The `model` every chunk reports: the one the client asked for. */
+  readonly model: string;
   readonly prompt: string;
   readonly options: CallOptions;
   readonly series: BackendSeries;
@@ -96,6 +142,8 @@ interface RelayState {
   readonly events: AsyncIterator<StreamEvent>;
   readonly first: IteratorResult<StreamEvent>;
   readonly includeUsage: boolean;
+  /** Tells the backend's circuit breaker how the stream ended. */
+  readonly settle: (health: "success" | "failure") => void;
 }
 
 /**
@@ -110,7 +158,7 @@ async function* relay(state: RelayState): AsyncGenerator<ChatCompletionChunk> {
     id: randomUUID(),
     object: "chat.completion.chunk" as const,
     created: Math.floor(Date.now() / 1000),
-    model: state.request.model ?? backend.name,
+    model: state.model,
     backend: backend.name,
   };
   const chunk = (delta: Readonly<Record<string, unknown>>, finishReason: string | null): ChatCompletionChunk => ({
@@ -145,12 +193,16 @@ async function* relay(state: RelayState): AsyncGenerator<ChatCompletionChunk> {
       } catch (error) {
         ended = true;
         series.callEnded(elapsed());
-        if (!(error instanceof ClientClosedError)) series.streamInterrupted();
+        if (!(error instanceof ClientClosedError)) {
+          series.streamInterrupted();
+          state.settle("failure");
+        }
         throw error;
       }
     }
     ended = true;
     series.callEnded(elapsed());
+    state.settle("success");
     if (!sentRole) yield chunk({ role: "assistant", content: "" }, null);
     if (finishReason === undefined) yield chunk({}, "stop");
     const counted = usage ?? estimateUsage(state.prompt, content);

@@ -116,6 +116,76 @@ describe("parseConfig", () => {
   });
 });
 
+const WITH_FALLBACK = `
+default_backend: local
+backends:
+  - name: local
+    type: echo
+  - name: remote
+    type: http
+    url: http://127.0.0.1:8081
+    retries: 2
+    fallbacks: [backup, local]
+    circuit_breaker:
+      failures: 3
+      cooldown: 0.5
+  - name: backup
+    type: http
+    url: http://127.0.0.1:8082
+`;
+
+describe("parseConfig: retries, fallbacks and circuit breaker", () => {
+  it("reads them for any backend type, next to the type's own fields", () => {
+    const [local, remote] = parse(WITH_FALLBACK).backends;
+    expect(remote?.resilience).toEqual({ retries: 2, fallbacks: ["backup", "local"], circuitBreaker: { failures: 3, cooldownSeconds: 0.5 } });
+    expect((remote?.options as HttpBackendOptions).origin).toBe("http://127.0.0.1:8081");
+    expect(local?.resilience.fallbacks).toEqual([]);
+  });
+
+  it("defaults to no retries, no fallbacks, and a breaker that opens after 5 failures for 10 s", () => {
+    expect(parse(VALID).backends[1]?.resilience).toEqual({ retries: 0, fallbacks: [], circuitBreaker: { failures: 5, cooldownSeconds: 10 } });
+  });
+
+  it("turns the breaker off with circuit_breaker: false, and fills in what a mapping leaves out", () => {
+    expect(parse(VALID.replace("model: llama-3", "circuit_breaker: false")).backends[1]?.resilience.circuitBreaker).toBeUndefined();
+    expect(parse(VALID.replace("model: llama-3", "circuit_breaker: {failures: 2}")).backends[1]?.resilience.circuitBreaker).toEqual({ failures: 2, cooldownSeconds: 10 });
+  });
+
+  it.each([
+    ["retries: -1", "backends[1].retries: must be a whole number from 0 to 5"],
+    ["retries: 1.5", "backends[1].retries: must be a whole number from 0 to 5"],
+    ["retries: 6", "backends[1].retries: must be a whole number from 0 to 5"],
+    ["fallbacks: local", "backends[1].fallbacks: must be a list"],
+    ["fallbacks: [local, 3]", "backends[1].fallbacks[1]: must be a non-empty string"],
+    ["fallbacks: [nowhere]", "backends[1].fallbacks[0]: 'nowhere' is not the name of a backend (have: local, remote)"],
+    ["fallbacks: [remote]", "backends[1].fallbacks[0]: a backend cannot be its own fallback"],
+    ["fallbacks: [local, local]", "backends[1].fallbacks[1]: 'local' is listed twice"],
+    ["circuit_breaker: 5", "backends[1].circuit_breaker: must be false or a mapping with failures and cooldown"],
+    ["circuit_breaker: {failures: 0}", "backends[1].circuit_breaker.failures: must be a whole number from 1 to 1000"],
+    ["circuit_breaker: {cooldown: 0}", "backends[1].circuit_breaker.cooldown: must be a number greater than 0 and at most 3600"],
+    ["circuit_breaker: {failure: 3}", "backends[1].circuit_breaker.failure: is not a known setting"],
+  ])("rejects %p with its key path", (line, message) => {
+    expect(problem(VALID.replace("model: llama-3", line))).toBe(message);
+  });
+
+  it("accepts mutual fallbacks: only the routed backend's own list is followed", () => {
+    const yaml = WITH_FALLBACK.replace("    url: http://127.0.0.1:8082\n", "    url: http://127.0.0.1:8082\n    fallbacks: [remote]\n");
+    expect(parse(yaml).backends[2]?.resilience.fallbacks).toEqual(["remote"]);
+  });
+});
+
+describe("parseConfig: http timeouts", () => {
+  it("defaults idle_timeout (between stream events) to timeout, and reads it when given", () => {
+    expect((parse(VALID).backends[1]?.options as HttpBackendOptions).idleTimeoutSeconds).toBe(5);
+    expect((parse(VALID.replace("model: llama-3", "idle_timeout: 2")).backends[1]?.options as HttpBackendOptions).idleTimeoutSeconds).toBe(2);
+    expect(problem(VALID.replace("model: llama-3", "idle_timeout: 0"))).toBe("backends[1].idle_timeout: must be a number greater than 0 and at most 3600");
+  });
+
+  it("keeps idle_timeout an http setting", () => {
+    expect(problem(VALID.replace("    type: echo\n", "    type: echo\n    idle_timeout: 2\n"))).toBe("backends[0].idle_timeout: is not a known setting");
+  });
+});
+
 describe("loadConfigFile", () => {
   const dir = mkdtempSync(join(tmpdir(), "gateway-config-"));
 

@@ -31,6 +31,9 @@ describe("createMetrics", () => {
       gateway_tokens_total: "counter",
       gateway_in_flight_requests: "gauge",
       gateway_time_to_first_token_seconds: "histogram",
+      gateway_fallbacks_total: "counter",
+      gateway_backend_up: "gauge",
+      gateway_backend_retries_total: "counter",
       gateway_build_info: "gauge",
     });
   });
@@ -75,7 +78,7 @@ describe("series created at start-up", () => {
     const { samples } = await scrape(createMetrics(new Registry(), ["local", "remote"]).registry);
     for (const backend of ["local", "remote"]) {
       expect(select(samples, "gateway_requests_total", { backend })).toEqual(
-        ["200", "502", "504"].map((code) => ({ name: "gateway_requests_total", labels: { backend, code, stream: "false" }, value: 0 })),
+        ["200", "502", "503", "504"].map((code) => ({ name: "gateway_requests_total", labels: { backend, code, stream: "false" }, value: 0 })),
       );
       expect(select(samples, "gateway_request_duration_seconds_count", { backend })).toEqual([
         { name: "gateway_request_duration_seconds_count", labels: { backend, stream: "false" }, value: 0 },
@@ -107,6 +110,39 @@ describe("series created at start-up", () => {
     for (const name of ["gateway_backend_request_duration_seconds_count", "gateway_backend_errors_total", "gateway_tokens_total", "gateway_in_flight_requests"]) {
       expect(select(samples, name, { backend: NO_BACKEND })).toEqual([]);
     }
+  });
+});
+
+describe("resilience series", () => {
+  it("show every backend up, with no retries, from start-up", async () => {
+    const { samples } = await scrape(createMetrics(new Registry(), ["local", "remote"]).registry);
+    expect(select(samples, "gateway_backend_up").map((sample) => [sample.labels.backend, sample.value])).toEqual([
+      ["local", 1],
+      ["remote", 1],
+    ]);
+    expect(select(samples, "gateway_backend_retries_total").map((sample) => [sample.labels.backend, sample.value])).toEqual([
+      ["local", 0],
+      ["remote", 0],
+    ]);
+  });
+
+  it("exist at 0 for each configured fallback pair, and only those", async () => {
+    const metrics = createMetrics(new Registry(), ["a", "b", "c"], new Map([["a", ["b", "c"]], ["b", []]]));
+    metrics.fallback("a", "c");
+    const { samples } = await scrape(metrics.registry);
+    expect(select(samples, "gateway_fallbacks_total").map((sample) => [sample.labels.from, sample.labels.to, sample.value])).toEqual([
+      ["a", "b", 0],
+      ["a", "c", 1],
+    ]);
+  });
+
+  it("follow the circuit and count retries", async () => {
+    const metrics = createMetrics(new Registry(), ["remote"]);
+    metrics.backend("remote").setUp(false);
+    metrics.backend("remote").retried();
+    const { samples } = await scrape(metrics.registry);
+    expect(total(samples, "gateway_backend_up", { backend: "remote" })).toBe(0);
+    expect(total(samples, "gateway_backend_retries_total", { backend: "remote" })).toBe(1);
   });
 });
 

@@ -1,9 +1,10 @@
 import express, { type NextFunction, type Request, type Response, Router } from "express";
 import { body, type Meta, validationResult } from "express-validator";
 import { InvalidRequestError } from "../../errors";
-import { contextOf } from "../../middleware/request-context";
+import { loopGuard } from "../../middleware/loop-guard";
+import { contextOf, type RequestContext } from "../../middleware/request-context";
 import type { ChatCompletionRequest } from "../../schemas/chat";
-import type { InferenceService } from "../../services/inference";
+import type { CallOptions, InferenceService } from "../../services/inference";
 import { methodNotAllowed } from "../method-not-allowed";
 import { sendEventStream } from "./event-stream";
 
@@ -74,24 +75,41 @@ function rejectInvalid(req: Request, _res: Response, next: NextFunction): void {
   next(new InvalidRequestError(String(first?.msg ?? "invalid request"), param));
 }
 
-export function createChatCompletionsRouter(deps: { readonly inference: InferenceService; readonly maxBodyBytes: number }): Router {
+/**
+ * What the service needs from the request. It reports each backend it turns to (the routed one, then any
+ * fallback), so the access log, the metrics and `x-gateway-backend` name the backend whose answer was sent.
+ */
+function callOptions(res: Response, context: RequestContext): CallOptions {
+  return {
+    requestId: context.requestId,
+    signal: context.signal,
+    startedAt: context.startedAt,
+    hops: context.hops,
+    logger: context.logger,
+    onBackend: (name) => {
+      context.backend = name;
+      res.setHeader("x-gateway-backend", name);
+    },
+  };
+}
+
+export function createChatCompletionsRouter(deps: { readonly inference: InferenceService; readonly maxBodyBytes: number; readonly maxHops: number }): Router {
   const router = Router();
   // Any content type is read as JSON: `curl -d` sends form encoding by default, and a body that is not
   // JSON is still refused by the parser with a clear 400.
   const parseJson = express.json({ limit: deps.maxBodyBytes, type: () => true });
   router
     .route("/v1/chat/completions")
-    .post(parseJson, validateChatRequest, rejectInvalid, async (req: Request, res: Response) => {
+    .post(loopGuard(deps.maxHops), parseJson, validateChatRequest, rejectInvalid, async (req: Request, res: Response) => {
       const request = req.body as ChatCompletionRequest;
       const context = contextOf(res);
       const backend = deps.inference.route(request.model);
-      context.backend = backend.name;
-      res.setHeader("x-gateway-backend", backend.name);
+      const options = callOptions(res, context);
       if (request.stream === true) {
         context.stream = true;
-        await sendEventStream(res, await deps.inference.openStream(backend, request, context), context);
+        await sendEventStream(res, await deps.inference.openStream(backend, request, options), context);
       } else {
-        res.json(await deps.inference.complete(backend, request, context));
+        res.json(await deps.inference.complete(backend, request, options));
       }
     })
     .all(methodNotAllowed("POST"));

@@ -1,0 +1,247 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Logger } from "winston";
+import type { Backend, BackendCall } from "../backends/backend";
+import {
+  CircuitOpenError,
+  ClientClosedError,
+  GatewayError,
+  UpstreamClientError,
+  UpstreamHttpError,
+  UpstreamInvalidResponseError,
+  UpstreamStreamError,
+  UpstreamTimeoutError,
+  UpstreamUnreachableError,
+} from "../errors";
+import type { BackendSeries, GatewayMetrics } from "../observability/metrics";
+import { type CallHealth, CircuitBreaker, type CircuitBreakerOptions } from "./circuit-breaker";
+
+/** A backend's type-independent failure handling, from its YAML entry. */
+export interface ResilienceOptions {
+  /** Extra calls to the same backend after a retryable failure, all before the first byte reaches the client. */
+  readonly retries: number;
+  /** Backend names tried in order when this one fails before the first byte (after its retries). */
+  readonly fallbacks: readonly string[];
+  /** Undefined: no circuit breaker (`circuit_breaker: false`). */
+  readonly circuitBreaker: CircuitBreakerOptions | undefined;
+}
+
+/**
+ * No retries by default: the `openai` SDK already retries twice, and a gateway that retried too would turn
+ * one failing request into six calls on an upstream that is already struggling.
+ */
+export const DEFAULT_RETRIES = 0;
+export const MAX_RETRIES = 5;
+/** Five failures in a row is past a blip; ten seconds is short enough that a recovered backend is soon used again. */
+export const DEFAULT_CIRCUIT_BREAKER: CircuitBreakerOptions = { failures: 5, cooldownSeconds: 10 };
+
+/** For a backend given no options (a service built by hand, as in unit tests): one call, nothing more. */
+export const NO_RESILIENCE: ResilienceOptions = { retries: 0, fallbacks: [], circuitBreaker: undefined };
+
+export interface BackoffOptions {
+  /** The first retry waits about this long; each later one twice as long as the one before. */
+  readonly baseMs: number;
+  readonly maxMs: number;
+  /**
+   * An upstream's `retry-after` up to this long is waited for; a longer one is not retried at all (trying
+   * sooner than asked would be hammering it): the failure goes to the fallback, or to the client.
+   */
+  readonly retryAfterCapMs: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffOptions = { baseMs: 200, maxMs: 2000, retryAfterCapMs: 10_000 };
+
+/** What one failed call means for the request, and for the backend's circuit. */
+export interface Verdict {
+  /** The same backend may be called again (if retries and time are left). */
+  readonly retry: boolean;
+  /** The next fallback may be tried. */
+  readonly fallBack: boolean;
+  readonly health: CallHealth;
+}
+
+/**
+ * The one place that decides what a failure leads to. Only failures before the first byte come here, so a
+ * retry or fallback never repeats anything the client has seen.
+ */
+export function judge(error: unknown): Verdict {
+  if (error instanceof UpstreamClientError) {
+    // A 429 is a backend that works but is busy: neither healthy nor broken, and another may have room.
+    // Any other 4xx describes the request itself: the backend did its job, and another would refuse too.
+    return error.upstreamStatus === 429 ? { retry: error.retryable, fallBack: true, health: "neutral" } : { retry: false, fallBack: false, health: "success" };
+  }
+  if (error instanceof CircuitOpenError) return { retry: false, fallBack: true, health: "neutral" };
+  if (isBackendFailure(error)) return { retry: error.retryable, fallBack: true, health: "failure" };
+  // The client left, a loop of gateways, or a bug in the gateway: nothing another call could fix.
+  return { retry: false, fallBack: false, health: "neutral" };
+}
+
+function isBackendFailure(error: unknown): error is GatewayError {
+  return (
+    error instanceof UpstreamUnreachableError ||
+    error instanceof UpstreamHttpError ||
+    error instanceof UpstreamTimeoutError ||
+    error instanceof UpstreamInvalidResponseError ||
+    error instanceof UpstreamStreamError
+  );
+}
+
+/**
+ * How long to wait before retry number `retry + 1`: the upstream's `retry-after` when it sent one (undefined
+ * when that is longer than the cap: do not retry), else exponential backoff with "equal jitter" (half the
+ * step fixed, half random), so retries from many requests that failed together do not arrive together.
+ */
+export function retryDelayMs(error: unknown, retry: number, backoff: BackoffOptions, random: () => number): number | undefined {
+  const asked = error instanceof UpstreamClientError || error instanceof UpstreamHttpError ? error.retryAfterMs : undefined;
+  if (asked !== undefined) return asked <= backoff.retryAfterCapMs ? asked : undefined;
+  const step = Math.min(backoff.maxMs, backoff.baseMs * 2 ** retry);
+  return step / 2 + (random() * step) / 2;
+}
+
+/** What the caller knows about the request; the resilience layer adds each backend's deadline. */
+export type BaseCall = Omit<BackendCall, "deadline">;
+
+export interface RequestHooks {
+  /** The request's own logger, for its retries and fallbacks. */
+  readonly logger?: Logger;
+  /** Told each backend the request turns to, the routed one first; the last one named is the one that answered. */
+  readonly onBackend?: (name: string) => void;
+}
+
+/** The successful call's result and the backend that produced it. */
+export interface Answered<T> {
+  readonly backend: Backend;
+  readonly value: T;
+  /** For an attempt that was only a start (a stream's first event): how it ended, for the backend's circuit. */
+  readonly settle: (health: "success" | "failure") => void;
+}
+
+/**
+ * `complete`: the attempt's success is the whole answer. `start`: it is only the first event of a stream,
+ * whose end is reported later through `Answered.settle`.
+ */
+export type AttemptKind = "complete" | "start";
+
+export interface ResilienceSettings {
+  /** By backend name; a backend missing here gets NO_RESILIENCE. */
+  readonly policies?: ReadonlyMap<string, ResilienceOptions>;
+  /** For circuit state changes, which belong to no single request. */
+  readonly logger?: Logger;
+  readonly backoff?: BackoffOptions;
+  /** Jitter source; tests pass a fixed one. */
+  readonly random?: () => number;
+}
+
+interface Guarded {
+  readonly options: ResilienceOptions;
+  readonly fallbacks: readonly Backend[];
+  readonly breaker: CircuitBreaker;
+  readonly series: BackendSeries;
+}
+
+/**
+ * Retries, fallbacks and circuit breaking around one "attempt": whatever the caller counts as a backend
+ * having answered (`complete()` resolving, or a stream's first event). It never looks at a backend's type.
+ */
+export class Resilience {
+  private readonly guarded: ReadonlyMap<Backend, Guarded>;
+  private readonly backoff: BackoffOptions;
+  private readonly random: () => number;
+
+  constructor(
+    backends: readonly Backend[],
+    private readonly metrics: GatewayMetrics,
+    settings: ResilienceSettings = {},
+  ) {
+    this.backoff = settings.backoff ?? DEFAULT_BACKOFF;
+    this.random = settings.random ?? Math.random;
+    const byName = new Map(backends.map((backend) => [backend.name, backend]));
+    const logger = settings.logger;
+    this.guarded = new Map(
+      backends.map((backend) => {
+        const options = settings.policies?.get(backend.name) ?? NO_RESILIENCE;
+        const series = metrics.backend(backend.name);
+        const fallbacks = [...new Set(options.fallbacks)].map((name) => {
+          const fallback = byName.get(name);
+          // parseConfig rejects such names; this guards a service built by hand.
+          if (fallback === undefined || fallback === backend) throw new Error(`backend '${backend.name}' names an invalid fallback '${name}'`);
+          return fallback;
+        });
+        const breaker = new CircuitBreaker(options.circuitBreaker, (state) => {
+          series.setUp(state === "closed");
+          if (state === "open") logger?.warn("circuit opened: calls to the backend paused", { backend: backend.name, cooldownSeconds: options.circuitBreaker?.cooldownSeconds });
+          else logger?.info(state === "closed" ? "circuit closed: backend answering again" : "circuit half-open: letting one trial call through", { backend: backend.name });
+        });
+        return [backend, { options, fallbacks, breaker, series }];
+      }),
+    );
+  }
+
+  /**
+   * Runs `attempt` on `routed`, retrying it while that may help, then on each of its fallbacks in turn.
+   * Resolves with the first success; rejects with the failure that ended the chain (the last backend's).
+   */
+  async call<T>(routed: Backend, base: BaseCall, hooks: RequestHooks, kind: AttemptKind, attempt: (backend: Backend, call: BackendCall) => Promise<T>): Promise<Answered<T>> {
+    const chain = [routed, ...this.guard(routed).fallbacks];
+    let failure: unknown;
+    for (const [index, backend] of chain.entries()) {
+      if (index > 0) {
+        this.metrics.fallback(routed.name, backend.name);
+        hooks.logger?.warn("falling back to another backend", { from: chain[index - 1]?.name, to: backend.name, code: failure instanceof GatewayError ? failure.code : null });
+      }
+      hooks.onBackend?.(backend.name);
+      try {
+        return await this.callWithRetries(backend, base, hooks, kind, attempt);
+      } catch (error) {
+        failure = error;
+        if (!judge(error).fallBack) throw error;
+      }
+    }
+    throw failure;
+  }
+
+  private async callWithRetries<T>(
+    backend: Backend,
+    base: BaseCall,
+    hooks: RequestHooks,
+    kind: AttemptKind,
+    attempt: (backend: Backend, call: BackendCall) => Promise<T>,
+  ): Promise<Answered<T>> {
+    const { options, breaker, series } = this.guard(backend);
+    // One deadline for the backend's first call and its retries: `timeout` bounds the time spent on it.
+    const deadline = backend.timeoutSeconds === undefined ? undefined : performance.now() + backend.timeoutSeconds * 1000;
+    const call: BackendCall = deadline === undefined ? base : { ...base, deadline };
+    for (let retry = 0; ; retry++) {
+      const permit = breaker.acquire();
+      if (permit === undefined) throw new CircuitOpenError(backend.name, breaker.retryAfterSeconds());
+      try {
+        const value = await attempt(backend, call);
+        breaker.record(permit, kind === "complete" ? "success" : "started");
+        return { backend, value, settle: (health) => breaker.recordLate(health) };
+      } catch (error) {
+        const verdict = judge(error);
+        breaker.record(permit, verdict.health);
+        if (!verdict.retry || retry >= options.retries) throw error;
+        const delay = retryDelayMs(error, retry, this.backoff, this.random);
+        if (delay === undefined || (deadline !== undefined && performance.now() + delay >= deadline)) throw error;
+        hooks.logger?.warn("retrying backend call", { backend: backend.name, retry: retry + 1, delayMs: Math.round(delay), code: error instanceof GatewayError ? error.code : null });
+        await pause(delay, base.signal);
+        series.retried();
+      }
+    }
+  }
+
+  private guard(backend: Backend): Guarded {
+    const guarded = this.guarded.get(backend);
+    if (guarded === undefined) throw new Error(`backend '${backend.name}' is not one of the service's backends`);
+    return guarded;
+  }
+}
+
+/** Waits `ms`, or throws ClientClosedError as soon as the client leaves; the timer never outlives the wait. */
+async function pause(ms: number, signal: AbortSignal): Promise<void> {
+  try {
+    await sleep(ms, undefined, { signal });
+  } catch {
+    throw new ClientClosedError();
+  }
+}
