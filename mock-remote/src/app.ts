@@ -26,6 +26,13 @@ export interface Knobs {
   readonly chunks: number | undefined;
   /** Streaming: pause between chunks. */
   readonly chunkDelayMs: number;
+  /**
+   * Apply delay, status and fault only to the first `times` requests with the same key; later ones are
+   * answered normally. So a test can make a first call fail and its retry (or a fallback) succeed.
+   */
+  readonly times: number | undefined;
+  /** What `times` counts by: this, else the request's `x-request-id` (which the gateway keeps across retries). */
+  readonly key: string | undefined;
 }
 
 const FAULTS = ["malformed", "empty", "reset", "hang"] as const;
@@ -51,6 +58,8 @@ export interface SeenRequest {
 }
 
 const MAX_SEEN = 200;
+/** Keys remembered for `times`; the oldest is forgotten first, so a long load test cannot grow it without end. */
+const MAX_TIMES_KEYS = 10_000;
 const MAX_DELAY_MS = 10 * 60 * 1000;
 const MAX_CHUNKS = 100_000;
 
@@ -72,6 +81,7 @@ function readKnobs(req: Request, options: MockOptions): Knobs {
   const status = Number(pick("status", "x-mock-status"));
   const fault = pick("fault", "x-mock-fault");
   const chunks = pick("chunks", "x-mock-chunks");
+  const times = pick("times", "x-mock-times");
   return {
     delayMs: bounded(pick("delay_ms", "x-mock-delay-ms"), options.defaultDelayMs, MAX_DELAY_MS),
     status: Number.isInteger(status) && status >= 100 && status <= 599 ? status : undefined,
@@ -80,7 +90,14 @@ function readKnobs(req: Request, options: MockOptions): Knobs {
     retryAfter: pick("retry_after", "x-mock-retry-after"),
     chunks: chunks === undefined ? undefined : Math.max(1, bounded(chunks, 1, MAX_CHUNKS)),
     chunkDelayMs: bounded(pick("chunk_delay_ms", "x-mock-chunk-delay-ms"), options.defaultChunkDelayMs ?? 0, MAX_DELAY_MS),
+    times: times === undefined ? undefined : bounded(times, 0, MAX_CHUNKS),
+    key: pick("key", "x-mock-key"),
   };
+}
+
+/** The knobs with this request's delay, status and fault removed: how a request past its `times` is answered. */
+function withoutFaults(knobs: Knobs, options: MockOptions): Knobs {
+  return { ...knobs, delayMs: options.defaultDelayMs, status: undefined, fault: undefined, retryAfter: undefined };
 }
 
 /** Resolves after `ms`, or at once when the client has gone, so a slow answer never outlives its caller. */
@@ -142,6 +159,15 @@ async function streamAnswer(
 
 export function createMockApp(options: MockOptions): { app: Express; seen: SeenRequest[] } {
   const seen: SeenRequest[] = [];
+  /** Requests so far per `times` key. */
+  const counts = new Map<string, number>();
+  const countOnce = (key: string): number => {
+    const count = (counts.get(key) ?? 0) + 1;
+    counts.delete(key); // re-inserted last: Map order is then "least recently used first"
+    counts.set(key, count);
+    if (counts.size > MAX_TIMES_KEYS) counts.delete(counts.keys().next().value ?? "");
+    return count;
+  };
   const app = express();
   app.disable("x-powered-by");
   app.disable("etag");
@@ -167,7 +193,8 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
   });
 
   app.post("/v1/chat/completions", async (req, res) => {
-    const knobs = readKnobs(req, options);
+    let knobs = readKnobs(req, options);
+    if (knobs.times !== undefined && countOnce(knobs.key ?? req.get("x-request-id") ?? "") > knobs.times) knobs = withoutFaults(knobs, options);
     const body = record(req.body);
     const streaming = body.stream === true;
     // A streamed fault placed after some chunks happens mid-stream, in streamAnswer.
