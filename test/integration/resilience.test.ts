@@ -137,6 +137,39 @@ describe("errors as clients see them", () => {
   });
 });
 
+describe("timeouts", () => {
+  let gateway: RunningGateway;
+  beforeAll(async () => {
+    gateway = await gatewayWith(
+      httpBackend("brief", ["timeout: 0.3", "idle_timeout: 1", "circuit_breaker: false"]) + httpBackend("patient", ["timeout: 2", "idle_timeout: 0.3", "circuit_breaker: false"]),
+    );
+  });
+
+  it("bounds the wait for a stream's first event by `timeout`: 504 before anything is sent", async () => {
+    const started = performance.now();
+    const { status, events } = await askStream(gateway, "brief", { fault: "hang" });
+    expect(status).toBe(504);
+    expect(events[0]).toMatchObject({ error: { code: "upstream_timeout" } });
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
+
+  it("lets a stream that keeps flowing run past `timeout`", async () => {
+    // Six chunks 150 ms apart: about 0.75 s in all, more than the 0.3 s timeout, each gap well inside idle_timeout.
+    const { status, events } = await askStream(gateway, "brief", { chunks: 6, chunk_delay_ms: 150 });
+    expect(status).toBe(200);
+    expect(events[events.length - 1]).toBe("[DONE]");
+    expect(events.some((event) => typeof event === "object" && event !== null && "error" in event)).toBe(false);
+  });
+
+  it("cuts a stream that goes silent for longer than `idle_timeout`, in-band", async () => {
+    const started = performance.now();
+    const { status, events } = await askStream(gateway, "patient", { fault: "hang", after: 1 });
+    expect(status).toBe(200);
+    expect(events[events.length - 2]).toMatchObject({ error: { code: "upstream_timeout", message: expect.stringContaining("0.3 s") } });
+    expect(performance.now() - started).toBeLessThan(1500);
+  });
+});
+
 describe("retries", () => {
   let gateway: RunningGateway;
   beforeAll(async () => {
