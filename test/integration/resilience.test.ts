@@ -1,3 +1,4 @@
+import { createServer as createHttpServer } from "node:http";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import OpenAI from "openai";
 import { parseExposition, type Sample, total } from "../support/exposition";
@@ -128,6 +129,32 @@ describe("errors as clients see them", () => {
     expect(answer.status).toBe(status);
     expect(answer.body).toMatchObject({ error: { type: "upstream_error", code } });
     expect(answer.headers.get("x-should-retry")).toBeNull();
+  });
+
+  it("keeps an upstream's own x-should-retry: an exhausted quota's 429 is not worth retrying", async () => {
+    let calls = 0;
+    const quota = createHttpServer((_req, res) => {
+      calls++;
+      res.writeHead(429, { "content-type": "application/json", "x-should-retry": "false" });
+      res.end(JSON.stringify({ error: { message: "You exceeded your current quota", type: "insufficient_quota", param: null, code: "insufficient_quota" } }));
+    });
+    await new Promise<void>((resolve) => quota.listen(0, "127.0.0.1", resolve));
+    try {
+      const address = quota.address();
+      const port = typeof address === "object" && address !== null ? address.port : 0;
+      const withQuota = await gatewayWith(httpBackend("metered", ["retries: 2"], `http://127.0.0.1:${port}`));
+      const answer = await ask(withQuota, "metered");
+      expect(answer.status).toBe(429);
+      expect(answer.headers.get("x-should-retry")).toBe("false");
+      expect((answer.body.error as { message: string }).message).toContain("exceeded your current quota");
+      // Nor did the gateway itself retry, though the backend has retries.
+      expect(calls).toBe(1);
+    } finally {
+      await new Promise<void>((resolve) => {
+        quota.close(() => resolve());
+        quota.closeAllConnections();
+      });
+    }
   });
 
   it("says x-should-retry: false on the gateway's own 400s", async () => {

@@ -68,9 +68,12 @@ export class UpstreamClientError extends GatewayError {
     super(`Backend '${backend}' rejected the request: ${upstreamMessage}`, upstreamStatus, upstreamStatus === 429 ? "rate_limit_error" : "invalid_request_error", "upstream_client_error", null, headers);
   }
 
-  /** A rate limit passes; any other 4xx describes the request itself, which another try would repeat. */
+  /**
+   * A rate limit passes, unless the upstream said otherwise (`x-should-retry: false`, as for an exhausted
+   * quota); any other 4xx describes the request itself, which another try would repeat.
+   */
   override get retryable(): boolean {
-    return this.upstreamStatus === 429;
+    return this.upstreamStatus === 429 && this.headers["x-should-retry"] !== "false";
   }
 }
 

@@ -88,6 +88,7 @@ describe("judge: what a failure before the first byte leads to", () => {
     ["an upstream 500", new UpstreamHttpError("x", 500, "bug"), { retry: false, fallBack: true, health: "failure" }],
     ["an upstream 401 (our key)", new UpstreamHttpError("x", 401, "bad key"), { retry: false, fallBack: true, health: "failure" }],
     ["an upstream 429", new UpstreamClientError("x", 429, "slow down"), { retry: true, fallBack: true, health: "neutral" }],
+    ["an upstream 429 saying x-should-retry: false", new UpstreamClientError("x", 429, "quota", { "x-should-retry": "false" }), { retry: false, fallBack: true, health: "neutral" }],
     ["an upstream 400", new UpstreamClientError("x", 400, "bad"), { retry: false, fallBack: false, health: "success" }],
     ["an upstream 413", new UpstreamClientError("x", 413, "big"), { retry: false, fallBack: false, health: "success" }],
     ["our own timeout", new UpstreamTimeoutError("x", 1), { retry: false, fallBack: true, health: "failure" }],
