@@ -1,6 +1,6 @@
-import { createServer } from "node:net";
 import path from "node:path";
 import { GenericContainer } from "testcontainers";
+export { freePort } from "../support/ports";
 
 /** The repository root: the build context of our Dockerfile and the directory of docker-compose.yml. */
 export const REPO_ROOT = path.resolve(__dirname, "..", "..");
@@ -74,18 +74,6 @@ export class InitContainer extends GenericContainer {
   }
 }
 
-/** A TCP port that was free a moment ago on 127.0.0.1, for publishing a compose service in a test. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error("no port"))));
-    });
-  });
-}
 
 /** Polls `check` every 100 ms until it returns a value, or fails after `timeoutMs`. */
 export async function eventually<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {

@@ -1,11 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Pool } from "undici";
 import { parseExposition, type Sample, total } from "../support/exposition";
 import { userMessage } from "../support/servers";
+import { freePort } from "../support/ports";
 
 /**
  * A bounded load test: the built gateway and mock-remote as processes of their own (so the gateway's memory
@@ -239,18 +239,6 @@ interface Started {
   output(): string;
 }
 
-/** A free loopback port for the gateway to listen on. */
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolvePort(port));
-    });
-  });
-}
 
 /** Starts a built program on a free loopback port and waits (bounded) until `readyPath` answers 2xx. */
 async function startProcess(args: readonly string[], env: Record<string, string>, cwd: string, readyPath: string): Promise<Started> {

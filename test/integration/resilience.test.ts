@@ -3,6 +3,7 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import OpenAI from "openai";
 import { parseExposition, type Sample, total } from "../support/exposition";
 import { type Answer, chat, type RunningGateway, type RunningMock, startGateway, startMock, userMessage } from "../support/servers";
+import { freePort } from "../support/ports";
 
 let mock: RunningMock;
 /** A loopback port nothing listens on: a backend that is down. */
@@ -537,14 +538,3 @@ async function startCycle(): Promise<{ front: RunningGateway; back: RunningGatew
   return { front, back };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server: Server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}

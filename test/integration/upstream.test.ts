@@ -1,6 +1,6 @@
-import { createServer, type Server } from "node:net";
 import OpenAI from "openai";
 import { chat, type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
+import { freePort } from "../support/ports";
 
 let mock: RunningMock;
 let gateway: RunningGateway;
@@ -184,14 +184,3 @@ describe("the official openai SDK as a client", () => {
   });
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server: Server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
