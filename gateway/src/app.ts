@@ -37,7 +37,7 @@ export function createApp(deps: AppDependencies): Express {
     if (!deps.lifecycle.isReady) res.setHeader("connection", "close");
     next();
   });
-  app.use(accessLog());
+  app.use(accessLog(deps.logger));
   app.use(createHealthRouter(deps));
   app.use(createMetricsRouter(deps));
   app.all("/v1/chat/completions", requestMetrics(deps.metrics));
