@@ -38,11 +38,12 @@ export function createApp(deps: AppDependencies): Express {
     next();
   });
   app.use(accessLog(deps.logger));
+  // The inference route first: every request walks the routers in order, and this one gets the traffic.
+  app.all("/v1/chat/completions", requestMetrics(deps.metrics));
+  app.use(createChatCompletionsRouter(deps));
   app.use(createHealthRouter(deps));
   app.use(createMetricsRouter(deps));
-  app.all("/v1/chat/completions", requestMetrics(deps.metrics));
   app.use(createModelsRouter(deps));
-  app.use(createChatCompletionsRouter(deps));
   app.use(notFound());
   app.use(errorHandler());
   return app;
