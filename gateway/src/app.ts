@@ -24,6 +24,11 @@ export interface AppDependencies {
   /** MAX_HOPS: requests that passed through this many gateways already are refused with 508. */
   readonly maxHops: number;
   readonly startedAt: Date;
+  /**
+   * What `/metrics` serves, when not this app's own Registry: under WORKERS > 1, the sum over all workers
+   * (see cluster.ts).
+   */
+  readonly scrape?: () => Promise<string>;
 }
 
 /** Builds the HTTP app from its collaborators. It never listens: main.ts does, and tests use port 0. */
