@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -15,6 +15,16 @@ interface Cluster {
   readonly port: number;
   output(): string;
   exited(): Promise<number | null>;
+}
+
+/** Config directories made by these tests, removed when they are done. */
+const dirs: string[] = [];
+
+function workDir(configYaml: string): string {
+  const dir = mkdtempSync(join(tmpdir(), "gateway-cluster-"));
+  dirs.push(dir);
+  writeFileSync(join(dir, "config.yaml"), configYaml);
+  return dir;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -36,8 +46,7 @@ async function waitFor(condition: () => boolean, what: string, output: () => str
 
 /** The built gateway with WORKERS=2 on an ephemeral port, once both workers listen (bounded wait). */
 async function startCluster(): Promise<Cluster> {
-  const dir = mkdtempSync(join(tmpdir(), "gateway-cluster-"));
-  writeFileSync(join(dir, "config.yaml"), ECHO_CONFIG);
+  const dir = workDir(ECHO_CONFIG);
   const child = spawn(process.execPath, [GATEWAY_MAIN], {
     cwd: dir,
     env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", CONFIG_FILE: "config.yaml", WORKERS: "2" },
@@ -75,6 +84,10 @@ async function countedRequests(port: number): Promise<number> {
   const samples = parseExposition((await send(port, "GET", "/metrics")).text);
   return select(samples, "gateway_requests_total", { backend: "local", code: "200" }).reduce((sum, sample) => sum + sample.value, 0);
 }
+
+afterAll(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
 
 beforeAll(() => {
   if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} is missing: run \`make build\` (make test does) before these tests`);
@@ -136,8 +149,7 @@ describe("WORKERS=2", () => {
 
 describe("WORKERS with a bad config", () => {
   it("fails once, in the primary, with the usual one line", () => {
-    const dir = mkdtempSync(join(tmpdir(), "gateway-cluster-"));
-    writeFileSync(join(dir, "config.yaml"), "default_backend: nowhere\nbackends:\n  - name: local\n    type: echo\n");
+    const dir = workDir("default_backend: nowhere\nbackends:\n  - name: local\n    type: echo\n");
     const result = spawnSync(process.execPath, [GATEWAY_MAIN], { cwd: dir, env: { PATH: process.env.PATH ?? "", CONFIG_FILE: "config.yaml", WORKERS: "2" }, encoding: "utf8", timeout: 10000 });
     expect(result.status).toBe(1);
     expect(result.stdout).toBe("");
