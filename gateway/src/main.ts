@@ -1,6 +1,4 @@
-import cluster from "node:cluster";
 import type { Server } from "node:http";
-import { availableParallelism } from "node:os";
 import { createApp } from "./app";
 import { defaultBackendRegistry } from "./backends";
 import type { BackendRegistry } from "./backends/registry";
@@ -8,7 +6,6 @@ import type { GatewayConfig } from "./config/config";
 import { ConfigError } from "./config/errors";
 import { environmentWithDotEnv, loadConfigFile } from "./config/load";
 import { type Env, parseSettings, type Settings } from "./config/settings";
-import { clusterScrape, runPrimary } from "./cluster";
 import { buildDependencies } from "./dependencies";
 import { createLogger } from "./observability/logger";
 
@@ -25,28 +22,14 @@ function loadOrExit(registry: BackendRegistry): { env: Env; settings: Settings; 
   }
 }
 
-/**
- * The only file that reads the environment, listens, and handles signals. With WORKERS=1 (the default)
- * this process is the server; with more, it is the cluster primary and each worker runs serve() (the
- * config is checked here first, so a bad one fails once, with one line, before any worker starts).
- */
+/** The only file that reads the environment, listens, and handles signals. */
 function main(): void {
   const registry = defaultBackendRegistry();
   const { env, settings, config } = loadOrExit(registry);
-  const workers = settings.workers === "auto" ? availableParallelism() : settings.workers;
-  if (workers > 1 && cluster.isPrimary) {
-    const logger = createLogger({ level: settings.logLevel, service: "gateway" });
-    runPrimary({ workers, logger, shutdownTimeoutSeconds: settings.shutdownTimeoutSeconds });
-    return;
-  }
-  serve(registry, env, settings, config);
-}
 
-function serve(registry: BackendRegistry, env: Env, settings: Settings, config: GatewayConfig): void {
   const logger = createLogger({ level: settings.logLevel, service: "gateway" });
   const deps = buildDependencies({ config, registry, logger, env, maxBodyBytes: settings.maxBodyBytes, maxHops: settings.maxHops });
-  // A worker's /metrics serves the sum over all workers, gathered by the primary.
-  const app = createApp(cluster.isWorker ? { ...deps, scrape: clusterScrape(deps.metrics.registry) } : deps);
+  const app = createApp(deps);
 
   process.on("uncaughtException", (error) => {
     logger.error("uncaught exception; exiting", { error: error.stack ?? error.message });
@@ -60,9 +43,7 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
     }
     const address = server.address();
     const port = typeof address === "object" && address !== null ? address.port : settings.port;
-    // Under WORKERS > 1 each worker says which it is, so its lines can be told apart.
-    const worker = cluster.isWorker ? { worker: cluster.worker?.id, pid: process.pid } : {};
-    logger.info("gateway listening", { host: settings.host, port, config: settings.configFile, defaultBackend: config.defaultBackend, ...worker });
+    logger.info("gateway listening", { host: settings.host, port, config: settings.configFile, defaultBackend: config.defaultBackend });
     for (const backend of deps.backends) logger.info("backend ready", { backend: backend.name, type: backend.type, target: backend.target });
   });
 
@@ -89,8 +70,6 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
         // Exit by running out of work, so the log line above reaches stdout; the timer is a backstop.
         process.exitCode = 0;
         setTimeout(() => process.exit(0), 2000).unref();
-        // A worker's IPC channel would keep it alive: let go of it, and of the primary with it.
-        if (cluster.isWorker) process.disconnect();
       });
     });
     server.closeIdleConnections();
