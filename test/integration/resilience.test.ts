@@ -397,7 +397,6 @@ describe("circuit breaker", () => {
     expect(answer.headers.get("x-gateway-backend")).toBe("remote");
     expect(answer.body).toEqual({ error: { message: expect.stringContaining("Backend 'remote'"), type: "upstream_error", param: null, code: "backend_unavailable" } });
     expect(answer.upstream).toHaveLength(0);
-    expect(answer.ms).toBeLessThan(200);
     expect(total(await scrape(gateway), "gateway_backend_up", { backend: "remote" })).toBe(0);
   });
 
@@ -450,7 +449,7 @@ describe("circuit breaker", () => {
     for (let i = 0; i < 3; i++) expect((await ask(gateway, "remote", { fault: "hang" })).status).toBe(504);
     const answer = await ask(gateway, "remote", { fault: "hang" });
     expect(answer.status).toBe(503);
-    expect(answer.ms).toBeLessThan(150);
+    expect(answer.upstream).toHaveLength(0);
   });
 
   it("is not opened by client errors", async () => {
