@@ -24,6 +24,11 @@ export interface AppDependencies {
   /** MAX_HOPS: requests that passed through this many gateways already are refused with 508. */
   readonly maxHops: number;
   readonly startedAt: Date;
+  /**
+   * What `/metrics` serves, when not this app's own Registry: under WORKERS > 1, the sum over all workers
+   * (see cluster.ts).
+   */
+  readonly scrape?: () => Promise<string>;
 }
 
 /** Builds the HTTP app from its collaborators. It never listens: main.ts does, and tests use port 0. */
@@ -37,12 +42,13 @@ export function createApp(deps: AppDependencies): Express {
     if (!deps.lifecycle.isReady) res.setHeader("connection", "close");
     next();
   });
-  app.use(accessLog());
+  app.use(accessLog(deps.logger));
+  // The inference route first: every request walks the routers in order, and this one gets the traffic.
+  app.all("/v1/chat/completions", requestMetrics(deps.metrics));
+  app.use(createChatCompletionsRouter(deps));
   app.use(createHealthRouter(deps));
   app.use(createMetricsRouter(deps));
-  app.all("/v1/chat/completions", requestMetrics(deps.metrics));
   app.use(createModelsRouter(deps));
-  app.use(createChatCompletionsRouter(deps));
   app.use(notFound());
   app.use(errorHandler());
   return app;

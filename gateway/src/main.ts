@@ -1,4 +1,6 @@
+import cluster from "node:cluster";
 import type { Server } from "node:http";
+import { availableParallelism } from "node:os";
 import { createApp } from "./app";
 import { defaultBackendRegistry } from "./backends";
 import type { BackendRegistry } from "./backends/registry";
@@ -6,6 +8,7 @@ import type { GatewayConfig } from "./config/config";
 import { ConfigError } from "./config/errors";
 import { environmentWithDotEnv, loadConfigFile } from "./config/load";
 import { type Env, parseSettings, type Settings } from "./config/settings";
+import { clusterScrape, runPrimary } from "./cluster";
 import { buildDependencies } from "./dependencies";
 import { createLogger } from "./observability/logger";
 
@@ -22,14 +25,28 @@ function loadOrExit(registry: BackendRegistry): { env: Env; settings: Settings; 
   }
 }
 
-/** The only file that reads the environment, listens, and handles signals. */
+/**
+ * The only file that reads the environment, listens, and handles signals. With WORKERS=1 (the default)
+ * this process is the server; with more, it is the cluster primary and each worker runs serve() (the
+ * config is checked here first, so a bad one fails once, with one line, before any worker starts).
+ */
 function main(): void {
   const registry = defaultBackendRegistry();
   const { env, settings, config } = loadOrExit(registry);
+  const workers = settings.workers === "auto" ? availableParallelism() : settings.workers;
+  if (workers > 1 && cluster.isPrimary) {
+    const logger = createLogger({ level: settings.logLevel, service: "gateway" });
+    runPrimary({ workers, logger, shutdownTimeoutSeconds: settings.shutdownTimeoutSeconds });
+    return;
+  }
+  serve(registry, env, settings, config);
+}
 
+function serve(registry: BackendRegistry, env: Env, settings: Settings, config: GatewayConfig): void {
   const logger = createLogger({ level: settings.logLevel, service: "gateway" });
   const deps = buildDependencies({ config, registry, logger, env, maxBodyBytes: settings.maxBodyBytes, maxHops: settings.maxHops });
-  const app = createApp(deps);
+  // A worker's /metrics serves the sum over all workers, gathered by the primary.
+  const app = createApp(cluster.isWorker ? { ...deps, scrape: clusterScrape(deps.metrics.registry) } : deps);
 
   process.on("uncaughtException", (error) => {
     logger.error("uncaught exception; exiting", { error: error.stack ?? error.message });
@@ -43,7 +60,9 @@ function main(): void {
     }
     const address = server.address();
     const port = typeof address === "object" && address !== null ? address.port : settings.port;
-    logger.info("gateway listening", { host: settings.host, port, config: settings.configFile, defaultBackend: config.defaultBackend });
+    // Under WORKERS > 1 each worker says which it is, so its lines can be told apart.
+    const worker = cluster.isWorker ? { worker: cluster.worker?.id, pid: process.pid } : {};
+    logger.info("gateway listening", { host: settings.host, port, config: settings.configFile, defaultBackend: config.defaultBackend, ...worker });
     for (const backend of deps.backends) logger.info("backend ready", { backend: backend.name, type: backend.type, target: backend.target });
   });
 
@@ -70,6 +89,8 @@ function main(): void {
         // Exit by running out of work, so the log line above reaches stdout; the timer is a backstop.
         process.exitCode = 0;
         setTimeout(() => process.exit(0), 2000).unref();
+        // A worker's IPC channel would keep it alive: let go of it, and of the primary with it.
+        if (cluster.isWorker) process.disconnect();
       });
     });
     server.closeIdleConnections();

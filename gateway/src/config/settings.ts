@@ -13,6 +13,8 @@ export interface Settings {
   readonly shutdownTimeoutSeconds: number;
   /** Gateways a request may already have passed through (its `x-gateway-hops`) before this one refuses it. */
   readonly maxHops: number;
+  /** Worker processes (node:cluster) serving the port; 1 serves from this process, "auto" one per core. */
+  readonly workers: number | "auto";
 }
 
 /** Longer than any sane chain of gateways, short enough that a loop ends in milliseconds. */
@@ -29,6 +31,7 @@ export function parseSettings(env: Env): Settings {
     maxBodyBytes: integer(env, "MAX_BODY_BYTES", 1024 * 1024, 1, 1024 * 1024 * 1024),
     shutdownTimeoutSeconds: integer(env, "SHUTDOWN_TIMEOUT", 10, 0, 3600),
     maxHops: integer(env, "MAX_HOPS", DEFAULT_MAX_HOPS, 1, 100),
+    workers: workers(env),
   };
 }
 
@@ -51,4 +54,15 @@ function logLevel(env: Env): LogLevel {
   const level = LOG_LEVELS.find((known) => known === text);
   if (level === undefined) throw new ConfigError("LOG_LEVEL", `must be one of ${LOG_LEVELS.join(", ")}`);
   return level;
+}
+
+const MAX_WORKERS = 256;
+
+function workers(env: Env): number | "auto" {
+  if ((env.WORKERS ?? "").trim().toLowerCase() === "auto") return "auto";
+  try {
+    return integer(env, "WORKERS", 1, 1, MAX_WORKERS);
+  } catch {
+    throw new ConfigError("WORKERS", `must be auto or a whole number from 1 to ${MAX_WORKERS}`);
+  }
 }

@@ -1,15 +1,19 @@
 import type { NextFunction, Request, Response } from "express";
+import type { Logger } from "winston";
+import { requestLineWriter } from "../observability/logger";
 import { contextOf, outcomeStatus } from "./request-context";
 
 /**
  * One JSON line per request once it is over: 499 when the client left first, and a stream that broke after
  * its 200 with the status it failed with (see RequestContext.failedStatus).
  */
-export function accessLog() {
+export function accessLog(logger: Logger) {
+  const write = requestLineWriter(logger);
   return (req: Request, res: Response, next: NextFunction): void => {
     res.on("close", () => {
       const context = contextOf(res);
-      context.logger.info("request", {
+      write({
+        requestId: context.requestId,
         method: req.method,
         path: req.path,
         status: outcomeStatus(res, context),

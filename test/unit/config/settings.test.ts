@@ -11,13 +11,18 @@ describe("parseSettings", () => {
       maxBodyBytes: 1024 * 1024,
       shutdownTimeoutSeconds: 10,
       maxHops: 8,
+      workers: 1,
     });
   });
 
   it("reads every variable", () => {
     expect(
-      parseSettings({ PORT: "9000", HOST: "127.0.0.1", CONFIG_FILE: "/etc/gw.yaml", LOG_LEVEL: "DEBUG", MAX_BODY_BYTES: "2048", SHUTDOWN_TIMEOUT: "3", MAX_HOPS: "3" }),
-    ).toEqual({ port: 9000, host: "127.0.0.1", configFile: "/etc/gw.yaml", logLevel: "debug", maxBodyBytes: 2048, shutdownTimeoutSeconds: 3, maxHops: 3 });
+      parseSettings({ PORT: "9000", HOST: "127.0.0.1", CONFIG_FILE: "/etc/gw.yaml", LOG_LEVEL: "DEBUG", MAX_BODY_BYTES: "2048", SHUTDOWN_TIMEOUT: "3", MAX_HOPS: "3", WORKERS: "4" }),
+    ).toEqual({ port: 9000, host: "127.0.0.1", configFile: "/etc/gw.yaml", logLevel: "debug", maxBodyBytes: 2048, shutdownTimeoutSeconds: 3, maxHops: 3, workers: 4 });
+  });
+
+  it("reads WORKERS=auto (one worker per core, counted at start-up)", () => {
+    expect(parseSettings({ WORKERS: "Auto" }).workers).toBe("auto");
   });
 
   it.each([
@@ -26,6 +31,8 @@ describe("parseSettings", () => {
     [{ LOG_LEVEL: "loud" }, "LOG_LEVEL: must be one of error, warn, info, http, verbose, debug, silly"],
     [{ MAX_BODY_BYTES: "0" }, "MAX_BODY_BYTES: must be a whole number from 1 to 1073741824"],
     [{ MAX_HOPS: "0" }, "MAX_HOPS: must be a whole number from 1 to 100"],
+    [{ WORKERS: "0" }, "WORKERS: must be auto or a whole number from 1 to 256"],
+    [{ WORKERS: "two" }, "WORKERS: must be auto or a whole number from 1 to 256"],
   ])("rejects %p", (env, message) => {
     expect(() => parseSettings(env)).toThrow(new ConfigError("", message).message);
   });

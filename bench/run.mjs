@@ -1,0 +1,291 @@
+// The benchmark behind `make bench`: what the gateway adds to every request, as ratios against a bare
+// node:http upstream measured in the same run. Prints the tables and writes them, with the machine, the
+// versions and the exact command, to bench/RESULTS.md. See bench/README.md for what each number means.
+//
+//   node bench/run.mjs [--rounds=3] [--seconds=3] [--latency-seconds=8] [--quick] [--out=bench/RESULTS.md]
+//                      [--gateway-node-options=...]
+//
+// Needs the production build (`npm run build`; `make bench` does it). Bounded: about 3 minutes by default.
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, release, totalmem } from "node:os";
+import { join, relative } from "node:path";
+import {
+  BENCH_DIR,
+  BODY,
+  GATEWAY_MAIN,
+  HOST,
+  PATH,
+  ROOT,
+  STREAM_BODY,
+  cpuPlan,
+  describePlan,
+  gatewayEnv,
+  git,
+  loadgen,
+  median,
+  memoryMiB,
+  processTree,
+  repin,
+  sleep,
+  startServer,
+  stopAll,
+  tempDir,
+  throughput,
+  writeGatewayConfig,
+} from "./lib.mjs";
+
+const options = { rounds: 3, seconds: 3, warmup: 1, latencySeconds: 8, connections: 32, out: join(BENCH_DIR, "RESULTS.md"), gatewayNodeOptions: "" };
+for (const arg of process.argv.slice(2)) {
+  const match = /^--([\w-]+)(?:=(.*))?$/.exec(arg);
+  if (match === null) throw new Error(`unknown argument ${arg}`);
+  const [, key, value] = match;
+  if (key === "quick") Object.assign(options, { rounds: 1, seconds: 1, warmup: 0.5, latencySeconds: 2 });
+  else if (key === "out") options.out = value;
+  else if (key === "latency-seconds") options.latencySeconds = Number(value);
+  // For trying V8 flags on the gateway alone, e.g. --gateway-node-options=--max-semi-space-size=16.
+  else if (key === "gateway-node-options") options.gatewayNodeOptions = value ?? "";
+  else if (key in options) options[key] = Number(value);
+  else throw new Error(`unknown option --${key}`);
+}
+if (!existsSync(GATEWAY_MAIN)) {
+  process.stderr.write(`bench: ${relative(ROOT, GATEWAY_MAIN)} is missing: run \`npm run build\` (make bench does)\n`);
+  process.exit(1);
+}
+
+const started = Date.now();
+const loadBefore = loadavg();
+const plan = cpuPlan();
+const say = (text) => process.stdout.write(`${text}\n`);
+say(`bench: ${describePlan(plan)}`);
+
+const dir = tempDir();
+const gatewayExtra = options.gatewayNodeOptions === "" ? {} : { NODE_OPTIONS: options.gatewayNodeOptions };
+const echoConfig = writeGatewayConfig(dir, "echo", ["type: echo"]);
+
+// ---- servers ------------------------------------------------------------------------------------------
+const upstream = await startServer({ name: "upstream", cpus: plan.behind, args: ["bench/upstream.mjs"] });
+const httpConfig = writeGatewayConfig(dir, "http", ["type: http", `url: ${upstream.url}`]);
+const gatewayLog = (name) => join(dir, `${name}.log`);
+const servers = {
+  upstream,
+  proxy: await startServer({ name: "proxy", cpus: plan.server, args: ["bench/proxy.mjs"], env: { UPSTREAM: upstream.url } }),
+  expressUndici: await startServer({ name: "expressUndici", cpus: plan.server, args: ["bench/express-undici.mjs"], env: { UPSTREAM: upstream.url } }),
+  echo: await startServer({ name: "echo", cpus: plan.server, args: [GATEWAY_MAIN], env: gatewayEnv(echoConfig, gatewayExtra), logFile: gatewayLog("echo") }),
+  http: await startServer({ name: "http", cpus: plan.server, args: [GATEWAY_MAIN], env: gatewayEnv(httpConfig, gatewayExtra), logFile: gatewayLog("http") }),
+  echo2: await startServer({ name: "echo2", cpus: plan.serverPair, args: [GATEWAY_MAIN], env: gatewayEnv(echoConfig, { ...gatewayExtra, WORKERS: "2" }), logFile: gatewayLog("echo2") }),
+  http2: await startServer({ name: "http2", cpus: plan.serverPair, args: [GATEWAY_MAIN], env: gatewayEnv(httpConfig, { ...gatewayExtra, WORKERS: "2" }), logFile: gatewayLog("http2") }),
+};
+// A cluster answers once its first worker listens; give the second one time to join before measuring.
+await sleep(1500);
+const LABELS = {
+  upstream: "bare node:http upstream (baseline)",
+  proxy: "bare node:http proxy (floor of a Node hop)",
+  expressUndici: "Express 5 + undici Pool, JSON round trip, nothing else",
+  echo: "gateway, echo backend",
+  http: "gateway, http backend",
+  echo2: "gateway, echo backend, WORKERS=2",
+  http2: "gateway, http backend, WORKERS=2",
+};
+const isCluster = (name) => name === "echo2" || name === "http2";
+
+/** Puts `name` on the server core(s), and the upstream on its own unless the upstream is what is measured. */
+function place(name) {
+  const server = servers[name];
+  repin(processTree(server.pid), isCluster(name) ? plan.serverPair : plan.server);
+  if (name !== "upstream") repin([upstream.pid], plan.behind);
+}
+
+// ---- memory at rest ----------------------------------------------------------------------------------
+const idle = {};
+for (const [name, server] of Object.entries(servers)) {
+  place(name);
+  // A few requests first, so that what is measured is a server that has served, not one still loading.
+  await loadgen(plan, { mode: "closed", host: HOST, port: server.port, path: PATH, body: BODY, connections: 1, warmupSeconds: 0, seconds: 0.3 });
+}
+await sleep(500);
+for (const [name, server] of Object.entries(servers)) idle[name] = memoryMiB(processTree(server.pid)).rss;
+
+// ---- latency: open loop at fixed rates ---------------------------------------------------------------
+// Measured before the throughput runs, on servers warmed up at the same kind of rate: what is measured is
+// each server's steady state at that rate, not its recovery from a flat-out run a moment before.
+const latencyTargets = ["upstream", "proxy", "echo", "http"];
+const latency = {};
+say("bench: warming up for the latency runs");
+for (const name of latencyTargets) {
+  place(name);
+  await loadgen(plan, { mode: "open", host: HOST, port: servers[name].port, path: PATH, body: BODY, rate: 1000, warmupSeconds: 0, seconds: 3 * options.warmup, preconnect: 4 });
+}
+for (const rate of [200, 1000]) {
+  latency[rate] = {};
+  for (const name of latencyTargets) {
+    say(`bench: latency at ${rate} req/s: ${name}`);
+    place(name);
+    latency[rate][name] = await loadgen(plan, { mode: "open", host: HOST, port: servers[name].port, path: PATH, body: BODY, rate, warmupSeconds: 1, seconds: options.latencySeconds, preconnect: 4 });
+  }
+}
+
+// ---- streaming: time to first byte -------------------------------------------------------------------
+say("bench: time to first byte of a stream");
+const ttfb = {};
+for (const name of ["upstream", "http"]) {
+  place(name);
+  ttfb[name] = await loadgen(plan, { mode: "ttfb", host: HOST, port: servers[name].port, path: PATH, body: STREAM_BODY, warmup: 50, count: options.rounds * 100, gapMs: 5 });
+}
+
+// ---- throughput: closed loop, interleaved rounds -----------------------------------------------------
+const order = Object.keys(servers);
+// One unmeasured pass first: the JIT has optimised the hot paths before any round counts.
+say("bench: warming up every server");
+for (const name of order) {
+  place(name);
+  await throughput(plan, servers[name], { body: BODY, connections: options.connections, warmupSeconds: 0, seconds: options.warmup * 2 });
+}
+const runs = Object.fromEntries(order.map((name) => [name, []]));
+for (let round = 0; round < options.rounds; round++) {
+  say(`bench: throughput round ${round + 1} of ${options.rounds}`);
+  for (let i = 0; i < order.length; i++) {
+    // Each round starts one server later, so a slow spell of a shared machine does not always hit the same one.
+    const name = order[(i + round) % order.length];
+    place(name);
+    runs[name].push(await throughput(plan, servers[name], { body: BODY, connections: options.connections, warmupSeconds: options.warmup, seconds: options.seconds }));
+  }
+}
+const rps = (name) => median(runs[name].map((run) => run.rps));
+const cpuUs = (name) => median(runs[name].map((run) => run.cpuPerRequestUs));
+const baseline = rps("upstream");
+
+// ---- memory at peak, and the access log written all along --------------------------------------------
+const peak = Object.fromEntries(Object.entries(servers).map(([name, server]) => [name, memoryMiB(processTree(server.pid)).peak]));
+const accessLines = Object.fromEntries(
+  ["echo", "http", "echo2", "http2"].map((name) => [name, readFileSync(gatewayLog(name), "utf8").split("\n").filter((line) => line.includes('"message":"request"')).length]),
+);
+stopAll();
+const loadAfter = loadavg();
+const elapsedSeconds = (Date.now() - started) / 1000;
+
+// ---- report ------------------------------------------------------------------------------------------
+const f0 = (n) => (n === null || n === undefined ? "–" : n.toFixed(0));
+const f2 = (n) => (n === null || n === undefined ? "–" : n.toFixed(2));
+const ratio = (n) => `${n.toFixed(3)}x`;
+const table = (header, rows) => [`| ${header.join(" | ")} |`, `| ${header.map(() => "---").join(" | ")} |`, ...rows.map((row) => `| ${row.join(" | ")} |`)].join("\n");
+
+const throughputTable = table(
+  ["server", "req/s (median)", "rounds", "vs upstream", "CPU µs/req", "RSS idle MiB", "RSS peak MiB"],
+  order.map((name) => [
+    LABELS[name],
+    f0(rps(name)),
+    runs[name].map((run) => f0(run.rps)).join(", "),
+    ratio(rps(name) / baseline),
+    f0(cpuUs(name)),
+    f0(idle[name]),
+    f0(peak[name]),
+  ]),
+);
+
+const latencyRows = [];
+for (const rate of [200, 1000]) {
+  const base = latency[rate].upstream.latencyMs;
+  for (const name of latencyTargets) {
+    const result = latency[rate][name];
+    const ms = result.latencyMs;
+    const added = (key) => (name === "upstream" ? "–" : f2(ms[key] - base[key]));
+    latencyRows.push([
+      `${rate}`,
+      LABELS[name],
+      f0(result.achievedRps),
+      `${f2(ms.p50)} / ${f2(ms.p99)} / ${f2(ms.p999)}`,
+      `${added("p50")} / ${added("p99")} / ${added("p999")}`,
+      String(result.maxInFlight),
+      String(result.failed),
+    ]);
+  }
+}
+const latencyTable = table(["req/s offered", "server", "req/s answered", "p50 / p99 / p99.9 ms", "added over upstream, ms", "most in flight", "failed"], latencyRows);
+
+const ttfbTable = table(
+  ["stream", "first byte p50 ms", "first byte p99 ms", "whole stream p50 ms", "failed"],
+  ["upstream", "http"].map((name) => [name === "upstream" ? "upstream directly" : "through the gateway (http backend)", f2(ttfb[name].firstByteMs.p50), f2(ttfb[name].firstByteMs.p99), f2(ttfb[name].totalMs.p50), String(ttfb[name].failed)]),
+);
+const ttfbAdded = ttfb.http.firstByteMs.p50 - ttfb.upstream.firstByteMs.p50;
+
+const scalingTable = table(
+  ["path", "WORKERS=1 req/s", "WORKERS=2 req/s", "scaling"],
+  [
+    ["echo", f0(rps("echo")), f0(rps("echo2")), `${(rps("echo2") / rps("echo")).toFixed(2)}x`],
+    ["http", f0(rps("http")), f0(rps("http2")), `${(rps("http2") / rps("http")).toFixed(2)}x`],
+  ],
+);
+
+const check = (ok) => (ok ? "met" : "NOT met");
+const lat200 = latency[200];
+const lat1000 = latency[1000];
+const targets = table(
+  ["target", "measured", ""],
+  [
+    ["http path >= 0.13x upstream", ratio(rps("http") / baseline), check(rps("http") / baseline >= 0.13)],
+    ["echo path >= 0.15x upstream", ratio(rps("echo") / baseline), check(rps("echo") / baseline >= 0.15)],
+    ["http added p50 <= 1 ms at 200 req/s", `${f2(lat200.http.latencyMs.p50 - lat200.upstream.latencyMs.p50)} ms`, check(lat200.http.latencyMs.p50 - lat200.upstream.latencyMs.p50 <= 1)],
+    ["http added p99 <= 5 ms at 200 req/s", `${f2(lat200.http.latencyMs.p99 - lat200.upstream.latencyMs.p99)} ms`, check(lat200.http.latencyMs.p99 - lat200.upstream.latencyMs.p99 <= 5)],
+    [
+      "http sustains 1000 req/s without queueing",
+      `${f0(lat1000.http.achievedRps)} req/s answered, ${lat1000.http.failed} failed, at most ${lat1000.http.maxInFlight} in flight, p99 ${f2(lat1000.http.latencyMs.p99 - lat1000.upstream.latencyMs.p99)} ms over the upstream's`,
+      check(lat1000.http.achievedRps >= 990 && lat1000.http.failed === 0 && lat1000.http.latencyMs.p99 - lat1000.upstream.latencyMs.p99 <= 5),
+    ],
+    ["RSS < 100 MiB idle (http, one process)", `${f0(idle.http)} MiB`, check(idle.http < 100)],
+    ["RSS < 160 MiB at peak (http, one process)", `${f0(peak.http)} MiB`, check(peak.http < 160)],
+    ["stream first byte within 2 ms of the upstream's", `+${f2(ttfbAdded)} ms (p50)`, check(ttfbAdded <= 2)],
+  ],
+);
+
+function version(pkg) {
+  try {
+    return JSON.parse(readFileSync(join(ROOT, "node_modules", pkg, "package.json"), "utf8")).version;
+  } catch {
+    return "?";
+  }
+}
+const commit = git(["rev-parse", "--short", "HEAD"]);
+const dirty = git(["status", "--porcelain", "--", "gateway", "bench", "package.json", "package-lock.json"]) !== "";
+const command = `node ${relative(ROOT, join(BENCH_DIR, "run.mjs"))}${process.argv.length > 2 ? ` ${process.argv.slice(2).join(" ")}` : ""}`;
+const cpu = cpus()[0]?.model ?? "unknown CPU";
+
+const report = `# Benchmark results
+
+Written by \`make bench\` (\`${command}\`, after \`npm run build\`) on ${new Date(started).toISOString()}, in ${f0(elapsedSeconds)} s.
+Every ratio compares servers measured in this one run; compare ratios across machines, not raw req/s.
+How to read each number: [bench/README.md](README.md).
+
+- Machine: ${cpu}, ${cpus().length} cores seen by Node, ${f0(totalmem() / 2 ** 30)} GiB, Linux ${release()}; load average ${loadBefore.map((n) => n.toFixed(2)).join(" ")} before, ${loadAfter.map((n) => n.toFixed(2)).join(" ")} after (the benchmark's own load included).
+- Pinning: ${describePlan(plan)}.
+- Versions: Node ${process.version}; gateway ${JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version} at ${commit || "unknown commit"}${dirty ? " with uncommitted changes" : ""}; express ${version("express")}, undici ${version("undici")}, prom-client ${version("prom-client")}, winston ${version("winston")}.
+- Gateway: \`dist/gateway/src/main.js\` with NODE_ENV=production${options.gatewayNodeOptions === "" ? "" : `, NODE_OPTIONS=${options.gatewayNodeOptions}`}, LOG_LEVEL=info (an access log line per request, to a file: ${Object.entries(accessLines).map(([name, count]) => `${name} ${count}`).join(", ")} lines), /metrics on, request validation on.
+- Load: closed loop with ${options.connections} keep-alive connections, ${options.rounds} interleaved rounds of ${options.warmup} s warm-up + ${options.seconds} s measured per server; latency from an open-loop generator on a fixed schedule, ${options.latencySeconds} s per rate after 1 s of warm-up, timed from each request's scheduled send time. Request body (the same for every server): \`${BODY}\`.
+
+## Throughput on one core
+
+${throughputTable}
+
+## Latency at a fixed rate
+
+${latencyTable}
+
+## Streaming: time to first byte
+
+${ttfbTable}
+
+Through the gateway the first byte comes ${f2(ttfbAdded)} ms (p50) after the upstream's own.
+
+## Multi-core: WORKERS=1 and WORKERS=2
+
+${scalingTable}
+
+${plan.pinned && plan.cores <= 2 ? "On this 2-core machine the second worker shares its core with the load generator and the upstream, so this understates what a second core of its own gives." : ""}
+
+## The issue's targets, in this run
+
+${targets}
+`;
+writeFileSync(options.out, report);
+say("");
+say(report);
+say(`bench: wrote ${relative(process.cwd(), options.out)}`);

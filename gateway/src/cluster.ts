@@ -1,0 +1,154 @@
+import cluster, { type Worker } from "node:cluster";
+import { AggregatorRegistry, type Registry } from "prom-client";
+import type { Logger } from "winston";
+
+/**
+ * WORKERS > 1: a primary process forks the workers, each of which is the whole gateway (config, backends,
+ * app) listening on the shared port; node:cluster hands each new connection to the next worker.
+ *
+ * `/metrics` is answered by whichever worker gets the scrape, with the sum over all workers: the worker
+ * asks the primary over IPC, the primary gathers every worker's metrics with prom-client's
+ * AggregatorRegistry and answers with the aggregate. The primary never serves HTTP itself, so the port and
+ * path stay what they are with one process and a scrape config does not change with WORKERS.
+ */
+
+const SCRAPE_REQUEST = "gateway:scrape";
+const SCRAPE_REPLY = "gateway:scrape-reply";
+
+/** AggregatorRegistry gives up on a worker that has not answered within 5 s; we wait a little longer. */
+const SCRAPE_TIMEOUT_MS = 6000;
+
+/** A replaced worker must have lived this long, or its death counts as a crash loop. */
+const CRASH_WINDOW_MS = 60_000;
+const MAX_CRASHES_IN_WINDOW = 5;
+const RESTART_DELAY_MS = 500;
+
+interface ScrapeRequest {
+  readonly type: typeof SCRAPE_REQUEST;
+  readonly id: number;
+}
+
+interface ScrapeReply {
+  readonly type: typeof SCRAPE_REPLY;
+  readonly id: number;
+  readonly text?: string;
+  readonly error?: string;
+}
+
+function isMessage<T extends { type: string }>(message: unknown, type: T["type"]): message is T {
+  return typeof message === "object" && message !== null && (message as { type?: unknown }).type === type;
+}
+
+/**
+ * In a worker: lets the primary read this worker's `registry`, and returns what `/metrics` serves, the
+ * metrics of every worker summed (histograms and counters add up; gauges too, except where a metric says
+ * otherwise, as prom-client's version and start-time gauges do).
+ */
+export function clusterScrape(registry: Registry): () => Promise<string> {
+  // Constructing one installs prom-client's worker-side listener, which answers the primary's requests.
+  new AggregatorRegistry();
+  AggregatorRegistry.setRegistries([registry]);
+  const pending = new Map<number, { resolve(text: string): void; reject(error: Error): void }>();
+  let nextId = 0;
+  process.on("message", (message: unknown) => {
+    if (!isMessage<ScrapeReply>(message, SCRAPE_REPLY)) return;
+    const waiter = pending.get(message.id);
+    pending.delete(message.id);
+    if (message.text !== undefined) waiter?.resolve(message.text);
+    else waiter?.reject(new Error(`cluster metrics: ${message.error ?? "no answer"}`));
+  });
+  return () =>
+    new Promise<string>((resolve, reject) => {
+      const id = nextId++;
+      const timer = setTimeout(() => {
+        pending.delete(id);
+        reject(new Error(`cluster metrics: the primary did not answer within ${SCRAPE_TIMEOUT_MS} ms`));
+      }, SCRAPE_TIMEOUT_MS);
+      pending.set(id, {
+        resolve: (text) => (clearTimeout(timer), resolve(text)),
+        reject: (error) => (clearTimeout(timer), reject(error)),
+      });
+      const request: ScrapeRequest = { type: SCRAPE_REQUEST, id };
+      process.send?.(request);
+    });
+}
+
+export interface PrimaryOptions {
+  readonly workers: number;
+  readonly logger: Logger;
+  /** Seconds a worker gets to drain after SIGTERM (its own SHUTDOWN_TIMEOUT) before the primary kills it. */
+  readonly shutdownTimeoutSeconds: number;
+}
+
+/**
+ * Forks `workers` workers and keeps them running: one that dies unexpectedly is replaced, unless workers
+ * keep dying (a crash loop: then the primary stops everything and exits 1, for the supervisor to see).
+ * SIGTERM or SIGINT is passed to every worker, which drains as a single process would; the primary exits 0
+ * once all of them have exited (1 if any failed to stop cleanly).
+ */
+export function runPrimary(options: PrimaryOptions): void {
+  const { logger } = options;
+  const aggregator = new AggregatorRegistry();
+  let stopping = false;
+  let exitCode = 0;
+  const crashes: number[] = [];
+
+  const fork = (): Worker => {
+    const worker = cluster.fork();
+    worker.on("message", (message: unknown) => {
+      if (!isMessage<ScrapeRequest>(message, SCRAPE_REQUEST)) return;
+      const answer = (reply: ScrapeReply) => {
+        if (worker.isConnected()) worker.send(reply);
+      };
+      aggregator.clusterMetrics().then(
+        (text) => answer({ type: SCRAPE_REPLY, id: message.id, text }),
+        (error: unknown) => answer({ type: SCRAPE_REPLY, id: message.id, error: error instanceof Error ? error.message : String(error) }),
+      );
+    });
+    return worker;
+  };
+
+  cluster.on("exit", (worker, code, signal) => {
+    if (stopping) {
+      if (code !== 0) exitCode = 1;
+      if (Object.keys(cluster.workers ?? {}).length === 0) {
+        logger.info("stopped", { workers: options.workers });
+        // Exit by running out of work (nothing is left but unref'd timers), so the line above is written.
+        process.exitCode = exitCode;
+      }
+      return;
+    }
+    const now = Date.now();
+    crashes.push(now);
+    while (crashes.length > 0 && (crashes[0] ?? now) < now - CRASH_WINDOW_MS) crashes.shift();
+    if (crashes.length > MAX_CRASHES_IN_WINDOW) {
+      logger.error("workers keep dying; stopping", { crashes: crashes.length, windowSeconds: CRASH_WINDOW_MS / 1000 });
+      exitCode = 1;
+      stopAll("SIGTERM");
+      return;
+    }
+    logger.error("worker died; starting another", { pid: worker.process.pid, code, signal });
+    setTimeout(() => {
+      if (!stopping) fork();
+    }, RESTART_DELAY_MS).unref();
+  });
+
+  const stopAll = (signal: NodeJS.Signals): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info("shutting down workers", { signal, workers: Object.keys(cluster.workers ?? {}).length });
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
+    // Each worker stops itself within its SHUTDOWN_TIMEOUT; this only catches one that hangs anyway.
+    setTimeout(
+      () => {
+        for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGKILL");
+      },
+      (options.shutdownTimeoutSeconds + 5) * 1000,
+    ).unref();
+  };
+  process.on("SIGTERM", stopAll);
+  process.on("SIGINT", stopAll);
+
+  logger.info("starting workers", { workers: options.workers });
+  for (let i = 0; i < options.workers; i++) fork();
+}

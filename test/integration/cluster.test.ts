@@ -1,0 +1,159 @@
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { request } from "node:http";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { parseExposition, select } from "../support/exposition";
+
+/** These tests run the built program with WORKERS=2, as users do (`make build` first; `make test` does it). */
+const ROOT = resolve(__dirname, "../..");
+const GATEWAY_MAIN = join(ROOT, "dist/gateway/src/main.js");
+const ECHO_CONFIG = "default_backend: local\nbackends:\n  - name: local\n    type: echo\n";
+
+interface Cluster {
+  readonly child: ChildProcess;
+  readonly port: number;
+  output(): string;
+  exited(): Promise<number | null>;
+}
+
+/** Config directories made by these tests, removed when they are done. */
+const dirs: string[] = [];
+
+function workDir(configYaml: string): string {
+  const dir = mkdtempSync(join(tmpdir(), "gateway-cluster-"));
+  dirs.push(dir);
+  writeFileSync(join(dir, "config.yaml"), configYaml);
+  return dir;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolveSleep) => setTimeout(resolveSleep, ms));
+}
+
+/** Lines of the form `{"message":"gateway listening",...}`: one per worker that is up. */
+function listening(output: string): Record<string, unknown>[] {
+  return output
+    .split("\n")
+    .filter((line) => line.includes('"gateway listening"'))
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
+async function waitFor(condition: () => boolean, what: string, output: () => string): Promise<void> {
+  for (let i = 0; i < 300 && !condition(); i++) await sleep(25);
+  if (!condition()) throw new Error(`timed out waiting for ${what}:\n${output()}`);
+}
+
+/** The built gateway with WORKERS=2 on an ephemeral port, once both workers listen (bounded wait). */
+async function startCluster(): Promise<Cluster> {
+  const dir = workDir(ECHO_CONFIG);
+  const child = spawn(process.execPath, [GATEWAY_MAIN], {
+    cwd: dir,
+    env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", CONFIG_FILE: "config.yaml", WORKERS: "2" },
+  });
+  let output = "";
+  child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const exit = new Promise<number | null>((resolveExit) => child.once("exit", (code) => resolveExit(code)));
+  try {
+    await waitFor(() => listening(output).length >= 2 || child.exitCode !== null, "two workers to listen", () => output);
+  } catch (error) {
+    child.kill("SIGKILL");
+    throw error;
+  }
+  const port = Number(listening(output)[0]?.port);
+  return { child, port, output: () => output, exited: () => exit };
+}
+
+/** One request on a connection of its own, so that node:cluster hands it to the next worker in turn. */
+function send(port: number, method: string, path: string, body?: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolveSend, reject) => {
+    const req = request({ host: "127.0.0.1", port, method, path, agent: false, headers: body === undefined ? {} : { "content-type": "application/json" } }, (res) => {
+      let text = "";
+      res.on("data", (chunk: Buffer) => (text += chunk.toString()));
+      res.on("end", () => resolveSend({ status: res.statusCode ?? 0, text }));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+const CHAT = JSON.stringify({ messages: [{ role: "user", content: "Hello world" }] });
+
+async function countedRequests(port: number): Promise<number> {
+  const samples = parseExposition((await send(port, "GET", "/metrics")).text);
+  return select(samples, "gateway_requests_total", { backend: "local", code: "200" }).reduce((sum, sample) => sum + sample.value, 0);
+}
+
+afterAll(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+beforeAll(() => {
+  if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} is missing: run \`make build\` (make test does) before these tests`);
+});
+
+describe("WORKERS=2", () => {
+  let gateway: Cluster;
+
+  beforeAll(async () => {
+    gateway = await startCluster();
+  });
+
+  afterAll(() => {
+    if (gateway.child.exitCode === null) gateway.child.kill("SIGKILL");
+  });
+
+  it("starts two workers on one port, each saying which it is", () => {
+    const workers = listening(gateway.output());
+    expect(workers).toHaveLength(2);
+    expect(new Set(workers.map((line) => line.port)).size).toBe(1);
+    expect(new Set(workers.map((line) => line.pid)).size).toBe(2);
+  });
+
+  it("answers chat completions", async () => {
+    const answer = await send(gateway.port, "POST", "/v1/chat/completions", CHAT);
+    expect(answer.status).toBe(200);
+    expect(JSON.parse(answer.text)).toMatchObject({ choices: [{ message: { content: "Echo: Hello world" } }] });
+  });
+
+  it("serves /metrics summed over the workers, whichever worker answers the scrape", async () => {
+    const before = await countedRequests(gateway.port);
+    // New connections alternate between the workers, so each serves about half of these.
+    for (let i = 0; i < 10; i++) expect((await send(gateway.port, "POST", "/v1/chat/completions", CHAT)).status).toBe(200);
+    // A request is counted when its response closes, a moment after the client has read it: retry briefly.
+    let counts: number[] = [];
+    for (let attempt = 0; attempt < 40; attempt++) {
+      counts = [await countedRequests(gateway.port), await countedRequests(gateway.port)];
+      if (counts.every((count) => count === before + 10)) break;
+      await sleep(25);
+    }
+    expect(counts).toEqual([before + 10, before + 10]);
+  });
+
+  it("replaces a worker that dies", async () => {
+    const victim = Number(listening(gateway.output())[0]?.pid);
+    process.kill(victim, "SIGKILL");
+    await waitFor(() => listening(gateway.output()).length >= 3, "a replacement worker", gateway.output);
+    expect(gateway.output()).toContain('"message":"worker died; starting another"');
+    for (let i = 0; i < 4; i++) expect((await send(gateway.port, "POST", "/v1/chat/completions", CHAT)).status).toBe(200);
+  });
+
+  it("on SIGTERM stops every worker and exits 0", async () => {
+    gateway.child.kill("SIGTERM");
+    expect(await gateway.exited()).toBe(0);
+    expect(gateway.output()).toContain('"message":"stopped","service":"gateway","timestamp"');
+    expect(gateway.output()).toMatch(/"message":"stopped"[^\n]*"workers":2/);
+  });
+});
+
+describe("WORKERS with a bad config", () => {
+  it("fails once, in the primary, with the usual one line", () => {
+    const dir = workDir("default_backend: nowhere\nbackends:\n  - name: local\n    type: echo\n");
+    const result = spawnSync(process.execPath, [GATEWAY_MAIN], { cwd: dir, env: { PATH: process.env.PATH ?? "", CONFIG_FILE: "config.yaml", WORKERS: "2" }, encoding: "utf8", timeout: 10000 });
+    expect(result.status).toBe(1);
+    expect(result.stdout).toBe("");
+    expect(result.stderr.split("\n").filter((line) => line !== "")).toHaveLength(1);
+    expect(result.stderr).toMatch(/^gateway: config error: config\.yaml: /);
+  });
+});
