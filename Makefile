@@ -4,10 +4,10 @@
 SHELL := /bin/bash
 NODE_MAJOR_MIN := 22
 
-.PHONY: help install build typecheck run run-mock smoke test test-unit test-integration test-containers check-node check-docker up down logs clean
+.PHONY: help install build typecheck run run-mock smoke bench test test-unit test-integration test-containers check-node check-docker up down logs clean
 
 help:
-	@echo "make install | build | run | smoke | test | test-unit | test-integration | test-containers | up | down | logs | clean"
+	@echo "make install | build | run | smoke | bench | test | test-unit | test-integration | test-containers | up | down | logs | clean"
 
 check-node:
 	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<22 || (a===22 && b<22)) { console.error("Node >= 22.22 is needed (found " + process.version + "). Install Node 24 LTS, or on the CI machines: export PATH=\"$$(bash ../shared/ci/host-node.sh):$$PATH\""); process.exit(1) }'
@@ -28,7 +28,7 @@ typecheck: install
 run: build
 	@PORT=$${MOCK_PORT:-8081} node dist/mock-remote/src/main.js & mock=$$!; \
 	trap 'kill $$mock 2>/dev/null' EXIT; \
-	node dist/gateway/src/main.js
+	node --max-semi-space-size=16 dist/gateway/src/main.js
 
 run-mock: build
 	node dist/mock-remote/src/main.js
@@ -36,6 +36,11 @@ run-mock: build
 # The three curls of the README against a running gateway (GATEWAY_URL, default http://127.0.0.1:8080).
 smoke:
 	bash test/smoke.sh
+
+# What the gateway adds per request, as ratios against a bare node:http upstream in the same run (~3 min).
+# Writes bench/RESULTS.md. Not part of `make test`: nothing asserts a time. Extra flags: BENCH_ARGS=--quick
+bench: build
+	node bench/run.mjs $(BENCH_ARGS)
 
 check-docker:
 	@command -v docker >/dev/null || { echo "make test: the container tests need Docker. Install a Docker engine with Compose v2 (Debian: apt-get install docker.io docker-compose; on the CI machines: bash ../shared/ci/docker-engine.sh)" >&2; exit 1; }

@@ -49,7 +49,7 @@ const HEAP_TOLERANCE_BYTES = 4 * 1024 * 1024;
  * Resident memory is looser: freed memory goes back to the allocator, not always to the OS, and socket
  * buffers come and go with the number of connections. It must not keep growing, though.
  */
-const RSS_TOLERANCE_BYTES = 48 * 1024 * 1024;
+const RSS_TOLERANCE_BYTES = 32 * 1024 * 1024;
 /**
  * Each kind must get its promised answer at least this often. Not always: this test overloads a small
  * machine on purpose, and an overloaded upstream that misses the timeout is answered 504 or from the
@@ -269,7 +269,9 @@ async function startGateway(mockUrl: string): Promise<Started> {
   const dir = mkdtempSync(join(tmpdir(), "gateway-load-"));
   writeFileSync(join(dir, "config.yaml"), CONFIG(mockUrl));
   writeFileSync(join(dir, "gc-on-signal.js"), 'process.on("SIGUSR2", () => globalThis.gc());\n');
-  return startProcess(["--expose-gc", "--require", join(dir, "gc-on-signal.js"), GATEWAY_MAIN], { CONFIG_FILE: "config.yaml", LOG_LEVEL: "error" }, dir, "/ready");
+  // With the V8 flag the gateway ships with (Dockerfile, make run): without it the young generation alone
+  // grows to 128 MiB under this load and RSS after a second round moves by tens of MB either way.
+  return startProcess(["--expose-gc", "--max-semi-space-size=16", "--require", join(dir, "gc-on-signal.js"), GATEWAY_MAIN], { CONFIG_FILE: "config.yaml", LOG_LEVEL: "error" }, dir, "/ready");
 }
 
 async function stop(started: Started | undefined): Promise<void> {
