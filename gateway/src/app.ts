@@ -9,8 +9,12 @@ import { accessLog } from "./middleware/access-log";
 import { errorHandler, notFound } from "./middleware/error-handler";
 import { requestContext } from "./middleware/request-context";
 import { requestMetrics } from "./middleware/request-metrics";
+import { authenticate } from "./middleware/access";
+import type { AccessMetrics } from "./observability/access-metrics";
 import type { GatewayMetrics } from "./observability/metrics";
+import type { Admission } from "./services/admission";
 import type { InferenceService } from "./services/inference";
+import type { KeyRing } from "./services/keys";
 import type { Lifecycle } from "./services/lifecycle";
 
 export interface AppDependencies {
@@ -18,6 +22,13 @@ export interface AppDependencies {
   readonly inference: InferenceService;
   /** This app's own Registry and metrics, served on `/metrics`. */
   readonly metrics: GatewayMetrics;
+  /** Gateway API keys; when empty, auth is off. */
+  readonly keys: KeyRing;
+  /** Limits per client and the cap on requests in flight. */
+  readonly admission: Admission;
+  readonly accessMetrics: AccessMetrics;
+  /** SHA-256 of the key `/metrics` asks for, when it asks for one. */
+  readonly metricsKey?: Buffer;
   readonly backends: readonly Backend[];
   readonly lifecycle: Lifecycle;
   readonly maxBodyBytes: number;
@@ -45,6 +56,7 @@ export function createApp(deps: AppDependencies): Express {
   app.use(accessLog(deps.logger));
   // The inference route first: every request walks the routers in order, and this one gets the traffic.
   app.all("/v1/chat/completions", requestMetrics(deps.metrics));
+  if (deps.keys.enabled) app.use("/v1", authenticate(deps.keys, deps.accessMetrics));
   app.use(createChatCompletionsRouter(deps));
   app.use(createHealthRouter(deps));
   app.use(createMetricsRouter(deps));

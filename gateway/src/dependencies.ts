@@ -4,8 +4,11 @@ import type { AppDependencies } from "./app";
 import type { BackendRegistry } from "./backends/registry";
 import type { GatewayConfig } from "./config/config";
 import type { Env } from "./config/settings";
+import { createAccessMetrics } from "./observability/access-metrics";
 import { createMetrics } from "./observability/metrics";
+import { Admission } from "./services/admission";
 import { InferenceService } from "./services/inference";
+import { KeyRing } from "./services/keys";
 import { Lifecycle } from "./services/lifecycle";
 
 /** Builds the object graph for one app from an already checked config. */
@@ -26,10 +29,16 @@ export function buildDependencies(options: {
   const fallbacks = new Map(config.backends.map((backendConfig) => [backendConfig.name, backendConfig.resilience.fallbacks]));
   // One Registry per app: building two apps in one process (as tests do) never collides.
   const metrics = createMetrics(new Registry(), backends.map((backend) => backend.name), fallbacks);
+  const admission = new Admission(config.access);
+  const accessMetrics = createAccessMetrics(metrics.registry, config.access.keys.map((key) => key.name), () => admission.requestsInFlight);
   return {
     logger,
     backends,
     metrics,
+    keys: new KeyRing(config.access.keys),
+    admission,
+    accessMetrics,
+    ...(config.access.metricsKey === undefined ? {} : { metricsKey: config.access.metricsKey }),
     inference: new InferenceService(backends, defaultBackend, metrics, { policies, logger }),
     lifecycle: new Lifecycle(),
     maxBodyBytes: options.maxBodyBytes,

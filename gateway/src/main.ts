@@ -6,7 +6,7 @@ import { defaultBackendRegistry } from "./backends";
 import type { BackendRegistry } from "./backends/registry";
 import type { GatewayConfig } from "./config/config";
 import { ConfigError } from "./config/errors";
-import { environmentWithDotEnv, loadConfigFile } from "./config/load";
+import { environmentWithDotEnv, loadConfigFile, secretFileWarnings } from "./config/load";
 import { type Env, parseSettings, type Settings } from "./config/settings";
 import { clusterScrape, runPrimary } from "./cluster";
 import { buildDependencies } from "./dependencies";
@@ -34,10 +34,13 @@ function main(): void {
   const registry = defaultBackendRegistry();
   const { env, settings, config } = loadOrExit(registry);
   const workers = settings.workers === "auto" ? availableParallelism() : settings.workers;
-  if (workers > 1 && cluster.isPrimary) {
+  if (cluster.isPrimary) {
     const logger = createLogger({ level: settings.logLevel, service: "gateway" });
-    runPrimary({ workers, logger, shutdownTimeoutSeconds: settings.shutdownTimeoutSeconds });
-    return;
+    for (const warning of secretFileWarnings(settings.configFile, config, ".env", process.env)) logger.warn(warning);
+    if (workers > 1) {
+      runPrimary({ workers, logger, shutdownTimeoutSeconds: settings.shutdownTimeoutSeconds });
+      return;
+    }
   }
   serve(registry, env, settings, config);
 }

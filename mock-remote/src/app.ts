@@ -58,6 +58,10 @@ export interface SeenRequest {
 }
 
 const MAX_SEEN = 200;
+
+function bearerOf(header: string | undefined): string {
+  return header?.replace(/^bearer\s+/i, "") ?? "(none)";
+}
 /** Keys remembered for `times`; the oldest is forgotten first, so a long load test cannot grow it without end. */
 const MAX_TIMES_KEYS = 10_000;
 const MAX_DELAY_MS = 10 * 60 * 1000;
@@ -216,7 +220,9 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
     }
     if (knobs.status !== undefined && knobs.status !== 200) {
       if (knobs.retryAfter !== undefined) res.setHeader("retry-after", knobs.retryAfter);
-      res.status(knobs.status).json({ error: { message: `mock-remote was told to answer ${knobs.status}`, type: "mock_error", param: null, code: "mock_status" } });
+      // As OpenAI does, a 401 quotes the key it got: the gateway must not pass that on.
+      const message = knobs.status === 401 ? `Incorrect API key provided: ${bearerOf(req.get("authorization"))}` : `mock-remote was told to answer ${knobs.status}`;
+      res.status(knobs.status).json({ error: { message, type: "mock_error", param: null, code: "mock_status" } });
       return;
     }
     const messages = Array.isArray(body.messages) ? (body.messages as ChatMessage[]) : [];

@@ -155,11 +155,33 @@ describe("bad input", () => {
     expectOpenAIError((await response.json()) as Record<string, unknown>, { type: "invalid_request_error" });
   });
 
-  it("accepts a JSON body sent without a JSON content type (curl -d)", async () => {
+  it.each(["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"])(
+    "refuses a body sent as %s with 415: what a web page can send cross-site without a preflight",
+    async (contentType) => {
+      const response = await fetch(`${gateway.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": contentType },
+        body: JSON.stringify({ messages: userMessage("Hello world") }),
+      });
+      expect(response.status).toBe(415);
+      expect(response.headers.get("x-should-retry")).toBe("false");
+      expectOpenAIError((await response.json()) as Record<string, unknown>, { type: "invalid_request_error", code: "unsupported_media_type" });
+    },
+  );
+
+  it.each(["application/json", "application/json; charset=utf-8", "APPLICATION/JSON", "application/vnd.api+json"])("reads a body sent as %s", async (contentType) => {
     const response = await fetch(`${gateway.url}/v1/chat/completions`, {
       method: "POST",
-      headers: { "content-type": "application/x-www-form-urlencoded" },
+      headers: { "content-type": contentType },
       body: JSON.stringify({ messages: userMessage("Hello world") }),
+    });
+    expect(response.status).toBe(200);
+  });
+
+  it("reads a body sent without a Content-Type as JSON", async () => {
+    const response = await fetch(`${gateway.url}/v1/chat/completions`, {
+      method: "POST",
+      body: new TextEncoder().encode(JSON.stringify({ messages: userMessage("Hello world") })),
     });
     expect(response.status).toBe(200);
   });

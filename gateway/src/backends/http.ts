@@ -183,7 +183,7 @@ class HttpBackend implements Backend {
     }
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new UpstreamInvalidResponseError(this.name, "a stream event is not a JSON object");
     const fields = body as Record<string, unknown>;
-    if (type === "error" || fields.error !== undefined) throw new UpstreamStreamError(this.name, upstreamErrorMessage(data, 502));
+    if (type === "error" || fields.error !== undefined) throw new UpstreamStreamError(this.name, this.redacted(upstreamErrorMessage(data, 502)));
     const choice = firstChoice(body);
     if (choice !== undefined) {
       const delta = choice.delta;
@@ -248,7 +248,7 @@ class HttpBackend implements Backend {
    * 508, so every gateway in the loop answers it without retrying or falling back (which would multiply it).
    */
   private statusError(status: number, text: string, headers: Record<string, string | string[] | undefined>): GatewayError {
-    const message = upstreamErrorMessage(text, status);
+    const message = this.redacted(upstreamErrorMessage(text, status));
     if (status === 508) return new LoopDetectedError(`Backend '${this.name}' reported a gateway loop: ${message}`);
     const retryAfterMs = parseRetryAfter(headers["retry-after"], Date.now());
     const isClientFault = status >= 400 && status < 500 && status !== 401 && status !== 403 && status !== 407 && status !== 408;
@@ -259,6 +259,15 @@ class HttpBackend implements Backend {
     const shouldRetry = headers["x-should-retry"];
     if (shouldRetry === "true" || shouldRetry === "false") passOn["x-should-retry"] = shouldRetry;
     return new UpstreamClientError(this.name, status, message, passOn, retryAfterMs);
+  }
+
+  /**
+   * Upstreams quote the key they were sent in auth errors ("Incorrect API key provided: sk-..."), and the
+   * gateway passes upstream messages on: the backend's own key must never reach a client or a log.
+   */
+  private redacted(message: string): string {
+    const key = this.options.apiKey;
+    return key === undefined ? message : message.replaceAll(key, "[redacted]");
   }
 
   private parseAnswer(text: string): BackendResult {

@@ -1,6 +1,7 @@
 import type { BackendConfig, BackendRegistry } from "../backends/registry";
 import type { CircuitBreakerOptions } from "../services/circuit-breaker";
 import { DEFAULT_CIRCUIT_BREAKER, DEFAULT_RETRIES, MAX_RETRIES, type ResilienceOptions } from "../services/resilience";
+import { type AccessConfig, parseAccess } from "./access";
 import { ConfigError } from "./errors";
 import { ConfigFields } from "./fields";
 
@@ -13,6 +14,10 @@ export interface ConfiguredBackend extends BackendConfig {
 export interface GatewayConfig {
   readonly defaultBackend: string;
   readonly backends: readonly ConfiguredBackend[];
+  /** API keys, per-client limits and the concurrency cap. */
+  readonly access: AccessConfig;
+  /** The environment variables the config read secrets from (`api_key_env`, `key_env`). */
+  readonly secretEnv: readonly string[];
 }
 
 /** Backend names become `model` ids, metric labels and log fields: keep them plain. */
@@ -22,6 +27,15 @@ const BACKEND_NAME = /^[A-Za-z0-9][A-Za-z0-9._:\/-]{0,63}$/;
 export function parseConfig(raw: unknown, registry: BackendRegistry, env: Readonly<Record<string, string | undefined>>): GatewayConfig {
   if (raw === null || raw === undefined) throw new ConfigError("", "the file is empty");
   const root = ConfigFields.from(raw, "");
+  // The config reads the environment only for secrets; which variables it read, the permission check needs.
+  const secretEnv = new Set<string>();
+  const secrets: Readonly<Record<string, string | undefined>> = new Proxy(env, {
+    get: (target, name) => {
+      if (typeof name !== "string") return undefined;
+      secretEnv.add(name);
+      return target[name];
+    },
+  });
   const defaultBackend = root.requiredString("default_backend");
   const list = root.take("backends");
   if (!Array.isArray(list) || list.length === 0) throw new ConfigError("backends", "must be a non-empty list");
@@ -38,15 +52,16 @@ export function parseConfig(raw: unknown, registry: BackendRegistry, env: Readon
     const type = fields.requiredString("type");
     // Read before the type's own fields: registry.parse ends by rejecting every key nobody has read.
     const resilience = parseResilience(fields);
-    return { ...registry.parse(name, type, fields, env), resilience };
+    return { ...registry.parse(name, type, fields, secrets), resilience };
   });
 
   backends.forEach((backend, index) => checkFallbacks(backend, `backends[${index}].fallbacks`, names));
   if (!names.has(defaultBackend)) {
     throw new ConfigError("default_backend", `'${defaultBackend}' is not the name of a backend (have: ${[...names].join(", ")})`);
   }
+  const access = parseAccess(root, names, secrets);
   root.finish();
-  return { defaultBackend, backends };
+  return { defaultBackend, backends, access, secretEnv: [...secretEnv] };
 }
 
 /** `retries`, `fallbacks` and `circuit_breaker`: the same keys, and meaning, for every backend type. */

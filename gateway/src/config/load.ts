@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { parseEnv } from "node:util";
 import { parse as parseYaml } from "yaml";
 import type { BackendRegistry } from "../backends/registry";
@@ -35,4 +35,31 @@ export function loadConfigFile(file: string, registry: BackendRegistry, env: Env
     if (error instanceof ConfigError) throw new ConfigError(file, error.message);
     throw error;
   }
+}
+
+/** Anyone on the machine may read it: "other" has the read bit. */
+function worldReadable(file: string): boolean {
+  try {
+    return (statSync(file).mode & 0o004) !== 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Warnings for files that hold secrets and that every user of the machine can read: the config file when
+ * key hashes are written in it, and the `.env` file when it defines a variable the config reads a secret
+ * from (and the real environment does not override it).
+ */
+export function secretFileWarnings(configFile: string, config: GatewayConfig, dotEnvPath: string, processEnv: Env): string[] {
+  const warnings: string[] = [];
+  if (config.access.hashesInFile && worldReadable(configFile)) {
+    warnings.push(`${configFile} holds API key hashes and is readable by every user: chmod 600 it (or use key_env)`);
+  }
+  if (existsSync(dotEnvPath) && worldReadable(dotEnvPath)) {
+    const fromFile = parseEnv(readFileSync(dotEnvPath, "utf8"));
+    const exposed = config.secretEnv.filter((name) => fromFile[name] !== undefined && processEnv[name] === undefined);
+    if (exposed.length > 0) warnings.push(`${dotEnvPath} holds secrets (${exposed.join(", ")}) and is readable by every user: chmod 600 it`);
+  }
+  return warnings;
 }

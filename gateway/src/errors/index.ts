@@ -155,6 +155,55 @@ export class LoopDetectedError extends GatewayError {
   }
 }
 
+/** No gateway API key, or one the gateway does not know. Never echoes what was sent. */
+export class AuthenticationError extends GatewayError {
+  constructor(missing: boolean) {
+    super(
+      missing ? "Missing API key: send it as 'Authorization: Bearer <key>'." : "Incorrect API key provided.",
+      401,
+      "invalid_request_error",
+      missing ? "missing_api_key" : "invalid_api_key",
+      null,
+      { "www-authenticate": 'Bearer realm="gateway"' },
+    );
+  }
+}
+
+/** The key is valid but may not use the backend the request was routed to. */
+export class BackendNotAllowedError extends GatewayError {
+  constructor(key: string, backend: string) {
+    super(`The API key '${key}' may not use the model '${backend}'.`, 403, "invalid_request_error", "model_not_allowed", "model");
+  }
+}
+
+/**
+ * A client went over its requests or tokens per minute. 429s are retried by the SDKs, and `retry-after`
+ * (within 60 s, which a one-minute window always is) tells them when.
+ */
+export class RateLimitError extends GatewayError {
+  constructor(limit: "requests" | "tokens", perMinute: number, who: string, retryAfterSeconds: number) {
+    super(`Rate limit reached for ${who}: ${perMinute} ${limit} per minute. Try again in ${retryAfterSeconds} s.`, 429, "rate_limit_error", "rate_limit_exceeded", null, {
+      "retry-after": String(retryAfterSeconds),
+      [`x-ratelimit-limit-${limit}`]: String(perMinute),
+      [`x-ratelimit-remaining-${limit}`]: "0",
+    });
+  }
+}
+
+/** Too many requests in flight, for one client or for the whole gateway: try again in a moment. */
+export class TooManyConcurrentRequestsError extends GatewayError {
+  constructor(message: string) {
+    super(message, 503, "server_error", "too_many_concurrent_requests", null, { "retry-after": "1" });
+  }
+}
+
+/** The completions path reads JSON only; a form or text body is refused rather than guessed at. */
+export class UnsupportedMediaTypeError extends GatewayError {
+  constructor(contentType: string) {
+    super(`Content-Type must be application/json, not '${contentType.slice(0, 100)}'.`, 415, "invalid_request_error", "unsupported_media_type");
+  }
+}
+
 export class ServiceUnavailableError extends GatewayError {
   constructor(message: string) {
     super(message, 503, "server_error", "unavailable", null, { "retry-after": "1" });

@@ -20,6 +20,8 @@ export function accessLog(logger: Logger) {
         backend: context.backend ?? null,
         stream: context.stream,
         durationMs: Math.round((performance.now() - context.startedAt) * 100) / 100,
+        // The key's configured name, never the key; only with auth on, so lines keep their shape without it.
+        ...(context.key === undefined ? {} : { key: context.key }),
       });
     });
     next();

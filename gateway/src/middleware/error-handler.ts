@@ -6,7 +6,7 @@ import { contextOf } from "./request-context";
  * Statuses where sending the same request again cannot succeed. The openai SDK reads `x-should-retry` before
  * anything else; without it, it would retry a 508 like any 5xx and run a gateway loop three times over.
  */
-const FUTILE_TO_RETRY: ReadonlySet<number> = new Set([400, 401, 403, 404, 405, 413, 422, 508]);
+const FUTILE_TO_RETRY: ReadonlySet<number> = new Set([400, 401, 403, 404, 405, 413, 415, 422, 508]);
 
 /** The errors body-parser raises carry a `type`; these are the ones a client can cause. */
 interface BodyParserError {

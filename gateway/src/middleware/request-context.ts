@@ -21,6 +21,12 @@ export interface RequestContext {
   failedStatus: number | undefined;
   /** Gateways the request passed through before this one (`x-gateway-hops`), once the loop guard read it. */
   hops: number;
+  /** The name of the gateway API key the request carried, once authenticated (auth on only). */
+  key: string | undefined;
+  /** The backends that key may use; undefined = all. */
+  allowedBackends: ReadonlySet<string> | undefined;
+  /** Tokens the answer used (prompt + completion), once known: what the key's tokens per minute are charged. */
+  tokensUsed: number;
 }
 
 /** The status to log and count: a broken stream's real outcome, 499 if the client left, else what was sent. */
@@ -48,6 +54,9 @@ class Context implements RequestContext {
   stream = false;
   failedStatus: number | undefined = undefined;
   hops = 0;
+  key: string | undefined = undefined;
+  allowedBackends: ReadonlySet<string> | undefined = undefined;
+  tokensUsed = 0;
   private child: Logger | undefined = undefined;
 
   constructor(

@@ -29,6 +29,8 @@ export interface RequestLine {
   readonly backend: string | null;
   readonly stream: boolean;
   readonly durationMs: number;
+  /** The gateway API key's name, with auth on. */
+  readonly key?: string;
 }
 
 /** What a logger made here writes to, so that the per-request line can skip winston's pipeline. */
@@ -66,6 +68,7 @@ export function requestLineWriter(logger: winston.Logger): (line: RequestLine) =
     const entry = {
       backend: line.backend,
       durationMs: line.durationMs,
+      ...(line.key === undefined ? {} : { key: line.key }),
       level: "info",
       message: "request",
       method: line.method,

@@ -14,6 +14,8 @@ export interface CallOptions extends RequestHooks {
   readonly startedAt: number;
   /** The request's `x-gateway-hops` (0 when it came straight from a client). */
   readonly hops?: number;
+  /** Told the tokens an answer used, once known (for per-key token limits). */
+  readonly onUsage?: (usage: Usage) => void;
 }
 
 /** A stream whose first event is in hand: what a streamed "attempt" produces. */
@@ -57,6 +59,7 @@ export class InferenceService {
     const result = answered.value;
     const usage = result.usage ?? estimateUsage(prompt, result.message.content ?? "");
     this.seriesOf(answered.backend).countTokens(usage);
+    options.onUsage?.(usage);
     return {
       id: randomUUID(),
       object: "chat.completion",
@@ -171,6 +174,7 @@ async function* relay(state: RelayState): AsyncGenerator<ChatCompletionChunk> {
   let finishReason: string | undefined;
   let sentRole = false;
   let ended = false;
+  let charged = false;
   const elapsed = () => (performance.now() - state.started) / 1000;
   try {
     let next = state.first;
@@ -207,8 +211,12 @@ async function* relay(state: RelayState): AsyncGenerator<ChatCompletionChunk> {
     if (finishReason === undefined) yield chunk({}, "stop");
     const counted = usage ?? estimateUsage(state.prompt, content);
     series.countTokens(counted);
+    state.options.onUsage?.(counted);
+    charged = true;
     if (includeUsage) yield { ...base, choices: [], usage: counted };
   } finally {
+    // A stream that broke or was left still spent what it produced: the key's token limit is charged an estimate.
+    if (!charged) state.options.onUsage?.(usage ?? estimateUsage(state.prompt, content));
     if (!ended) {
       // The consumer stopped early (the client left): release the backend and close the books.
       series.callEnded(elapsed());

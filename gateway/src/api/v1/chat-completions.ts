@@ -1,8 +1,11 @@
 import express, { type NextFunction, type Request, type Response, Router } from "express";
-import { InvalidRequestError } from "../../errors";
+import { InvalidRequestError, UnsupportedMediaTypeError } from "../../errors";
+import { admit, checkBackendAllowed } from "../../middleware/access";
 import { loopGuard } from "../../middleware/loop-guard";
 import { contextOf, type RequestContext } from "../../middleware/request-context";
 import type { ChatCompletionRequest } from "../../schemas/chat";
+import type { AccessMetrics } from "../../observability/access-metrics";
+import type { Admission } from "../../services/admission";
 import type { CallOptions, InferenceService } from "../../services/inference";
 import { methodNotAllowed } from "../method-not-allowed";
 import { sendEventStream } from "./event-stream";
@@ -125,8 +128,27 @@ function callOptions(res: Response, context: RequestContext): CallOptions {
       context.backend = name;
       res.setHeader("x-gateway-backend", name);
     },
+    onUsage: (usage) => {
+      context.tokensUsed = usage.total_tokens;
+    },
   };
 }
+
+/**
+ * JSON only: a body sent as a form or as text/plain is what a web page can send cross-site without a CORS
+ * preflight, so refusing it (415) keeps browsers from spending through a gateway on localhost. A missing
+ * Content-Type is read as JSON, since no browser sends a body without one.
+ */
+function requireJson(req: Request, _res: Response, next: NextFunction): void {
+  const type = req.headers["content-type"];
+  if (type === undefined || JSON_TYPE.test(type)) {
+    next();
+    return;
+  }
+  next(new UnsupportedMediaTypeError(type));
+}
+
+const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 
 /**
  * What `res.json` sends for a 200 to a POST (the same headers and bytes) without Express's generic send():
@@ -140,17 +162,24 @@ function sendJson(res: Response, body: unknown): void {
   res.end(text);
 }
 
-export function createChatCompletionsRouter(deps: { readonly inference: InferenceService; readonly maxBodyBytes: number; readonly maxHops: number }): Router {
+export function createChatCompletionsRouter(deps: {
+  readonly inference: InferenceService;
+  readonly admission: Admission;
+  readonly accessMetrics: AccessMetrics;
+  readonly maxBodyBytes: number;
+  readonly maxHops: number;
+}): Router {
   const router = Router();
-  // Any content type is read as JSON: `curl -d` sends form encoding by default, and a body that is not
-  // JSON is still refused by the parser with a clear 400.
+  // requireJson has already refused other types; this also reads a body sent without a Content-Type.
   const parseJson = express.json({ limit: deps.maxBodyBytes, type: () => true });
   router
     .route("/v1/chat/completions")
-    .post(loopGuard(deps.maxHops), parseJson, rejectInvalid, async (req: Request, res: Response) => {
+    .post(loopGuard(deps.maxHops), admit(deps.admission, deps.accessMetrics), requireJson, parseJson, rejectInvalid, async (req: Request, res: Response) => {
       const request = req.body as ChatCompletionRequest;
       const context = contextOf(res);
       const backend = deps.inference.route(request.model);
+      const forbidden = checkBackendAllowed(context, backend.name, deps.accessMetrics);
+      if (forbidden !== undefined) throw forbidden;
       const options = callOptions(res, context);
       if (request.stream === true) {
         context.stream = true;

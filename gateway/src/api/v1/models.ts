@@ -1,6 +1,7 @@
 import { Router } from "express";
 import type { Backend } from "../../backends/backend";
 import { GatewayError } from "../../errors";
+import { contextOf } from "../../middleware/request-context";
 import { methodNotAllowed } from "../method-not-allowed";
 
 interface ModelObject {
@@ -19,14 +20,17 @@ export function createModelsRouter(deps: { readonly backends: readonly Backend[]
   router
     .route("/v1/models")
     .get((_req, res) => {
-      res.json({ object: "list", data: models });
+      // A key limited to some backends sees only those: the list is what it may ask for.
+      const allowed = contextOf(res).allowedBackends;
+      res.json({ object: "list", data: allowed === undefined ? models : models.filter((model) => allowed.has(model.id)) });
     })
     .all(methodNotAllowed("GET", "HEAD"));
   router
     .route("/v1/models/:id")
     .get((req, res) => {
       const model = byId.get(req.params.id);
-      if (model === undefined) {
+      const allowed = contextOf(res).allowedBackends;
+      if (model === undefined || (allowed !== undefined && !allowed.has(model.id))) {
         throw new GatewayError(`The model '${req.params.id}' does not exist.`, 404, "invalid_request_error", "model_not_found", "model");
       }
       res.json(model);

@@ -1,0 +1,71 @@
+import type { NextFunction, Request, Response } from "express";
+import type { ApiKeyConfig } from "../config/access";
+import { AuthenticationError, BackendNotAllowedError, type GatewayError } from "../errors";
+import { type AccessMetrics, NO_KEY } from "../observability/access-metrics";
+import { type Admission, AdmissionError, type Ticket } from "../services/admission";
+import type { KeyRing } from "../services/keys";
+import { contextOf, outcomeStatus, type RequestContext } from "./request-context";
+
+/**
+ * Auth on: every request it guards must carry a configured key (`Authorization: Bearer <key>`), else 401.
+ * The key's name, never the key, goes into the request context for logs, metrics and limits.
+ */
+export function authenticate(keys: KeyRing, metrics: AccessMetrics) {
+  const allowed = new WeakMap<ApiKeyConfig, ReadonlySet<string>>();
+  return (req: Request, res: Response, next: NextFunction): void => {
+    let key: ApiKeyConfig;
+    try {
+      key = keys.identify(req.headers.authorization);
+    } catch (error) {
+      if (error instanceof AuthenticationError) metrics.rejected(NO_KEY, error.code === "missing_api_key" ? "missing_api_key" : "invalid_api_key");
+      next(error);
+      return;
+    }
+    const context = contextOf(res);
+    context.key = key.name;
+    if (key.backends !== undefined) {
+      let set = allowed.get(key);
+      if (set === undefined) allowed.set(key, (set = new Set(key.backends)));
+      context.allowedBackends = set;
+    }
+    next();
+  };
+}
+
+/**
+ * The request's turn under the limits (see Admission): refused with 429 or 503 before its body is even
+ * read, else admitted until its response closes, when the tokens it used are charged to its client.
+ */
+export function admit(admission: Admission, metrics: AccessMetrics) {
+  return (req: Request, res: Response, next: NextFunction): void => {
+    const context = contextOf(res);
+    const client = { address: req.socket.remoteAddress ?? "unknown", ...(context.key === undefined ? {} : { key: context.key }) };
+    let ticket: Ticket;
+    try {
+      ticket = admission.admit(client);
+    } catch (error) {
+      if (error instanceof AdmissionError) {
+        metrics.rejected(context.key ?? NO_KEY, error.reason);
+        next(error.error);
+        return;
+      }
+      throw error;
+    }
+    res.once("close", () => {
+      ticket.release();
+      ticket.charge(context.tokensUsed);
+      if (context.key !== undefined) {
+        metrics.requestEnded(context.key, outcomeStatus(res, context));
+        metrics.tokensUsed(context.key, context.tokensUsed);
+      }
+    });
+    next();
+  };
+}
+
+/** 403 unless the request's key may use `backend` (the one its `model` routed to). */
+export function checkBackendAllowed(context: RequestContext, backend: string, metrics: AccessMetrics): GatewayError | undefined {
+  if (context.allowedBackends === undefined || context.allowedBackends.has(backend)) return undefined;
+  metrics.rejected(context.key ?? NO_KEY, "model_not_allowed");
+  return new BackendNotAllowedError(context.key ?? NO_KEY, backend);
+}

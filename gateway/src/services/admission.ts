@@ -1,0 +1,195 @@
+import type { AccessConfig, ClientLimits } from "../config/access";
+import { RateLimitError, TooManyConcurrentRequestsError } from "../errors";
+
+const WINDOW_SECONDS = 60;
+
+/**
+ * A sum over the last 60 seconds, kept in 60 one-second buckets: exact up to the second, O(1) memory per
+ * client, no timers. The bucket of second `s` leaves the window when second `s + 60` begins.
+ */
+export class SlidingWindow {
+  private readonly buckets = new Float64Array(WINDOW_SECONDS);
+  /** The second (Unix time) of the newest bucket; older seconds are in the slots before it, modulo 60. */
+  private newest = -Infinity;
+  private sum = 0;
+
+  total(nowMs: number): number {
+    this.advance(nowMs);
+    return this.sum;
+  }
+
+  add(nowMs: number, amount: number): void {
+    this.advance(nowMs);
+    this.buckets[this.newest % WINDOW_SECONDS] = (this.buckets[this.newest % WINDOW_SECONDS] ?? 0) + amount;
+    this.sum += amount;
+  }
+
+  /** Whole seconds (at least 1) until the sum is at most `target`, as old buckets leave the window. */
+  secondsUntilAtMost(nowMs: number, target: number): number {
+    this.advance(nowMs);
+    let remaining = this.sum;
+    for (let age = WINDOW_SECONDS - 1; age >= 0 && remaining > target; age--) {
+      const second = this.newest - age;
+      remaining -= this.buckets[second % WINDOW_SECONDS] ?? 0;
+      if (remaining <= target) return Math.max(1, Math.ceil(((second + WINDOW_SECONDS) * 1000 - nowMs) / 1000));
+    }
+    return 1;
+  }
+
+  private advance(nowMs: number): void {
+    const second = Math.floor(nowMs / 1000);
+    if (second <= this.newest) return;
+    if (second - this.newest >= WINDOW_SECONDS) {
+      this.buckets.fill(0);
+      this.sum = 0;
+    } else {
+      for (let s = this.newest + 1; s <= second; s++) {
+        this.sum -= this.buckets[s % WINDOW_SECONDS] ?? 0;
+        this.buckets[s % WINDOW_SECONDS] = 0;
+      }
+    }
+    this.newest = second;
+  }
+}
+
+/** One client's books: requests and tokens in the last minute, and requests in flight now. */
+class ClientState {
+  readonly requests: SlidingWindow | undefined;
+  readonly tokens: SlidingWindow | undefined;
+  inFlight = 0;
+
+  constructor(readonly limits: ClientLimits) {
+    this.requests = limits.requestsPerMinute === undefined ? undefined : new SlidingWindow();
+    this.tokens = limits.tokensPerMinute === undefined ? undefined : new SlidingWindow();
+  }
+}
+
+/** Why a request was turned away, as the `reason` label of gateway_rejected_requests_total. */
+export type RejectReason = "requests_per_minute" | "tokens_per_minute" | "client_concurrency" | "gateway_concurrency";
+
+export class AdmissionError extends Error {
+  constructor(
+    readonly reason: RejectReason,
+    readonly error: RateLimitError | TooManyConcurrentRequestsError,
+  ) {
+    super(error.message);
+  }
+}
+
+/** An admitted request: release it when it is over, and charge the tokens it used once they are known. */
+export interface Ticket {
+  release(): void;
+  charge(tokens: number): void;
+}
+
+/** Client addresses tracked at once when auth is off; idle ones are dropped first when it is full. */
+export const MAX_TRACKED_ADDRESSES = 10_000;
+
+/**
+ * Decides whether a request may start: the gateway-wide cap on requests in flight, then the client's own
+ * limits (per API key, or per client address when auth is off). In-process, so exact on one instance;
+ * with several instances (or WORKERS > 1) each one counts on its own.
+ */
+export class Admission {
+  private inFlight = 0;
+  private readonly byKey: ReadonlyMap<string, ClientState>;
+  private readonly byAddress = new Map<string, ClientState>();
+
+  constructor(
+    private readonly access: AccessConfig,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.byKey = new Map(access.keys.map((key) => [key.name, new ClientState(key.limits)]));
+  }
+
+  /** Requests in flight on the completions path now, over all clients. */
+  get requestsInFlight(): number {
+    return this.inFlight;
+  }
+
+  /**
+   * Admits one request of a key (by name) or, when auth is off, of a client address. Throws AdmissionError
+   * when a limit says no; a refused request counts against nothing.
+   */
+  admit(client: { readonly key?: string; readonly address: string }): Ticket {
+    if (this.inFlight >= this.access.maxConcurrentRequests) {
+      throw new AdmissionError(
+        "gateway_concurrency",
+        new TooManyConcurrentRequestsError(`The gateway has ${this.access.maxConcurrentRequests} requests in flight, its limit. Try again in a moment.`),
+      );
+    }
+    const nowMs = this.now();
+    const state = client.key === undefined ? this.addressState(client.address) : this.byKey.get(client.key);
+    const who = client.key === undefined ? "this client address" : `API key '${client.key}'`;
+    if (state !== undefined) this.check(state, who, nowMs);
+    this.inFlight++;
+    if (state !== undefined) {
+      state.inFlight++;
+      state.requests?.add(nowMs, 1);
+    }
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        this.inFlight--;
+        if (state !== undefined) state.inFlight--;
+      },
+      charge: (tokens) => {
+        if (tokens > 0) state?.tokens?.add(this.now(), tokens);
+      },
+    };
+  }
+
+  private check(state: ClientState, who: string, nowMs: number): void {
+    const { requestsPerMinute, tokensPerMinute, concurrentRequests } = state.limits;
+    if (concurrentRequests !== undefined && state.inFlight >= concurrentRequests) {
+      throw new AdmissionError(
+        "client_concurrency",
+        new TooManyConcurrentRequestsError(`${capitalised(who)} has ${concurrentRequests} requests in flight, its limit. Try again in a moment.`),
+      );
+    }
+    if (requestsPerMinute !== undefined && state.requests !== undefined && state.requests.total(nowMs) + 1 > requestsPerMinute) {
+      const wait = state.requests.secondsUntilAtMost(nowMs, requestsPerMinute - 1);
+      throw new AdmissionError("requests_per_minute", new RateLimitError("requests", requestsPerMinute, who, wait));
+    }
+    if (tokensPerMinute !== undefined && state.tokens !== undefined && state.tokens.total(nowMs) >= tokensPerMinute) {
+      const wait = state.tokens.secondsUntilAtMost(nowMs, tokensPerMinute - 1);
+      throw new AdmissionError("tokens_per_minute", new RateLimitError("tokens", tokensPerMinute, who, wait));
+    }
+  }
+
+  /** Undefined when no per-client limit is set: then there is nothing to keep per address. */
+  private addressState(address: string): ClientState | undefined {
+    const limits = this.access.limits;
+    if (limits.requestsPerMinute === undefined && limits.tokensPerMinute === undefined && limits.concurrentRequests === undefined) return undefined;
+    const known = this.byAddress.get(address);
+    if (known !== undefined) {
+      // Re-inserted last, so the Map's order is least recently seen first.
+      this.byAddress.delete(address);
+      this.byAddress.set(address, known);
+      return known;
+    }
+    if (this.byAddress.size >= MAX_TRACKED_ADDRESSES) this.evict();
+    const state = new ClientState(limits);
+    this.byAddress.set(address, state);
+    return state;
+  }
+
+  /**
+   * Drops the least recently seen client with nothing in flight. Its books are usually empty anyway (idle
+   * for a whole window); if not, its counts are forgotten: the price of bounded memory under many addresses.
+   */
+  private evict(): void {
+    for (const [address, state] of this.byAddress) {
+      if (state.inFlight === 0) {
+        this.byAddress.delete(address);
+        return;
+      }
+    }
+  }
+}
+
+function capitalised(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
