@@ -3,7 +3,7 @@
  * started as docker-compose.yml starts it (CONFIG_FILE=config/compose.yaml, init as PID 1). Needs Docker;
  * run with TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 (see `make test-containers`).
  */
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import {
   GenericContainer,
   getContainerRuntimeClient,
@@ -238,6 +238,87 @@ describe("streaming through the containers", () => {
     const events = await streamEvents(remote({ fault: "reset", after: 1 }));
     expect(events[events.length - 1]).toBe("[DONE]");
     expect(JSON.parse(events[events.length - 2] ?? "{}")).toMatchObject({ error: { type: "upstream_error", code: "upstream_stream_error" } });
+  });
+});
+
+describe("auth on, in the container", () => {
+  const GATEWAY_KEY = "gw-container-app-3f9a1c7e5b2d8046";
+  const HASHED_KEY = "gw-container-hashed-71c5e9a3d0b4f826";
+  const UPSTREAM_KEY = "sk-container-upstream-c4e8a2f6b1d93750";
+  let authUrl = "";
+  let logs = "";
+
+  beforeAll(async () => {
+    const config = [
+      "default_backend: local",
+      "backends:",
+      "  - name: local",
+      "    type: echo",
+      "  - name: remote",
+      "    type: http",
+      "    url: http://mock-remote:8081",
+      "    api_key_env: UPSTREAM_KEY",
+      "auth:",
+      "  keys:",
+      "    - name: app",
+      "      key_env: GATEWAY_KEY",
+      "    - name: limited",
+      `      sha256: ${createHash("sha256").update(HASHED_KEY).digest("hex")}`,
+      "      backends: [local]",
+      "      limits:",
+      "        requests_per_minute: 2",
+      "",
+    ].join("\n");
+    const started = await gatewayContainer("config/auth.yaml")
+      .withEnvironment({ CONFIG_FILE: "config/auth.yaml", GATEWAY_KEY, UPSTREAM_KEY })
+      // World-readable, with a key hash in it: the gateway must say so at start.
+      .withCopyContentToContainer([{ content: config, target: "/app/config/auth.yaml", mode: 0o644 }])
+      .withLogConsumer((stream) => stream.on("data", (chunk: Buffer | string) => (logs += chunk.toString())))
+      .start();
+    extraContainers.push(started);
+    authUrl = urlOf(started, 8080);
+  });
+
+  it("refuses a request without a key with 401 and OpenAI's error body", async () => {
+    const answer = await chat(authUrl, { messages: userMessage("Hello world") });
+    expect(answer.status).toBe(401);
+    expect(answer.body).toEqual({ error: { message: expect.any(String), type: "invalid_request_error", param: null, code: "missing_api_key" } });
+    expect(answer.headers.get("x-should-retry")).toBe("false");
+  });
+
+  it.each(THREE_CURLS)("answers %s with the key", async (_name, body, expected) => {
+    const answer = await chat(authUrl, body, { authorization: `Bearer ${GATEWAY_KEY}` });
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject(expected);
+  });
+
+  it("sends mock-remote the upstream key, not the client's", async () => {
+    const requestId = `auth-${randomUUID()}`;
+    const answer = await chat(authUrl, remote({}), { authorization: `Bearer ${GATEWAY_KEY}`, "x-request-id": requestId });
+    expect(answer.status).toBe(200);
+    const forwarded = (await seenByMock()).filter((seen) => seen.headers["x-request-id"] === requestId);
+    expect(forwarded).toHaveLength(1);
+    expect(forwarded[0]?.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`);
+    expect(JSON.stringify(forwarded[0])).not.toContain(GATEWAY_KEY);
+  });
+
+  it("holds a limited key to its backends and its requests per minute", async () => {
+    const limited = { authorization: `Bearer ${HASHED_KEY}` };
+    // Every request it makes counts against its 2 per minute, the refused one too.
+    expect((await chat(authUrl, remote({}), limited)).status).toBe(403);
+    expect((await chat(authUrl, { model: "local", messages: userMessage("Hello world") }, limited)).status).toBe(200);
+    const over = await chat(authUrl, { model: "local", messages: userMessage("Hello world") }, limited);
+    expect(over.status).toBe(429);
+    expect(over.body).toMatchObject({ error: { type: "rate_limit_error", code: "rate_limit_exceeded" } });
+    expect(Number(over.headers.get("retry-after"))).toBeGreaterThan(0);
+  });
+
+  it("logged key names and the permission warning, and no secret", async () => {
+    await eventually("the access line of the limited key's 429", 10_000, async () => (logs.includes('"status":429') ? true : undefined));
+    expect(logs).toContain('"key":"app"');
+    expect(logs).toContain('"key":"limited"');
+    expect(logs).toContain("config/auth.yaml holds API key hashes and is readable by every user");
+    for (const secret of [GATEWAY_KEY, HASHED_KEY, UPSTREAM_KEY]) expect(logs).not.toContain(secret);
   });
 });
 

@@ -82,7 +82,10 @@ export interface Ticket {
   charge(tokens: number): void;
 }
 
-/** Client addresses tracked at once when auth is off; idle ones are dropped first when it is full. */
+/**
+ * Client addresses tracked at once when auth is off; the least recently seen idle one makes room. Addresses
+ * with requests in flight are never dropped, so the table can exceed this by at most max_concurrent_requests.
+ */
 export const MAX_TRACKED_ADDRESSES = 10_000;
 
 /**

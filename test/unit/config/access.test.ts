@@ -482,6 +482,20 @@ auth:
       expect(access.hashesInFile).toBe(false);
     });
 
+    it("does not count an empty sha256 line as a hash in the file", () => {
+      const { access } = parse(
+        `
+auth:
+  keys:
+    - name: alpha
+      key_env: ALPHA_KEY
+      sha256:
+`,
+        { ALPHA_KEY: KEY_A },
+      );
+      expect(access.hashesInFile).toBe(false);
+    });
+
     it("is true when one API key's sha256 is written in the file", () => {
       const { access } = parse(
         `
