@@ -16,6 +16,7 @@ const POLL_MS = 250;
 
 let mock: RunningMock;
 let gateway: RunningGateway;
+let keyed: RunningGateway;
 let prometheus: ChildProcess | undefined;
 let prometheusUrl: string;
 let workDir: string | undefined;
@@ -36,8 +37,14 @@ function findOnPath(command: string): string | undefined {
 }
 
 
-/** The same shape as config/prometheus.yml (the compose `monitoring` profile), pointed at the test's gateway. */
-function scrapeConfig(target: string): string {
+const METRICS_KEY = "gw-prometheus-metrics-7d1e5a9c3b";
+const API_KEY = "gw-prometheus-app-2f6b8d4a0c";
+
+/**
+ * The same shape as config/prometheus.yml (the compose `monitoring` profile), pointed at the test's gateway;
+ * plus a gateway with auth on whose /metrics needs its own key, scraped with and without it.
+ */
+function scrapeConfig(target: string, keyedTarget: string, credentialsFile: string): string {
   return `global:
   scrape_interval: ${SCRAPE_INTERVAL}
   evaluation_interval: ${SCRAPE_INTERVAL}
@@ -48,6 +55,21 @@ scrape_configs:
     scrape_interval: ${SCRAPE_INTERVAL}
     static_configs:
       - targets: ["${target}"]
+  - job_name: gateway-keyed
+    scrape_interval: ${SCRAPE_INTERVAL}
+    authorization:
+      credentials_file: ${credentialsFile}
+    static_configs:
+      - targets: ["${keyedTarget}"]
+    # Only its per-key series: the README's per-backend queries below sum over every job.
+    metric_relabel_configs:
+      - source_labels: [__name__]
+        regex: gateway_key_.*
+        action: keep
+  - job_name: gateway-keyed-without-credentials
+    scrape_interval: ${SCRAPE_INTERVAL}
+    static_configs:
+      - targets: ["${keyedTarget}"]
 `;
 }
 
@@ -94,10 +116,16 @@ beforeAll(async () => {
   }
   mock = await startMock();
   gateway = await startGateway(twoBackendConfig(mock.url, "timeout: 5"));
+  keyed = await startGateway(
+    ["default_backend: local", "backends:", "  - name: local", "    type: echo", "auth:", "  keys:", "    - name: app", "      key_env: API_KEY", "  metrics_key:", "    key_env: METRICS_KEY", ""].join("\n"),
+    { env: { API_KEY, METRICS_KEY } },
+  );
 
   workDir = mkdtempSync(join(tmpdir(), "gateway-prometheus-"));
   const configFile = join(workDir, "prometheus.yml");
-  writeFileSync(configFile, scrapeConfig(`127.0.0.1:${gateway.port}`));
+  const credentialsFile = join(workDir, "metrics-key");
+  writeFileSync(credentialsFile, METRICS_KEY, { mode: 0o600 });
+  writeFileSync(configFile, scrapeConfig(`127.0.0.1:${gateway.port}`, `127.0.0.1:${keyed.port}`, credentialsFile));
   const port = await freePort();
   prometheusUrl = `http://127.0.0.1:${port}`;
   prometheus = spawn(binary, [`--config.file=${configFile}`, `--storage.tsdb.path=${join(workDir, "data")}`, `--web.listen-address=127.0.0.1:${port}`], {
@@ -121,6 +149,7 @@ beforeAll(async () => {
   for (let i = 0; i < 2; i++) expect((await chat(gateway.url, { model: "remote", messages: userMessage("Hello world") })).status).toBe(200);
   expect((await chat(gateway.url, { model: "remote", messages: userMessage("x"), mock: { status: 500 } })).status).toBe(502);
   expect((await chat(gateway.url, "{not json")).status).toBe(400);
+  for (let i = 0; i < 2; i++) expect((await chat(keyed.url, { messages: userMessage("Hello") }, { authorization: `Bearer ${API_KEY}` })).status).toBe(200);
 }, WAIT_MS * 3);
 
 afterAll(async () => {
@@ -134,8 +163,29 @@ afterAll(async () => {
   }
   if (workDir !== undefined) rmSync(workDir, { recursive: true, force: true });
   await gateway?.close();
+  await keyed?.close();
   await mock?.close();
 }, 15_000);
+
+describe("a real Prometheus scraping a gateway whose /metrics needs a key", () => {
+  it("scrapes it with the key from a credentials file, and is refused without", async () => {
+    const up = await eventually(
+      "both keyed jobs scraped",
+      async () => Object.fromEntries((await query('up{job=~"gateway-keyed.*"}')).map((sample) => [sample.metric.job ?? "", sample.value[1]])),
+      (seen) => Object.keys(seen).length === 2,
+    );
+    expect(up).toEqual({ "gateway-keyed": "1", "gateway-keyed-without-credentials": "0" });
+  }, WAIT_MS + 5000);
+
+  it("sees requests per API key name", async () => {
+    const perKey = await eventually(
+      "the key's request count",
+      async () => Object.fromEntries((await query('sum by (key) (gateway_key_requests_total{job="gateway-keyed",code="200"})')).map((sample) => [sample.metric.key ?? "", Number(sample.value[1])])),
+      (seen) => seen.app === 2,
+    );
+    expect(perKey).toEqual({ app: 2 });
+  }, WAIT_MS + 5000);
+});
 
 describe("a real Prometheus scraping the gateway", () => {
   it("sees the requests per backend, 'none' for the refused one", async () => {
