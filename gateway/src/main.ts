@@ -1,6 +1,7 @@
 import cluster from "node:cluster";
 import type { Server } from "node:http";
 import { availableParallelism } from "node:os";
+import { answerClientErrors } from "./api/client-error";
 import { createApp } from "./app";
 import { defaultBackendRegistry } from "./backends";
 import type { BackendRegistry } from "./backends/registry";
@@ -68,6 +69,7 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
     logger.info("gateway listening", { host: settings.host, port, config: settings.configFile, defaultBackend: config.defaultBackend, ...worker });
     for (const backend of deps.backends) logger.info("backend ready", { backend: backend.name, type: backend.type, target: backend.target });
   });
+  answerClientErrors(server);
 
   let stopping = false;
   const shutdown = (signal: NodeJS.Signals): void => {

@@ -3,6 +3,7 @@
  * real mock-remote, as clients (curl-like fetch and the official openai SDK) see them.
  */
 import { createHash } from "node:crypto";
+import { connect } from "node:net";
 import OpenAI from "openai";
 import { parseExposition, type Sample, total } from "../support/exposition";
 import { type Answer, chat, type RunningGateway, type RunningMock, startGateway, startMock, userMessage } from "../support/servers";
@@ -375,6 +376,20 @@ describe("hardening", () => {
       body: JSON.stringify({ messages: userMessage("Hello") }),
     });
     expect(response.status).toBe(431);
+    expect(await response.json()).toEqual({ error: { message: expect.stringContaining("16 KiB"), type: "invalid_request_error", param: null, code: "headers_too_large" } });
     expect((await chat(gateway.url, { messages: userMessage("Hello") })).status).toBe(200);
+  });
+
+  it("answers a request that is not HTTP with 400 and an OpenAI error body", async () => {
+    const reply = await new Promise<string>((resolveReply, rejectReply) => {
+      const socket = connect(gateway.port, "127.0.0.1", () => socket.write("HELLO / NOT-HTTP\r\n\r\n"));
+      let text = "";
+      socket.setTimeout(5000, () => socket.destroy(new Error("no answer within 5 s")));
+      socket.on("data", (chunk: Buffer) => (text += chunk.toString()));
+      socket.on("close", () => resolveReply(text));
+      socket.on("error", rejectReply);
+    });
+    expect(reply).toMatch(/^HTTP\/1\.1 400 /);
+    expect(JSON.parse(reply.slice(reply.indexOf("\r\n\r\n") + 4))).toMatchObject({ error: { type: "invalid_request_error", code: "malformed_request" } });
   });
 });

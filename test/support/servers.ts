@@ -3,6 +3,7 @@ import type { Server } from "node:http";
 import { PassThrough } from "node:stream";
 import type { Express } from "express";
 import { parse as parseYaml } from "yaml";
+import { answerClientErrors } from "../../gateway/src/api/client-error";
 import { type AppDependencies, createApp } from "../../gateway/src/app";
 import { defaultBackendRegistry } from "../../gateway/src/backends";
 import { parseConfig } from "../../gateway/src/config/config";
@@ -69,6 +70,8 @@ export async function startGateway(
   const logger = createLogger({ level: "debug", service: "gateway", stream });
   const deps = buildDependencies({ config, registry, logger, env, maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024, maxHops: options.maxHops ?? DEFAULT_MAX_HOPS });
   const running = await listen(createApp(deps));
+  // As main.ts does.
+  answerClientErrors(running.server);
   return {
     ...running,
     deps,

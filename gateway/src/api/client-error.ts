@@ -1,0 +1,33 @@
+import { type Server, STATUS_CODES } from "node:http";
+import type { Duplex } from "node:stream";
+
+/** What Node's HTTP parser reports for a request it could not read, as an OpenAI-style answer. */
+function describe(code: string | undefined): { status: number; message: string; code: string } {
+  switch (code) {
+    case "HPE_HEADER_OVERFLOW":
+      return { status: 431, message: "The request headers are larger than the limit of 16 KiB.", code: "headers_too_large" };
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return { status: 408, message: "The request did not arrive in time.", code: "request_timeout" };
+    default:
+      return { status: 400, message: "The request is not valid HTTP.", code: "malformed_request" };
+  }
+}
+
+/**
+ * Requests that never reach Express (headers over Node's 16 KiB limit, broken HTTP, a request too slow to
+ * arrive) get the same `{"error": ...}` body as every other failure instead of Node's bare status line,
+ * and the connection is closed: after a parse error nothing more on it can be trusted.
+ */
+export function answerClientErrors(server: Server): void {
+  server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
+    if (error.code === "ECONNRESET" || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const { status, message, code } = describe(error.code);
+    const body = JSON.stringify({ error: { message, type: "invalid_request_error", param: null, code } });
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-should-retry: false\r\nconnection: close\r\n\r\n${body}`,
+    );
+  });
+}
