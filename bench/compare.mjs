@@ -5,10 +5,11 @@
 // A variant may set its own environment: label=path/to/main.js,LOG_LEVEL=warn; a reference server can be a
 // variant too: express=bench/express-undici.mjs,UPSTREAM={upstream}.
 // Options: --path=http|echo (default http), --rounds=N (8), --seconds=S (2), --warmup=S (0.5), --connections=C (32),
-// --env=K=V (for every variant).
+// --env=K=V (for every variant). Every variant runs with the gateway's shipped V8 flags (GATEWAY_NODE_FLAGS).
 import { resolve } from "node:path";
 import {
   BODY,
+  GATEWAY_NODE_FLAGS,
   ROOT,
   cpuPlan,
   describePlan,
@@ -56,7 +57,7 @@ try {
   for (const variant of variants) {
     // `{upstream}` in a variant's environment is the bench upstream's URL: UPSTREAM={upstream} for bench/proxy.mjs.
     for (const key of Object.keys(variant.env)) variant.env[key] = variant.env[key].replace("{upstream}", upstream.url);
-    variant.server = await startServer({ name: variant.label, cpus: plan.server, args: [variant.main], env: { ...gatewayEnv(config), ...options.env, ...variant.env }, logFile: `${dir}/${variant.label}.log` });
+    variant.server = await startServer({ name: variant.label, cpus: plan.server, args: [...GATEWAY_NODE_FLAGS, variant.main], env: { ...gatewayEnv(config), ...options.env, ...variant.env }, logFile: `${dir}/${variant.label}.log` });
     variant.runs = [];
   }
   await sleep(300);

@@ -1,4 +1,4 @@
-import { PassThrough } from "node:stream";
+import { PassThrough, Writable } from "node:stream";
 import winston from "winston";
 import { createLogger, type RequestLine, requestLineWriter } from "../../../gateway/src/observability/logger";
 
@@ -11,6 +11,9 @@ function capture(level: "info" | "warn" = "info") {
 }
 
 const line: RequestLine = { requestId: "req-1", method: "POST", path: "/v1/chat/completions", status: 200, backend: "local", stream: false, durationMs: 1.25 };
+
+/** Access lines are written at the end of the event-loop turn they were logged in. */
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** A line with its timestamp replaced, so two lines written a moment apart compare equal. */
 const withoutTime = (text: string) => text.replace(/"timestamp":"[^"]+"/, '"timestamp":"T"');
@@ -31,24 +34,27 @@ describe("createLogger", () => {
 });
 
 describe("requestLineWriter", () => {
-  it("writes exactly the line logger.info would, keys in the same order", () => {
+  it("writes exactly the line logger.info would, keys in the same order", async () => {
     const { logger, lines } = capture();
     const { requestId, ...fields } = line;
     logger.child({ requestId }).info("request", fields);
     requestLineWriter(logger)(line);
+    await nextTurn();
     const [viaWinston, direct] = lines();
     expect(withoutTime(direct ?? "")).toBe(withoutTime(viaWinston ?? ""));
   });
 
-  it("escapes what it writes as JSON", () => {
+  it("escapes what it writes as JSON", async () => {
     const { logger, lines } = capture();
     requestLineWriter(logger)({ ...line, path: '/a"b\\c\n' });
+    await nextTurn();
     expect(JSON.parse(lines()[0] ?? "")).toMatchObject({ path: '/a"b\\c\n' });
   });
 
-  it("writes nothing when the level is above info", () => {
+  it("writes nothing when the level is above info", async () => {
     const { logger, lines } = capture("warn");
     requestLineWriter(logger)(line);
+    await nextTurn();
     expect(lines()).toEqual([]);
   });
 
@@ -59,5 +65,42 @@ describe("requestLineWriter", () => {
     const other = winston.createLogger({ format: winston.format.json(), transports: [new winston.transports.Stream({ stream })] });
     requestLineWriter(other)(line);
     expect(JSON.parse(text.trim())).toMatchObject({ message: "request", requestId: "req-1", status: 200 });
+  });
+
+  it("writes the lines of one event-loop turn in one write, at the end of that turn", async () => {
+    const writes: string[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        writes.push(chunk.toString("utf8"));
+        done();
+      },
+    });
+    const write = requestLineWriter(createLogger({ level: "info", service: "gateway", stream }));
+    write({ ...line, requestId: "a" });
+    write({ ...line, requestId: "b" });
+    write({ ...line, requestId: "c" });
+    expect(writes).toEqual([]);
+    await nextTurn();
+    expect(writes).toHaveLength(1);
+    expect((writes[0] ?? "").split("\n").filter((text) => text !== "").map((text) => (JSON.parse(text) as { requestId: string }).requestId)).toEqual(["a", "b", "c"]);
+  });
+
+  it("writes a batch once it reaches 64 KiB rather than holding it to the end of the turn", async () => {
+    const { logger, lines } = capture();
+    const write = requestLineWriter(logger);
+    // About 1.2 KB a line: 64 KiB is reached at line 54 or so.
+    const longPath = `/${"x".repeat(1000)}`;
+    for (let i = 0; i < 100; i++) write({ ...line, path: longPath });
+    expect(lines().length).toBeGreaterThanOrEqual(40);
+    expect(lines().length).toBeLessThan(100);
+    await nextTurn();
+    expect(lines()).toHaveLength(100);
+  });
+
+  it("keeps the order of events: a line logged after pending access lines comes after them", () => {
+    const { logger, lines } = capture();
+    requestLineWriter(logger)(line);
+    logger.warn("after the request");
+    expect(lines().map((text) => (JSON.parse(text) as { message: string }).message)).toEqual(["request", "after the request"]);
   });
 });
