@@ -22,8 +22,11 @@ class LineTransport extends winston.transports.Stream {
   }
 }
 
-/** A batch larger than this is written at once instead of waiting for the end of the event-loop turn. */
-const MAX_BATCH_CHARS = 64 * 1024;
+/**
+ * A write to a pipe of at most PIPE_BUF (4096 bytes on Linux) is atomic. Under WORKERS > 1 every worker
+ * writes to the same stdout pipe, so a batch never exceeds it: lines from two workers cannot interleave.
+ */
+const MAX_BATCH_BYTES = 4096;
 
 /**
  * Access lines gathered and written once per event-loop turn. stdout is synchronous when it is a file or a
@@ -32,15 +35,18 @@ const MAX_BATCH_CHARS = 64 * 1024;
  */
 class LineBatch {
   private pending = "";
+  private pendingBytes = 0;
   private scheduled = false;
 
   constructor(private readonly lines: Writable) {}
 
   add(line: string): void {
+    const bytes = Buffer.byteLength(line);
+    if (this.pendingBytes + bytes > MAX_BATCH_BYTES) this.flush();
     if (this.pending === "") unflushed.add(this);
     this.pending += line;
-    if (this.pending.length >= MAX_BATCH_CHARS) this.flush();
-    else if (!this.scheduled) {
+    this.pendingBytes += bytes;
+    if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(this.onTurnEnd);
     }
@@ -50,6 +56,7 @@ class LineBatch {
     if (this.pending === "") return;
     const text = this.pending;
     this.pending = "";
+    this.pendingBytes = 0;
     unflushed.delete(this);
     this.lines.write(text);
   }

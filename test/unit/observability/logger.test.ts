@@ -85,16 +85,23 @@ describe("requestLineWriter", () => {
     expect((writes[0] ?? "").split("\n").filter((text) => text !== "").map((text) => (JSON.parse(text) as { requestId: string }).requestId)).toEqual(["a", "b", "c"]);
   });
 
-  it("writes a batch once it reaches 64 KiB rather than holding it to the end of the turn", async () => {
-    const { logger, lines } = capture();
-    const write = requestLineWriter(logger);
-    // About 1.2 KB a line: 64 KiB is reached at line 54 or so.
-    const longPath = `/${"x".repeat(1000)}`;
-    for (let i = 0; i < 100; i++) write({ ...line, path: longPath });
-    expect(lines().length).toBeGreaterThanOrEqual(40);
-    expect(lines().length).toBeLessThan(100);
+  it("never writes more than PIPE_BUF (4096 bytes) at once, so workers sharing a pipe cannot interleave lines", async () => {
+    const writes: string[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        writes.push(chunk.toString("utf8"));
+        done();
+      },
+    });
+    const write = requestLineWriter(createLogger({ level: "info", service: "gateway", stream }));
+    // About 1.2 KB a line, some of it in 3-byte UTF-8: three lines fit in 4096 bytes, four do not.
+    const longPath = `/${"é€".repeat(200)}${"x".repeat(400)}`;
+    for (let i = 0; i < 40; i++) write({ ...line, requestId: String(i), path: longPath });
     await nextTurn();
-    expect(lines()).toHaveLength(100);
+    expect(writes.length).toBeGreaterThan(1);
+    for (const text of writes) expect(Buffer.byteLength(text)).toBeLessThanOrEqual(4096);
+    const ids = writes.join("").split("\n").filter((text) => text !== "").map((text) => (JSON.parse(text) as { requestId: string }).requestId);
+    expect(ids).toEqual(Array.from({ length: 40 }, (_, i) => String(i)));
   });
 
   it("keeps the order of events: a line logged after pending access lines comes after them", () => {
