@@ -131,6 +131,12 @@ describe("WORKERS=2", () => {
     expect(counts).toEqual([before + 10, before + 10]);
   });
 
+  it("keeps 1/0 gauges 1 in the summed scrape: build info and backend up are not counts of workers", async () => {
+    const samples = parseExposition((await send(gateway.port, "GET", "/metrics")).text);
+    expect(select(samples, "gateway_build_info").map((sample) => sample.value)).toEqual([1]);
+    expect(select(samples, "gateway_backend_up", { backend: "local" }).map((sample) => sample.value)).toEqual([1]);
+  });
+
   it("replaces a worker that dies", async () => {
     const victim = Number(listening(gateway.output())[0]?.pid);
     process.kill(victim, "SIGKILL");

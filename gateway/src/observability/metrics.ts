@@ -125,6 +125,8 @@ export function createMetrics(
     name: "gateway_backend_up",
     help: "1 while the backend's circuit breaker is closed (requests go to it); 0 while it is open or half-open (waiting on a trial request).",
     labelNames: ["backend"] as const,
+    // Under WORKERS > 1 each worker has its own breaker: the summed scrape shows 0 when any of them is open.
+    aggregator: "min",
     registers,
   });
   const backendRetries = new Counter({
@@ -137,6 +139,8 @@ export function createMetrics(
     name: "gateway_build_info",
     help: "Always 1; the labels say which gateway version runs on which Node.js.",
     labelNames: ["version", "node_version"] as const,
+    // Every worker runs the same build: the summed scrape says 1, not the number of workers.
+    aggregator: "first",
     registers,
   });
   buildInfo.set({ version: gatewayVersion(), node_version: process.version }, 1);
