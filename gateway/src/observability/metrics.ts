@@ -46,6 +46,12 @@ export interface GatewayMetrics {
   readonly backendUp: Gauge<"backend">;
   readonly backendRetries: Counter<"backend">;
   readonly buildInfo: Gauge<"version" | "node_version">;
+  /** What the request path counted into `requests`, `tokens` and `inFlight`, handed over at scrape time. */
+  readonly cells: {
+    readonly requests: CountCells<RequestLabel>;
+    readonly tokens: CountCells<"backend" | "type">;
+    readonly inFlight: LevelCells<"backend">;
+  };
   /**
    * The request-level series for one `backend` label value, made once and cached. Callers pass only a
    * configured backend's name or NO_BACKEND, never client input, so the number of series stays bounded.
@@ -70,11 +76,15 @@ export function createMetrics(
 ): GatewayMetrics {
   collectDefaultMetrics({ register: registry });
   const registers = [registry];
+  const cells = { requests: new CountCells<RequestLabel>(), tokens: new CountCells<"backend" | "type">(), inFlight: new LevelCells<"backend">() };
   const requests = new Counter({
     name: "gateway_requests_total",
     help: "Chat completion requests answered, by the backend that served them ('none' when refused before routing), HTTP status (499: the client left) and streaming.",
     labelNames: ["backend", "code", "stream"] as const,
     registers,
+    collect() {
+      cells.requests.flushInto(this);
+    },
   });
   const requestDuration = new Histogram({
     name: "gateway_request_duration_seconds",
@@ -101,12 +111,18 @@ export function createMetrics(
     help: "Tokens in answered requests (the backend's usage, else the gateway's estimate), by type: prompt or completion.",
     labelNames: ["backend", "type"] as const,
     registers,
+    collect() {
+      cells.tokens.flushInto(this);
+    },
   });
   const inFlight = new Gauge({
     name: "gateway_in_flight_requests",
     help: "Requests routed to a backend and not yet answered by it.",
     labelNames: ["backend"] as const,
     registers,
+    collect() {
+      cells.inFlight.setInto(this);
+    },
   });
   const timeToFirstToken = new Histogram({
     name: "gateway_time_to_first_token_seconds",
@@ -160,6 +176,7 @@ export function createMetrics(
     backendUp,
     backendRetries,
     buildInfo,
+    cells,
     request(backend) {
       let series = requestSeries.get(backend);
       if (series === undefined) {
@@ -190,12 +207,66 @@ export function createMetrics(
 }
 
 /**
- * `gateway_requests_total` and `gateway_request_duration_seconds` for one `backend` value. The label
- * objects are built once per status and reused, so recording a request allocates nothing.
+ * A count kept as a plain number on the request path and added to its prom-client counter at scrape time:
+ * prom-client hashes the label object on every `inc()`, and the per-request updates were about a tenth of
+ * the gateway's CPU per request.
+ */
+export class CountCell<L extends string> {
+  count = 0;
+  constructor(readonly labels: LabelValues<L>) {}
+}
+
+/** The cells of one counter; its `collect()` hook (run on every scrape) calls flushInto. */
+export class CountCells<L extends string> {
+  private readonly cells: CountCell<L>[] = [];
+
+  /** A new cell for `labels`; its series exists at 0 from now on. */
+  add(counter: Counter<L>, labels: LabelValues<L>): CountCell<L> {
+    const cell = new CountCell(labels);
+    this.cells.push(cell);
+    counter.inc(labels, 0);
+    return cell;
+  }
+
+  flushInto(counter: Counter<L>): void {
+    for (const cell of this.cells) {
+      const count = cell.count;
+      if (count === 0) continue;
+      cell.count = 0;
+      // An upstream reporting absurd usage (1e308 tokens) must not make every later scrape throw.
+      if (Number.isFinite(count)) counter.inc(cell.labels, count);
+    }
+  }
+}
+
+/** A gauge's current value kept as a plain number, copied into prom-client at scrape time (see CountCell). */
+export class LevelCell<L extends string> {
+  value = 0;
+  constructor(readonly labels: LabelValues<L>) {}
+}
+
+export class LevelCells<L extends string> {
+  private readonly cells: LevelCell<L>[] = [];
+
+  add(gauge: Gauge<L>, labels: LabelValues<L>): LevelCell<L> {
+    const cell = new LevelCell(labels);
+    this.cells.push(cell);
+    gauge.set(labels, 0);
+    return cell;
+  }
+
+  setInto(gauge: Gauge<L>): void {
+    for (const cell of this.cells) gauge.set(cell.labels, cell.value);
+  }
+}
+
+/**
+ * `gateway_requests_total` and `gateway_request_duration_seconds` for one `backend` value. The count cells
+ * and label objects are made once per status and reused, so recording a request allocates nothing.
  */
 export class RequestSeries {
   /** Keyed by `status * 2 + (stream ? 1 : 0)`; HTTP statuses are 100-999, so this stays small. */
-  private readonly countLabels = new Map<number, LabelValues<RequestLabel>>();
+  private readonly counts = new Map<number, CountCell<RequestLabel>>();
   private readonly durationLabels: Readonly<Record<"true" | "false", LabelValues<"backend" | "stream">>>;
 
   constructor(
@@ -208,23 +279,23 @@ export class RequestSeries {
 
   /** Makes the count for `status` (non-streamed) exist at 0. */
   zero(status: number): void {
-    this.metrics.requests.inc(this.labelsFor(status, false), 0);
+    this.countFor(status, false);
   }
 
   /** One finished request: `status` is 499 when the client left before the answer was complete. */
   observe(status: number, stream: boolean, seconds: number): void {
-    this.metrics.requests.inc(this.labelsFor(status, stream));
+    this.countFor(status, stream).count++;
     this.metrics.requestDuration.observe(this.durationLabels[stream ? "true" : "false"], seconds);
   }
 
-  private labelsFor(status: number, stream: boolean): LabelValues<RequestLabel> {
+  private countFor(status: number, stream: boolean): CountCell<RequestLabel> {
     const key = status * 2 + (stream ? 1 : 0);
-    let labels = this.countLabels.get(key);
-    if (labels === undefined) {
-      labels = { backend: this.backend, code: String(status), stream: stream ? "true" : "false" };
-      this.countLabels.set(key, labels);
+    let cell = this.counts.get(key);
+    if (cell === undefined) {
+      cell = this.metrics.cells.requests.add(this.metrics.requests, { backend: this.backend, code: String(status), stream: stream ? "true" : "false" });
+      this.counts.set(key, cell);
     }
-    return labels;
+    return cell;
   }
 }
 
@@ -232,16 +303,18 @@ export class RequestSeries {
 export class BackendSeries {
   private readonly labels: LabelValues<"backend">;
   private readonly errorLabels: Readonly<Record<BackendErrorReason, LabelValues<"backend" | "reason">>>;
-  private readonly promptLabels: LabelValues<"backend" | "type">;
-  private readonly completionLabels: LabelValues<"backend" | "type">;
+  private readonly promptTokens: CountCell<"backend" | "type">;
+  private readonly completionTokens: CountCell<"backend" | "type">;
+  private readonly inFlight: LevelCell<"backend">;
 
   constructor(
     private readonly metrics: GatewayMetrics,
     readonly backend: string,
   ) {
     this.labels = { backend };
-    this.promptLabels = { backend, type: "prompt" };
-    this.completionLabels = { backend, type: "completion" };
+    this.promptTokens = metrics.cells.tokens.add(metrics.tokens, { backend, type: "prompt" });
+    this.completionTokens = metrics.cells.tokens.add(metrics.tokens, { backend, type: "completion" });
+    this.inFlight = metrics.cells.inFlight.add(metrics.inFlight, this.labels);
     this.errorLabels = {
       timeout: { backend, reason: "timeout" },
       connection: { backend, reason: "connection" },
@@ -249,23 +322,20 @@ export class BackendSeries {
       invalid_response: { backend, reason: "invalid_response" },
       stream_interrupted: { backend, reason: "stream_interrupted" },
     };
-    metrics.inFlight.set(this.labels, 0);
     metrics.backendUp.set(this.labels, 1);
     metrics.backendRetries.inc(this.labels, 0);
     metrics.backendRequestDuration.zero(this.labels);
     metrics.timeToFirstToken.zero(this.labels);
-    metrics.tokens.inc(this.promptLabels, 0);
-    metrics.tokens.inc(this.completionLabels, 0);
     for (const reason of BACKEND_ERROR_REASONS) metrics.backendErrors.inc(this.errorLabels[reason], 0);
   }
 
   callStarted(): void {
-    this.metrics.inFlight.inc(this.labels);
+    this.inFlight.value++;
   }
 
   /** The backend answered or failed after `seconds`; `error` is what it threw, if anything. */
   callEnded(seconds: number, error?: unknown): void {
-    this.metrics.inFlight.dec(this.labels);
+    this.inFlight.value--;
     this.metrics.backendRequestDuration.observe(this.labels, seconds);
     if (error === undefined) return;
     const reason = backendErrorReason(error);
@@ -273,8 +343,8 @@ export class BackendSeries {
   }
 
   countTokens(usage: Usage): void {
-    this.metrics.tokens.inc(this.promptLabels, usage.prompt_tokens);
-    this.metrics.tokens.inc(this.completionLabels, usage.completion_tokens);
+    this.promptTokens.count += usage.prompt_tokens;
+    this.completionTokens.count += usage.completion_tokens;
   }
 
   /** For streamed answers: seconds from the request's arrival to the first token. */

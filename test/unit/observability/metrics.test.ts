@@ -228,6 +228,43 @@ describe("BackendSeries", () => {
   });
 });
 
+describe("counts kept on the request path and handed to prom-client at scrape time", () => {
+  it("add up across scrapes: each scrape adds only what was counted since the one before", async () => {
+    const metrics = createMetrics(new Registry(), ["local"]);
+    const series = metrics.request("local");
+    series.observe(200, false, 0.01);
+    series.observe(200, false, 0.01);
+    const requests = (samples: ReturnType<typeof parseExposition>) => total(samples, "gateway_requests_total", { backend: "local", code: "200", stream: "false" });
+    expect(requests((await scrape(metrics.registry)).samples)).toBe(2);
+    expect(requests((await scrape(metrics.registry)).samples)).toBe(2);
+    series.observe(200, false, 0.01);
+    metrics.backend("local").countTokens({ prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 });
+    const { samples } = await scrape(metrics.registry);
+    expect(requests(samples)).toBe(3);
+    expect(total(samples, "gateway_tokens_total", { backend: "local" })).toBe(7);
+  });
+
+  it("are what prom-client's own API reads too (get(), as the cluster aggregator does)", async () => {
+    const metrics = createMetrics(new Registry(), ["local"]);
+    metrics.request("local").observe(502, true, 0.01);
+    metrics.backend("local").callStarted();
+    const counted = (await metrics.requests.get()).values.find((value) => value.labels.code === "502" && value.labels.stream === "true");
+    expect(counted).toMatchObject({ value: 1, labels: { backend: "local", stream: "true" } });
+    expect((await metrics.inFlight.get()).values).toEqual([expect.objectContaining({ value: 1, labels: { backend: "local" } })]);
+  });
+
+  it("drop an impossible token count instead of making every later scrape fail", async () => {
+    const metrics = createMetrics(new Registry(), ["local"]);
+    metrics.backend("local").countTokens({ prompt_tokens: Number.MAX_VALUE, completion_tokens: 1, total_tokens: 1 });
+    metrics.backend("local").countTokens({ prompt_tokens: Number.MAX_VALUE, completion_tokens: 1, total_tokens: 1 });
+    const first = await scrape(metrics.registry);
+    expect(total(first.samples, "gateway_tokens_total", { backend: "local", type: "completion" })).toBe(2);
+    metrics.backend("local").countTokens({ prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 });
+    const { samples } = await scrape(metrics.registry);
+    expect(total(samples, "gateway_tokens_total", { backend: "local", type: "prompt" })).toBe(5);
+  });
+});
+
 describe("backendErrorReason", () => {
   it.each([
     ["UpstreamTimeoutError", new UpstreamTimeoutError("b", 1), "timeout"],
