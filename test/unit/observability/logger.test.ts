@@ -12,6 +12,18 @@ function capture(level: "info" | "warn" = "info") {
 
 const line: RequestLine = { requestId: "req-1", method: "POST", path: "/v1/chat/completions", status: 200, backend: "local", stream: false, durationMs: 1.25 };
 
+/** A request-line writer whose every write(2)-to-be is kept separately, to see how lines are batched. */
+function countWrites() {
+  const writes: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      writes.push(chunk.toString("utf8"));
+      done();
+    },
+  });
+  return { writes, write: requestLineWriter(createLogger({ level: "info", service: "gateway", stream })) };
+}
+
 /** Access lines are written at the end of the event-loop turn they were logged in. */
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -68,14 +80,7 @@ describe("requestLineWriter", () => {
   });
 
   it("writes the lines of one event-loop turn in one write, at the end of that turn", async () => {
-    const writes: string[] = [];
-    const stream = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        writes.push(chunk.toString("utf8"));
-        done();
-      },
-    });
-    const write = requestLineWriter(createLogger({ level: "info", service: "gateway", stream }));
+    const { writes, write } = countWrites();
     write({ ...line, requestId: "a" });
     write({ ...line, requestId: "b" });
     write({ ...line, requestId: "c" });
@@ -86,14 +91,7 @@ describe("requestLineWriter", () => {
   });
 
   it("never writes more than PIPE_BUF (4096 bytes) at once, so workers sharing a pipe cannot interleave lines", async () => {
-    const writes: string[] = [];
-    const stream = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        writes.push(chunk.toString("utf8"));
-        done();
-      },
-    });
-    const write = requestLineWriter(createLogger({ level: "info", service: "gateway", stream }));
+    const { writes, write } = countWrites();
     // About 1.2 KB a line, some of it in 3-byte UTF-8: three lines fit in 4096 bytes, four do not.
     const longPath = `/${"é€".repeat(200)}${"x".repeat(400)}`;
     for (let i = 0; i < 40; i++) write({ ...line, requestId: String(i), path: longPath });
