@@ -1,9 +1,10 @@
 import express, { type NextFunction, type Request, type Response, Router } from "express";
+import type { Logger } from "winston";
 import { InvalidRequestError, UnsupportedMediaTypeError } from "../../errors";
 import { admit, checkBackendAllowed } from "../../middleware/access";
 import { loopGuard } from "../../middleware/loop-guard";
 import { contextOf, type RequestContext } from "../../middleware/request-context";
-import type { ChatCompletionRequest } from "../../schemas/chat";
+import type { ChatCompletionRequest, Usage } from "../../schemas/chat";
 import type { AccessMetrics } from "../../observability/access-metrics";
 import type { Admission } from "../../services/admission";
 import type { CallOptions, InferenceService } from "../../services/inference";
@@ -113,26 +114,44 @@ function rejectInvalid(req: Request, _res: Response, next: NextFunction): void {
 /**
  * What the service needs from the request. It reports each backend it turns to (the routed one, then any
  * fallback), so the access log, the metrics and `x-gateway-backend` name the backend whose answer was sent.
+ *
+ * A class, not an object literal with closures: V8 pretenured that literal (allocated it straight into the
+ * old generation) once a burst made its objects survive, and an old object pointing at the response kept
+ * every request's whole object graph alive through each young-generation GC until the next full one. With
+ * the literal, each scavenge at 1000 req/s copied 2.3 MB and paused ~7 ms; with the class, 0.01 MB and
+ * 0.5 ms (bench/README.md).
  */
-function callOptions(res: Response, context: RequestContext): CallOptions {
-  return {
-    requestId: context.requestId,
-    signal: context.signal,
-    startedAt: context.startedAt,
-    hops: context.hops,
-    // Read only when a retry or fallback is logged: the request's child logger is made on first use.
-    get logger() {
-      return context.logger;
-    },
-    onBackend: (name) => {
-      context.backend = name;
-      res.setHeader("x-gateway-backend", name);
-    },
-    onUsage: (usage) => {
-      context.tokensUsed = usage.total_tokens;
-    },
-  };
+class RequestCallOptions implements CallOptions {
+  readonly requestId: string;
+  readonly signal: AbortSignal;
+  readonly startedAt: number;
+  readonly hops: number;
+
+  constructor(
+    private readonly res: Response,
+    private readonly context: RequestContext,
+  ) {
+    this.requestId = context.requestId;
+    this.signal = context.signal;
+    this.startedAt = context.startedAt;
+    this.hops = context.hops;
+  }
+
+  /** Read only when a retry or fallback is logged: the request's child logger is made on first use. */
+  get logger(): Logger {
+    return this.context.logger;
+  }
+
+  onBackend(name: string): void {
+    this.context.backend = name;
+    this.res.setHeader("x-gateway-backend", name);
+  }
+
+  onUsage(usage: Usage): void {
+    this.context.tokensUsed = usage.total_tokens;
+  }
 }
+
 
 /**
  * JSON only: a body sent as a form or as text/plain is what a web page can send cross-site without a CORS
@@ -180,7 +199,7 @@ export function createChatCompletionsRouter(deps: {
       const backend = deps.inference.route(request.model);
       const forbidden = checkBackendAllowed(context, backend.name, deps.accessMetrics);
       if (forbidden !== undefined) throw forbidden;
-      const options = callOptions(res, context);
+      const options = new RequestCallOptions(res, context);
       if (request.stream === true) {
         context.stream = true;
         await sendEventStream(res, await deps.inference.openStream(backend, request, options), context);
