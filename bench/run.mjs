@@ -90,8 +90,17 @@ const LABELS = {
 };
 const isCluster = (name) => name === "echo2" || name === "http2";
 
-/** Puts `name` on the server core(s), and the upstream on its own unless the upstream is what is measured. */
+/**
+ * Puts `name` on the server core(s), and the upstream on its own unless the upstream is what is measured.
+ * Every other server is stopped (SIGSTOP) meanwhile: an idle neighbour on the same core still runs its GC's
+ * memory reducer after its own run, and those pauses landed in whichever server was measured next (the http
+ * path's p99 at 1000 req/s read 12-56 ms over the upstream's with its neighbours running, 3-4 ms without).
+ */
 function place(name) {
+  for (const [other, server] of Object.entries(servers)) {
+    const running = other === name || (other === "upstream" && name !== "upstream");
+    for (const pid of processTree(server.pid)) process.kill(pid, running ? "SIGCONT" : "SIGSTOP");
+  }
   const server = servers[name];
   repin(processTree(server.pid), isCluster(name) ? plan.serverPair : plan.server);
   if (name !== "upstream") repin([upstream.pid], plan.behind);
@@ -163,6 +172,7 @@ const peak = Object.fromEntries(Object.entries(servers).map(([name, server]) => 
 const accessLines = Object.fromEntries(
   ["echo", "http", "echo2", "http2"].map((name) => [name, readFileSync(gatewayLog(name), "utf8").split("\n").filter((line) => line.includes('"message":"request"')).length]),
 );
+for (const server of Object.values(servers)) for (const pid of processTree(server.pid)) process.kill(pid, "SIGCONT");
 stopAll();
 const loadAfter = loadavg();
 const elapsedSeconds = (Date.now() - started) / 1000;
@@ -260,7 +270,7 @@ Every ratio compares servers measured in this one run; compare ratios across mac
 How to read each number: [bench/README.md](README.md).
 
 - Machine: ${cpu}, ${cpus().length} cores seen by Node, ${f0(totalmem() / 2 ** 30)} GiB, Linux ${release()}; load average ${loadBefore.map((n) => n.toFixed(2)).join(" ")} before, ${loadAfter.map((n) => n.toFixed(2)).join(" ")} after (the benchmark's own load included).
-- Pinning: ${describePlan(plan)}.
+- Pinning: ${describePlan(plan)}; every server not being measured (the upstream apart, when it is behind the one measured) is stopped with SIGSTOP meanwhile.
 - Versions: Node ${process.version}; gateway ${JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version} at ${commit || "unknown commit"}${dirty ? " with uncommitted changes" : ""}; express ${version("express")}, undici ${version("undici")}, prom-client ${version("prom-client")}, winston ${version("winston")}.
 - Gateway: \`node ${GATEWAY_NODE_FLAGS.join(" ")} dist/gateway/src/main.js\` (as shipped) with NODE_ENV=production${options.gatewayNodeOptions === "" ? "" : `, NODE_OPTIONS=${options.gatewayNodeOptions}`}, LOG_LEVEL=info (an access log line per request, to a file: ${Object.entries(accessLines).map(([name, count]) => `${name} ${count}`).join(", ")} lines), /metrics on, request validation on.
 - Load: closed loop with ${options.connections} keep-alive connections, ${options.rounds} interleaved rounds of ${options.warmup} s warm-up + ${options.seconds} s measured per server; latency from an open-loop generator on a fixed schedule, ${options.latencySeconds} s per rate after 1 s of warm-up, timed from each request's scheduled send time. Request body (the same for every server): \`${BODY}\`.
