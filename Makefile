@@ -28,7 +28,7 @@ typecheck: install
 run: build
 	@PORT=$${MOCK_PORT:-8081} node dist/mock-remote/src/main.js & mock=$$!; \
 	trap 'kill $$mock 2>/dev/null' EXIT; \
-	node --max-semi-space-size=16 dist/gateway/src/main.js
+	node --max-semi-space-size=4 dist/gateway/src/main.js
 
 run-mock: build
 	node dist/mock-remote/src/main.js
