@@ -89,6 +89,10 @@ const LABELS = {
   http2: "gateway, http backend, WORKERS=2",
 };
 const isCluster = (name) => name === "echo2" || name === "http2";
+/** SIGSTOP or SIGCONT for a server and, for a cluster, its workers. */
+const signal = (server, name) => {
+  for (const pid of processTree(server.pid)) process.kill(pid, name);
+};
 
 /**
  * Puts `name` on the server core(s), and the upstream on its own unless the upstream is what is measured.
@@ -97,10 +101,7 @@ const isCluster = (name) => name === "echo2" || name === "http2";
  * path's p99 at 1000 req/s read 12-56 ms over the upstream's with its neighbours running, 3-4 ms without).
  */
 function place(name) {
-  for (const [other, server] of Object.entries(servers)) {
-    const running = other === name || (other === "upstream" && name !== "upstream");
-    for (const pid of processTree(server.pid)) process.kill(pid, running ? "SIGCONT" : "SIGSTOP");
-  }
+  for (const [other, server] of Object.entries(servers)) signal(server, other === name || (other === "upstream" && name !== "upstream") ? "SIGCONT" : "SIGSTOP");
   const server = servers[name];
   repin(processTree(server.pid), isCluster(name) ? plan.serverPair : plan.server);
   if (name !== "upstream") repin([upstream.pid], plan.behind);
@@ -172,7 +173,7 @@ const peak = Object.fromEntries(Object.entries(servers).map(([name, server]) => 
 const accessLines = Object.fromEntries(
   ["echo", "http", "echo2", "http2"].map((name) => [name, readFileSync(gatewayLog(name), "utf8").split("\n").filter((line) => line.includes('"message":"request"')).length]),
 );
-for (const server of Object.values(servers)) for (const pid of processTree(server.pid)) process.kill(pid, "SIGCONT");
+for (const server of Object.values(servers)) signal(server, "SIGCONT");
 stopAll();
 const loadAfter = loadavg();
 const elapsedSeconds = (Date.now() - started) / 1000;

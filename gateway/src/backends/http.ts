@@ -394,10 +394,8 @@ class WholeAnswerHandler implements Dispatcher.DispatchHandler {
   }
 
   private readonly onAbort = (): void => {
-    const reason = new undiciErrors.RequestAbortedError();
     // Not yet handed to a connection: undici calls onRequestStart later, which aborts it then.
-    if (this.controller === undefined) return;
-    this.controller.abort(reason);
+    this.controller?.abort(new undiciErrors.RequestAbortedError());
   };
 }
 

@@ -10,13 +10,17 @@ const MESSAGE = Symbol.for("message");
  * also schedule a `logged` event per line with setImmediate, which nothing here listens to.
  */
 class LineTransport extends winston.transports.Stream {
+  /** The access lines bound for the same stream (see LineBatch). */
+  private readonly batch: LineBatch;
+
   constructor(private readonly lines: Writable) {
     super({ stream: lines });
+    this.batch = batchOf(lines);
   }
 
   override log(info: Record<string | symbol, unknown>, next: () => void): void {
     // Access lines still waiting for their batch go first, so lines stay in the order things happened.
-    batchOf(this.lines).flush();
+    this.batch.flush();
     this.lines.write(`${String(info[MESSAGE])}\n`);
     next();
   }

@@ -48,9 +48,9 @@ export interface GatewayMetrics {
   readonly buildInfo: Gauge<"version" | "node_version">;
   /** What the request path counted into `requests`, `tokens` and `inFlight`, handed over at scrape time. */
   readonly cells: {
-    readonly requests: CountCells<RequestLabel>;
-    readonly tokens: CountCells<"backend" | "type">;
-    readonly inFlight: LevelCells<"backend">;
+    readonly requests: ScrapedCells<RequestLabel>;
+    readonly tokens: ScrapedCells<"backend" | "type">;
+    readonly inFlight: ScrapedCells<"backend">;
   };
   /**
    * The request-level series for one `backend` label value, made once and cached. Callers pass only a
@@ -76,14 +76,14 @@ export function createMetrics(
 ): GatewayMetrics {
   collectDefaultMetrics({ register: registry });
   const registers = [registry];
-  const cells = { requests: new CountCells<RequestLabel>(), tokens: new CountCells<"backend" | "type">(), inFlight: new LevelCells<"backend">() };
+  const cells = { requests: new ScrapedCells<RequestLabel>(), tokens: new ScrapedCells<"backend" | "type">(), inFlight: new ScrapedCells<"backend">() };
   const requests = new Counter({
     name: "gateway_requests_total",
     help: "Chat completion requests answered, by the backend that served them ('none' when refused before routing), HTTP status (499: the client left) and streaming.",
     labelNames: ["backend", "code", "stream"] as const,
     registers,
     collect() {
-      cells.requests.flushInto(this);
+      cells.requests.addTo(this);
     },
   });
   const requestDuration = new Histogram({
@@ -112,7 +112,7 @@ export function createMetrics(
     labelNames: ["backend", "type"] as const,
     registers,
     collect() {
-      cells.tokens.flushInto(this);
+      cells.tokens.addTo(this);
     },
   });
   const inFlight = new Gauge({
@@ -121,7 +121,7 @@ export function createMetrics(
     labelNames: ["backend"] as const,
     registers,
     collect() {
-      cells.inFlight.setInto(this);
+      cells.inFlight.setOn(this);
     },
   });
   const timeToFirstToken = new Histogram({
@@ -206,56 +206,38 @@ export function createMetrics(
   return metrics;
 }
 
-/**
- * A count kept as a plain number on the request path and added to its prom-client counter at scrape time:
- * prom-client hashes the label object on every `inc()`, and the per-request updates were about a tenth of
- * the gateway's CPU per request.
- */
-export class CountCell<L extends string> {
-  count = 0;
-  constructor(readonly labels: LabelValues<L>) {}
-}
-
-/** The cells of one counter; its `collect()` hook (run on every scrape) calls flushInto. */
-export class CountCells<L extends string> {
-  private readonly cells: CountCell<L>[] = [];
-
-  /** A new cell for `labels`; its series exists at 0 from now on. */
-  add(counter: Counter<L>, labels: LabelValues<L>): CountCell<L> {
-    const cell = new CountCell(labels);
-    this.cells.push(cell);
-    counter.inc(labels, 0);
-    return cell;
-  }
-
-  flushInto(counter: Counter<L>): void {
-    for (const cell of this.cells) {
-      const count = cell.count;
-      if (count === 0) continue;
-      cell.count = 0;
-      // An upstream reporting absurd usage (1e308 tokens) must not make every later scrape throw.
-      if (Number.isFinite(count)) counter.inc(cell.labels, count);
-    }
-  }
-}
-
-/** A gauge's current value kept as a plain number, copied into prom-client at scrape time (see CountCell). */
-export class LevelCell<L extends string> {
+/** One series' number, kept on the request path as a plain field (a count, or a gauge's level). */
+export class Cell<L extends string> {
   value = 0;
   constructor(readonly labels: LabelValues<L>) {}
 }
 
-export class LevelCells<L extends string> {
-  private readonly cells: LevelCell<L>[] = [];
+/**
+ * The cells of one counter or gauge, handed to prom-client by the metric's `collect()` hook on every
+ * scrape: prom-client hashes the label object on every `inc()`, and the per-request updates were about a
+ * tenth of the gateway's CPU per request. Every cell's series exists from the first scrape, at 0 or more.
+ */
+export class ScrapedCells<L extends string> {
+  private readonly cells: Cell<L>[] = [];
 
-  add(gauge: Gauge<L>, labels: LabelValues<L>): LevelCell<L> {
-    const cell = new LevelCell(labels);
+  add(labels: LabelValues<L>): Cell<L> {
+    const cell = new Cell(labels);
     this.cells.push(cell);
-    gauge.set(labels, 0);
     return cell;
   }
 
-  setInto(gauge: Gauge<L>): void {
+  /** For a counter: adds what each cell counted since the last scrape, and starts it again from 0. */
+  addTo(counter: Counter<L>): void {
+    for (const cell of this.cells) {
+      const count = cell.value;
+      cell.value = 0;
+      // An upstream reporting absurd usage (1e308 tokens) must not make every later scrape throw.
+      counter.inc(cell.labels, Number.isFinite(count) ? count : 0);
+    }
+  }
+
+  /** For a gauge: sets each series to its cell's current value. */
+  setOn(gauge: Gauge<L>): void {
     for (const cell of this.cells) gauge.set(cell.labels, cell.value);
   }
 }
@@ -266,7 +248,7 @@ export class LevelCells<L extends string> {
  */
 export class RequestSeries {
   /** Keyed by `status * 2 + (stream ? 1 : 0)`; HTTP statuses are 100-999, so this stays small. */
-  private readonly counts = new Map<number, CountCell<RequestLabel>>();
+  private readonly counts = new Map<number, Cell<RequestLabel>>();
   private readonly durationLabels: Readonly<Record<"true" | "false", LabelValues<"backend" | "stream">>>;
 
   constructor(
@@ -284,15 +266,15 @@ export class RequestSeries {
 
   /** One finished request: `status` is 499 when the client left before the answer was complete. */
   observe(status: number, stream: boolean, seconds: number): void {
-    this.countFor(status, stream).count++;
+    this.countFor(status, stream).value++;
     this.metrics.requestDuration.observe(this.durationLabels[stream ? "true" : "false"], seconds);
   }
 
-  private countFor(status: number, stream: boolean): CountCell<RequestLabel> {
+  private countFor(status: number, stream: boolean): Cell<RequestLabel> {
     const key = status * 2 + (stream ? 1 : 0);
     let cell = this.counts.get(key);
     if (cell === undefined) {
-      cell = this.metrics.cells.requests.add(this.metrics.requests, { backend: this.backend, code: String(status), stream: stream ? "true" : "false" });
+      cell = this.metrics.cells.requests.add({ backend: this.backend, code: String(status), stream: stream ? "true" : "false" });
       this.counts.set(key, cell);
     }
     return cell;
@@ -303,18 +285,18 @@ export class RequestSeries {
 export class BackendSeries {
   private readonly labels: LabelValues<"backend">;
   private readonly errorLabels: Readonly<Record<BackendErrorReason, LabelValues<"backend" | "reason">>>;
-  private readonly promptTokens: CountCell<"backend" | "type">;
-  private readonly completionTokens: CountCell<"backend" | "type">;
-  private readonly inFlight: LevelCell<"backend">;
+  private readonly promptTokens: Cell<"backend" | "type">;
+  private readonly completionTokens: Cell<"backend" | "type">;
+  private readonly inFlight: Cell<"backend">;
 
   constructor(
     private readonly metrics: GatewayMetrics,
     readonly backend: string,
   ) {
     this.labels = { backend };
-    this.promptTokens = metrics.cells.tokens.add(metrics.tokens, { backend, type: "prompt" });
-    this.completionTokens = metrics.cells.tokens.add(metrics.tokens, { backend, type: "completion" });
-    this.inFlight = metrics.cells.inFlight.add(metrics.inFlight, this.labels);
+    this.promptTokens = metrics.cells.tokens.add({ backend, type: "prompt" });
+    this.completionTokens = metrics.cells.tokens.add({ backend, type: "completion" });
+    this.inFlight = metrics.cells.inFlight.add(this.labels);
     this.errorLabels = {
       timeout: { backend, reason: "timeout" },
       connection: { backend, reason: "connection" },
@@ -343,8 +325,8 @@ export class BackendSeries {
   }
 
   countTokens(usage: Usage): void {
-    this.promptTokens.count += usage.prompt_tokens;
-    this.completionTokens.count += usage.completion_tokens;
+    this.promptTokens.value += usage.prompt_tokens;
+    this.completionTokens.value += usage.completion_tokens;
   }
 
   /** For streamed answers: seconds from the request's arrival to the first token. */

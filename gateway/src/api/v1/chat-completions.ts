@@ -152,7 +152,6 @@ class RequestCallOptions implements CallOptions {
   }
 }
 
-
 /**
  * JSON only: a body sent as a form or as text/plain is what a web page can send cross-site without a CORS
  * preflight, so refusing it (415) keeps browsers from spending through a gateway on localhost. A missing
