@@ -32,6 +32,8 @@ export interface AppDependencies {
   readonly backends: readonly Backend[];
   readonly lifecycle: Lifecycle;
   readonly maxBodyBytes: number;
+  /** BODY_TIMEOUT: a request body must arrive whole within this many seconds (408 past it). */
+  readonly bodyTimeoutSeconds: number;
   /** MAX_HOPS: requests that passed through this many gateways already are refused with 508. */
   readonly maxHops: number;
   readonly startedAt: Date;

@@ -3,7 +3,7 @@ import type { Logger } from "winston";
 import type { AppDependencies } from "./app";
 import type { BackendRegistry } from "./backends/registry";
 import type { GatewayConfig } from "./config/config";
-import type { Env } from "./config/settings";
+import { DEFAULT_BODY_TIMEOUT_SECONDS, type Env } from "./config/settings";
 import { createAccessMetrics } from "./observability/access-metrics";
 import { createMetrics } from "./observability/metrics";
 import { Admission } from "./services/admission";
@@ -19,6 +19,8 @@ export function buildDependencies(options: {
   readonly env: Env;
   readonly maxBodyBytes: number;
   readonly maxHops: number;
+  /** Default 10 s (BODY_TIMEOUT). */
+  readonly bodyTimeoutSeconds?: number;
 }): AppDependencies {
   const { config, registry, logger, env } = options;
   const backends = config.backends.map((backendConfig) => registry.create(backendConfig, { env, logger }));
@@ -42,6 +44,7 @@ export function buildDependencies(options: {
     inference: new InferenceService(backends, defaultBackend, metrics, { policies, logger }),
     lifecycle: new Lifecycle(),
     maxBodyBytes: options.maxBodyBytes,
+    bodyTimeoutSeconds: options.bodyTimeoutSeconds ?? DEFAULT_BODY_TIMEOUT_SECONDS,
     maxHops: options.maxHops,
     startedAt: new Date(),
   };

@@ -1,5 +1,5 @@
 import cluster from "node:cluster";
-import type { Server } from "node:http";
+import { createServer, type ServerOptions } from "node:http";
 import { availableParallelism } from "node:os";
 import { answerClientErrors } from "./api/client-error";
 import { createApp } from "./app";
@@ -46,9 +46,32 @@ function main(): void {
   serve(registry, env, settings, config);
 }
 
+/**
+ * Slow clients are bounded at every stage: headers within HEADERS_TIMEOUT of the connection's first byte
+ * (an idle new connection included), the body within BODY_TIMEOUT (json-body.ts answers 408 itself; Node's
+ * requestTimeout is only the backstop for routes that never read their body), checked every second rather
+ * than Node's default 30.
+ */
+function serverOptions(settings: Settings): ServerOptions {
+  const headersMs = settings.headersTimeoutSeconds * 1000;
+  return {
+    headersTimeout: headersMs,
+    requestTimeout: headersMs + settings.bodyTimeoutSeconds * 1000 + 5000,
+    connectionsCheckingInterval: 1000,
+  };
+}
+
 function serve(registry: BackendRegistry, env: Env, settings: Settings, config: GatewayConfig): void {
   const logger = createLogger({ level: settings.logLevel, service: "gateway" });
-  const deps = buildDependencies({ config, registry, logger, env, maxBodyBytes: settings.maxBodyBytes, maxHops: settings.maxHops });
+  const deps = buildDependencies({
+    config,
+    registry,
+    logger,
+    env,
+    maxBodyBytes: settings.maxBodyBytes,
+    maxHops: settings.maxHops,
+    bodyTimeoutSeconds: settings.bodyTimeoutSeconds,
+  });
   // A worker's /metrics serves the sum over all workers, gathered by the primary.
   const app = createApp(cluster.isWorker ? { ...deps, scrape: clusterScrape(deps.metrics.registry) } : deps);
 
@@ -57,11 +80,22 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
     process.exit(1);
   });
 
-  const server: Server = app.listen(settings.port, settings.host, (error?: Error) => {
-    if (error !== undefined) {
-      process.stderr.write(`gateway: cannot listen on ${settings.host}:${settings.port}: ${error.message}\n`);
-      process.exit(1);
-    }
+  const server = createServer(serverOptions(settings), app);
+  server.maxConnections = settings.maxConnections;
+  let droppedWarned = 0;
+  server.on("drop", () => {
+    // At most one line per 10 s: a flood of refused connections must not become a flood of log lines.
+    if (Date.now() - droppedWarned < 10_000) return;
+    droppedWarned = Date.now();
+    logger.warn("connection limit reached: new connections are being closed", { maxConnections: settings.maxConnections });
+  });
+  const cannotListen = (error: Error): void => {
+    process.stderr.write(`gateway: cannot listen on ${settings.host}:${settings.port}: ${error.message}\n`);
+    process.exit(1);
+  };
+  server.once("error", cannotListen);
+  server.listen(settings.port, settings.host, () => {
+    server.off("error", cannotListen);
     const address = server.address();
     const port = typeof address === "object" && address !== null ? address.port : settings.port;
     // Under WORKERS > 1 each worker says which it is, so its lines can be told apart.
@@ -76,6 +110,16 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
     if (stopping) return;
     stopping = true;
     deps.lifecycle.beginShutdown();
+    // SIGINT is a person at a terminal: no orchestrator is still routing to us, so no reason to wait.
+    const delay = signal === "SIGTERM" ? settings.drainDelaySeconds : 0;
+    if (delay === 0) {
+      closeListener(signal);
+      return;
+    }
+    logger.info("draining: /ready answers 503, still serving new connections until the delay ends", { signal, drainDelaySeconds: delay });
+    setTimeout(() => closeListener(signal), delay * 1000);
+  };
+  const closeListener = (signal: NodeJS.Signals): void => {
     logger.info("shutting down: no new connections, waiting for requests in flight", { signal, timeoutSeconds: settings.shutdownTimeoutSeconds });
     const force = setTimeout(() => {
       logger.warn("shutdown timeout reached; closing remaining connections");

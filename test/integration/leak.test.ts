@@ -86,7 +86,7 @@ beforeAll(async () => {
 
   child = spawn(process.execPath, [GATEWAY_MAIN], {
     cwd: dir,
-    env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", CONFIG_FILE: "config.yaml", LOG_LEVEL: "silly", UPSTREAM_KEY },
+    env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", CONFIG_FILE: "config.yaml", LOG_LEVEL: "silly", DRAIN_DELAY: "0", UPSTREAM_KEY },
   });
   child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
   child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()));

@@ -271,7 +271,7 @@ async function startGateway(mockUrl: string): Promise<Started> {
   writeFileSync(join(dir, "gc-on-signal.js"), 'process.on("SIGUSR2", () => globalThis.gc());\n');
   // With the V8 flag the gateway ships with (Dockerfile, make run): without it the young generation alone
   // grows to 128 MiB under this load and RSS after a second round moves by tens of MB either way.
-  return startProcess(["--expose-gc", "--max-semi-space-size=4", "--require", join(dir, "gc-on-signal.js"), GATEWAY_MAIN], { CONFIG_FILE: "config.yaml", LOG_LEVEL: "error" }, dir, "/ready");
+  return startProcess(["--expose-gc", "--max-semi-space-size=4", "--require", join(dir, "gc-on-signal.js"), GATEWAY_MAIN], { CONFIG_FILE: "config.yaml", LOG_LEVEL: "error", DRAIN_DELAY: "0" }, dir, "/ready");
 }
 
 async function stop(started: Started | undefined): Promise<void> {

@@ -1,4 +1,4 @@
-import { type Server, STATUS_CODES } from "node:http";
+import { type IncomingMessage, type Server, type ServerResponse, STATUS_CODES } from "node:http";
 import type { Duplex } from "node:stream";
 
 /** What Node's HTTP parser reports for a request it could not read, as an OpenAI-style answer. */
@@ -19,8 +19,15 @@ function describe(code: string | undefined): { status: number; message: string; 
  * and the connection is closed: after a parse error nothing more on it can be trusted.
  */
 export function answerClientErrors(server: Server): void {
+  // The response being written on each socket, as Node's own handler knows it: an answer written into the
+  // middle of another would corrupt what the client reads.
+  const answering = new WeakMap<Duplex, ServerResponse>();
+  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+    answering.set(req.socket, res);
+    res.once("finish", () => answering.delete(req.socket));
+  });
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
-    if (error.code === "ECONNRESET" || !socket.writable) {
+    if (error.code === "ECONNRESET" || !socket.writable || answering.get(socket)?.headersSent === true) {
       socket.destroy();
       return;
     }

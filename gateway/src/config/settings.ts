@@ -15,10 +15,34 @@ export interface Settings {
   readonly maxHops: number;
   /** Worker processes (node:cluster) serving the port; 1 serves from this process, "auto" one per core. */
   readonly workers: number | "auto";
+  /** A request's headers must arrive within this many seconds of the connection's first byte (or of it opening). */
+  readonly headersTimeoutSeconds: number;
+  /** A request body must arrive whole within this many seconds once its headers are in; 408 past it. */
+  readonly bodyTimeoutSeconds: number;
+  /** Open client connections per process; past it new ones are closed at once. */
+  readonly maxConnections: number;
+  /** After SIGTERM: seconds `/ready` answers 503 while the listener still serves, before it closes. */
+  readonly drainDelaySeconds: number;
 }
 
 /** Longer than any sane chain of gateways, short enough that a loop ends in milliseconds. */
 export const DEFAULT_MAX_HOPS = 8;
+
+/**
+ * Enough for thousands of concurrent streams, few enough that an attacker holding connections open (each
+ * bounded by HEADERS_TIMEOUT and BODY_TIMEOUT) cannot run the process out of file descriptors or memory.
+ */
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
+
+/**
+ * Orchestrators take an instance out of rotation asynchronously (Kubernetes endpoint updates, a load
+ * balancer's readiness polls): a few seconds of serving after SIGTERM keeps their late connections from
+ * being refused.
+ */
+export const DEFAULT_DRAIN_DELAY_SECONDS = 5;
+
+/** Long enough for a 1 MiB body over a slow mobile link, short enough that a trickle cannot hold a socket long. */
+export const DEFAULT_BODY_TIMEOUT_SECONDS = 10;
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -32,6 +56,10 @@ export function parseSettings(env: Env): Settings {
     shutdownTimeoutSeconds: integer(env, "SHUTDOWN_TIMEOUT", 10, 0, 3600),
     maxHops: integer(env, "MAX_HOPS", DEFAULT_MAX_HOPS, 1, 100),
     workers: workers(env),
+    headersTimeoutSeconds: integer(env, "HEADERS_TIMEOUT", 10, 1, 3600),
+    bodyTimeoutSeconds: integer(env, "BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT_SECONDS, 1, 3600),
+    maxConnections: integer(env, "MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1, 1_000_000),
+    drainDelaySeconds: integer(env, "DRAIN_DELAY", DEFAULT_DRAIN_DELAY_SECONDS, 0, 3600),
   };
 }
 

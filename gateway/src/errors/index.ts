@@ -204,6 +204,20 @@ export class UnsupportedMediaTypeError extends GatewayError {
   }
 }
 
+/** The request (its headers or its body) did not arrive within the time allowed: a client too slow, or stalled. */
+export class RequestTimeoutError extends GatewayError {
+  constructor(seconds: number) {
+    super(`The request body did not arrive within ${seconds} s.`, 408, "invalid_request_error", "request_timeout", null, { connection: "close" });
+  }
+}
+
+/** A `Content-Encoding` (or charset) the gateway cannot decode. */
+export class UnsupportedEncodingError extends GatewayError {
+  constructor(message: string) {
+    super(message, 415, "invalid_request_error", "unsupported_encoding");
+  }
+}
+
 export class ServiceUnavailableError extends GatewayError {
   constructor(message: string) {
     super(message, 503, "server_error", "unavailable", null, { "retry-after": "1" });

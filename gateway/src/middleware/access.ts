@@ -32,17 +32,39 @@ export function authenticate(keys: KeyRing, metrics: AccessMetrics) {
   };
 }
 
+function clientOf(req: Request, context: RequestContext): { readonly key?: string; readonly address: string } {
+  return { address: req.socket.remoteAddress ?? "unknown", ...(context.key === undefined ? {} : { key: context.key }) };
+}
+
+/** A client over its requests or tokens per minute is refused (429) before its body is read. */
+export function precheck(admission: Admission, metrics: AccessMetrics) {
+  return (req: Request, res: Response, next: NextFunction): void => {
+    const context = contextOf(res);
+    try {
+      admission.precheck(clientOf(req, context));
+    } catch (error) {
+      if (error instanceof AdmissionError) {
+        metrics.rejected(context.key ?? NO_KEY, error.reason);
+        next(error.error);
+        return;
+      }
+      throw error;
+    }
+    next();
+  };
+}
+
 /**
- * The request's turn under the limits (see Admission): refused with 429 or 503 before its body is even
- * read, else admitted until its response closes, when the tokens it used are charged to its client.
+ * The request's turn under the limits (see Admission), taken once its body has arrived (a body still
+ * trickling in holds no slot): refused with 429 or 503, else admitted until its response closes, when the
+ * tokens it used are charged to its client.
  */
 export function admit(admission: Admission, metrics: AccessMetrics) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const context = contextOf(res);
-    const client = { address: req.socket.remoteAddress ?? "unknown", ...(context.key === undefined ? {} : { key: context.key }) };
     let ticket: Ticket;
     try {
-      ticket = admission.admit(client);
+      ticket = admission.admit(clientOf(req, context));
     } catch (error) {
       if (error instanceof AdmissionError) {
         metrics.rejected(context.key ?? NO_KEY, error.reason);

@@ -89,6 +89,17 @@ export interface Ticket {
 export const MAX_TRACKED_ADDRESSES = 10_000;
 
 /**
+ * The share of `max_concurrent_requests` one client (a key, or an address with auth off) may hold when its
+ * limits set no `concurrent_requests` of their own: one client alone cannot take every slot.
+ */
+export const DEFAULT_CLIENT_SHARE = 0.5;
+
+/** The most requests one client may have in flight when its limits do not say: its share of the gateway's. */
+export function clientShare(maxConcurrentRequests: number): number {
+  return Math.max(1, Math.ceil(maxConcurrentRequests * DEFAULT_CLIENT_SHARE));
+}
+
+/**
  * Decides whether a request may start: the gateway-wide cap on requests in flight, then the client's own
  * limits (per API key, or per client address when auth is off). In-process, so exact on one instance;
  * with several instances (or WORKERS > 1) each one counts on its own.
@@ -97,12 +108,14 @@ export class Admission {
   private inFlight = 0;
   private readonly byKey: ReadonlyMap<string, ClientState>;
   private readonly byAddress = new Map<string, ClientState>();
+  private readonly share: number;
 
   constructor(
     private readonly access: AccessConfig,
     private readonly now: () => number = Date.now,
   ) {
     this.byKey = new Map(access.keys.map((key) => [key.name, new ClientState(key.limits)]));
+    this.share = clientShare(access.maxConcurrentRequests);
   }
 
   /** Requests in flight on the completions path now, over all clients. */
@@ -111,8 +124,18 @@ export class Admission {
   }
 
   /**
+   * The checks that need no slot, made before the body is read: a client over its requests or tokens per
+   * minute is refused without the gateway reading (or waiting for) its body. Counts nothing.
+   */
+  precheck(client: { readonly key?: string; readonly address: string }): void {
+    const state = this.stateOf(client);
+    if (state !== undefined) this.checkRates(state, whoIs(client), this.now());
+  }
+
+  /**
    * Admits one request of a key (by name) or, when auth is off, of a client address. Throws AdmissionError
-   * when a limit says no; a refused request counts against nothing.
+   * when a limit says no; a refused request counts against nothing. Called once the body has arrived, so a
+   * slow body never holds a slot.
    */
   admit(client: { readonly key?: string; readonly address: string }): Ticket {
     if (this.inFlight >= this.access.maxConcurrentRequests) {
@@ -122,9 +145,12 @@ export class Admission {
       );
     }
     const nowMs = this.now();
-    const state = client.key === undefined ? this.addressState(client.address) : this.byKey.get(client.key);
-    const who = client.key === undefined ? "this client address" : `API key '${client.key}'`;
-    if (state !== undefined) this.check(state, who, nowMs);
+    const state = this.stateOf(client);
+    if (state !== undefined) {
+      const who = whoIs(client);
+      this.checkConcurrency(state, who);
+      this.checkRates(state, who, nowMs);
+    }
     this.inFlight++;
     if (state !== undefined) {
       state.inFlight++;
@@ -144,14 +170,20 @@ export class Admission {
     };
   }
 
-  private check(state: ClientState, who: string, nowMs: number): void {
-    const { requestsPerMinute, tokensPerMinute, concurrentRequests } = state.limits;
-    if (concurrentRequests !== undefined && state.inFlight >= concurrentRequests) {
-      throw new AdmissionError(
-        "client_concurrency",
-        new TooManyConcurrentRequestsError(`${capitalised(who)} has ${concurrentRequests} requests in flight, its limit. Try again in a moment.`),
-      );
-    }
+  private stateOf(client: { readonly key?: string; readonly address: string }): ClientState | undefined {
+    return client.key === undefined ? this.addressState(client.address) : this.byKey.get(client.key);
+  }
+
+  private checkConcurrency(state: ClientState, who: string): void {
+    const own = state.limits.concurrentRequests;
+    const limit = own ?? this.share;
+    if (state.inFlight < limit) return;
+    const what = own === undefined ? `${limit} requests in flight, its share of the gateway's ${this.access.maxConcurrentRequests}` : `${limit} requests in flight, its limit`;
+    throw new AdmissionError("client_concurrency", new TooManyConcurrentRequestsError(`${capitalised(who)} has ${what}. Try again in a moment.`));
+  }
+
+  private checkRates(state: ClientState, who: string, nowMs: number): void {
+    const { requestsPerMinute, tokensPerMinute } = state.limits;
     if (requestsPerMinute !== undefined && state.requests !== undefined && state.requests.total(nowMs) + 1 > requestsPerMinute) {
       const wait = state.requests.secondsUntilAtMost(nowMs, requestsPerMinute - 1);
       throw new AdmissionError("requests_per_minute", new RateLimitError("requests", requestsPerMinute, who, wait));
@@ -162,10 +194,9 @@ export class Admission {
     }
   }
 
-  /** Undefined when no per-client limit is set: then there is nothing to keep per address. */
-  private addressState(address: string): ClientState | undefined {
+  /** Every address is tracked: even with no limits set, its share of the slots is. */
+  private addressState(address: string): ClientState {
     const limits = this.access.limits;
-    if (limits.requestsPerMinute === undefined && limits.tokensPerMinute === undefined && limits.concurrentRequests === undefined) return undefined;
     const known = this.byAddress.get(address);
     if (known !== undefined) {
       // Re-inserted last, so the Map's order is least recently seen first.
@@ -191,6 +222,10 @@ export class Admission {
       }
     }
   }
+}
+
+function whoIs(client: { readonly key?: string }): string {
+  return client.key === undefined ? "this client address" : `API key '${client.key}'`;
 }
 
 function capitalised(text: string): string {

@@ -1,7 +1,8 @@
-import express, { type NextFunction, type Request, type Response, Router } from "express";
+import { type NextFunction, type Request, type Response, Router } from "express";
 import type { Logger } from "winston";
 import { InvalidRequestError, UnsupportedMediaTypeError } from "../../errors";
-import { admit, checkBackendAllowed } from "../../middleware/access";
+import { admit, checkBackendAllowed, precheck } from "../../middleware/access";
+import { jsonBody } from "../../middleware/json-body";
 import { loopGuard } from "../../middleware/loop-guard";
 import { contextOf, type RequestContext } from "../../middleware/request-context";
 import type { ChatCompletionRequest, Usage } from "../../schemas/chat";
@@ -185,14 +186,17 @@ export function createChatCompletionsRouter(deps: {
   readonly admission: Admission;
   readonly accessMetrics: AccessMetrics;
   readonly maxBodyBytes: number;
+  readonly bodyTimeoutSeconds: number;
   readonly maxHops: number;
 }): Router {
   const router = Router();
   // requireJson has already refused other types; this also reads a body sent without a Content-Type.
-  const parseJson = express.json({ limit: deps.maxBodyBytes, type: () => true });
+  const parseJson = jsonBody({ maxBytes: deps.maxBodyBytes, timeoutSeconds: deps.bodyTimeoutSeconds });
+  // Rates are checked before the body is read, the slot is taken after: a trickling body holds none.
+  const checks = [loopGuard(deps.maxHops), precheck(deps.admission, deps.accessMetrics), requireJson, parseJson, admit(deps.admission, deps.accessMetrics), rejectInvalid];
   router
     .route("/v1/chat/completions")
-    .post(loopGuard(deps.maxHops), admit(deps.admission, deps.accessMetrics), requireJson, parseJson, rejectInvalid, async (req: Request, res: Response) => {
+    .post(...checks, async (req: Request, res: Response) => {
       const request = req.body as ChatCompletionRequest;
       const context = contextOf(res);
       const backend = deps.inference.route(request.model);
