@@ -327,7 +327,8 @@ describe("limits", () => {
   });
 
   it("caps requests in flight over all clients with max_concurrent_requests", async () => {
-    const gateway = await gatewayWith(["max_concurrent_requests: 2"], false);
+    // The client's own limit lifts its default share (half the slots), so the gateway-wide cap is what answers.
+    const gateway = await gatewayWith(["max_concurrent_requests: 2", "limits:", "  concurrent_requests: 2"], false);
     const slow = [1, 2].map(() => chat(gateway.url, { model: "remote", messages: userMessage("slow"), mock: { delay_ms: 400 } }));
     await new Promise((resolve) => setTimeout(resolve, 100));
     const refused = await chat(gateway.url, { messages: userMessage("Hello") });

@@ -12,13 +12,43 @@ describe("parseSettings", () => {
       shutdownTimeoutSeconds: 10,
       maxHops: 8,
       workers: 1,
+      headersTimeoutSeconds: 10,
+      bodyTimeoutSeconds: 10,
+      maxConnections: 10_000,
+      drainDelaySeconds: 5,
     });
   });
 
   it("reads every variable", () => {
     expect(
-      parseSettings({ PORT: "9000", HOST: "127.0.0.1", CONFIG_FILE: "/etc/gw.yaml", LOG_LEVEL: "DEBUG", MAX_BODY_BYTES: "2048", SHUTDOWN_TIMEOUT: "3", MAX_HOPS: "3", WORKERS: "4" }),
-    ).toEqual({ port: 9000, host: "127.0.0.1", configFile: "/etc/gw.yaml", logLevel: "debug", maxBodyBytes: 2048, shutdownTimeoutSeconds: 3, maxHops: 3, workers: 4 });
+      parseSettings({
+        PORT: "9000",
+        HOST: "127.0.0.1",
+        CONFIG_FILE: "/etc/gw.yaml",
+        LOG_LEVEL: "DEBUG",
+        MAX_BODY_BYTES: "2048",
+        SHUTDOWN_TIMEOUT: "3",
+        MAX_HOPS: "3",
+        WORKERS: "4",
+        HEADERS_TIMEOUT: "5",
+        BODY_TIMEOUT: "6",
+        MAX_CONNECTIONS: "7",
+        DRAIN_DELAY: "0",
+      }),
+    ).toEqual({
+      port: 9000,
+      host: "127.0.0.1",
+      configFile: "/etc/gw.yaml",
+      logLevel: "debug",
+      maxBodyBytes: 2048,
+      shutdownTimeoutSeconds: 3,
+      maxHops: 3,
+      workers: 4,
+      headersTimeoutSeconds: 5,
+      bodyTimeoutSeconds: 6,
+      maxConnections: 7,
+      drainDelaySeconds: 0,
+    });
   });
 
   it("reads WORKERS=auto (one worker per core, counted at start-up)", () => {
@@ -31,6 +61,10 @@ describe("parseSettings", () => {
     [{ LOG_LEVEL: "loud" }, "LOG_LEVEL: must be one of error, warn, info, http, verbose, debug, silly"],
     [{ MAX_BODY_BYTES: "0" }, "MAX_BODY_BYTES: must be a whole number from 1 to 1073741824"],
     [{ MAX_HOPS: "0" }, "MAX_HOPS: must be a whole number from 1 to 100"],
+    [{ BODY_TIMEOUT: "0" }, "BODY_TIMEOUT: must be a whole number from 1 to 3600"],
+    [{ HEADERS_TIMEOUT: "-1" }, "HEADERS_TIMEOUT: must be a whole number from 1 to 3600"],
+    [{ MAX_CONNECTIONS: "0" }, "MAX_CONNECTIONS: must be a whole number from 1 to 1000000"],
+    [{ DRAIN_DELAY: "1.5" }, "DRAIN_DELAY: must be a whole number from 0 to 3600"],
     [{ WORKERS: "0" }, "WORKERS: must be auto or a whole number from 1 to 256"],
     [{ WORKERS: "two" }, "WORKERS: must be auto or a whole number from 1 to 256"],
   ])("rejects %p", (env, message) => {

@@ -309,6 +309,49 @@ describe("Admission", () => {
     });
   });
 
+  describe("each client's share of max_concurrent_requests", () => {
+    it("lets one client address hold at most half the slots when no concurrent_requests is set", () => {
+      const admission = new Admission(access({ maxConcurrentRequests: 4 }), clock().now);
+      admission.admit({ address: "10.0.0.1" });
+      admission.admit({ address: "10.0.0.1" });
+      const error = refusal(admission, { address: "10.0.0.1" });
+      expect(error.reason).toBe("client_concurrency");
+      expect(error.error.message).toContain("its share of the gateway's 4");
+      admission.admit({ address: "10.0.0.2" });
+      admission.admit({ address: "10.0.0.2" });
+      expect(admission.requestsInFlight).toBe(4);
+    });
+
+    it("lets a key's own concurrent_requests replace the share", () => {
+      const admission = new Admission(access({ keys: [key("batch", { concurrentRequests: 4 })], maxConcurrentRequests: 4 }), clock().now);
+      for (let i = 0; i < 4; i++) admission.admit({ key: "batch", address: "10.0.0.1" });
+      expect(reason(admission, { key: "batch", address: "10.0.0.1" })).toBe("gateway_concurrency");
+    });
+
+    it("gives a gateway of one slot a share of one", () => {
+      const admission = new Admission(access({ maxConcurrentRequests: 1 }), clock().now);
+      expect(() => admission.admit({ address: "10.0.0.1" })).not.toThrow();
+    });
+  });
+
+  describe("precheck, before the body is read", () => {
+    it("refuses a client over its requests per minute and counts nothing", () => {
+      const admission = new Admission(access({ limits: { requestsPerMinute: 1 } }), clock().now);
+      admission.precheck({ address: "10.0.0.1" });
+      admission.precheck({ address: "10.0.0.1" });
+      admission.admit({ address: "10.0.0.1" }).release();
+      expect(() => admission.precheck({ address: "10.0.0.1" })).toThrow(AdmissionError);
+      expect(admission.requestsInFlight).toBe(0);
+    });
+
+    it("takes no slot: a client whose body is still arriving holds nothing", () => {
+      const admission = new Admission(access({ maxConcurrentRequests: 1 }), clock().now);
+      for (let i = 0; i < 10; i++) admission.precheck({ address: `10.0.0.${i}` });
+      expect(admission.requestsInFlight).toBe(0);
+      expect(() => admission.admit({ address: "10.0.0.1" })).not.toThrow();
+    });
+  });
+
   describe("max_concurrent_requests of the gateway", () => {
     it("refuses the request over the cap whoever sends it, with a 503", () => {
       const admission = new Admission(access({ keys: [key("alice"), key("bob")], maxConcurrentRequests: 2 }), clock().now);
@@ -323,7 +366,8 @@ describe("Admission", () => {
     });
 
     it("admits again when any request is released, and a double release frees one slot", () => {
-      const admission = new Admission(access({ keys: [key("alice"), key("bob")], maxConcurrentRequests: 2 }), clock().now);
+      const own = { concurrentRequests: 2 };
+      const admission = new Admission(access({ keys: [key("alice", own), key("bob", own)], maxConcurrentRequests: 2 }), clock().now);
       const first = admission.admit({ key: "alice", address: "10.0.0.1" });
       admission.admit({ key: "bob", address: "10.0.0.2" });
       first.release();
@@ -397,15 +441,15 @@ describe("Admission", () => {
       expect(() => admission.admit({ address: "10.0.0.2" })).not.toThrow();
     });
 
-    it("keeps nothing per address when no limits are set: only the global cap applies", () => {
+    it("holds an address to its share when no limits are set, and keeps the table bounded", () => {
       const admission = new Admission(access({ maxConcurrentRequests: 5 }), clock().now);
-      const tickets = admitTimes(admission, { address: "10.0.0.1" }, 5);
-      expect(reason(admission, { address: "10.0.0.1" })).toBe("gateway_concurrency");
+      const tickets = admitTimes(admission, { address: "10.0.0.1" }, 3);
+      expect(reason(admission, { address: "10.0.0.1" })).toBe("client_concurrency");
       tickets.forEach((ticket) => ticket.release());
-      // Many requests from many addresses: none is ever refused, and no per-address books exist to grow.
+      // Many requests from many addresses: none is ever refused, and the per-address books stay bounded.
       for (let i = 0; i < 2 * MAX_TRACKED_ADDRESSES; i++) admission.admit({ address: `addr-${i}` }).release();
       expect(admission.requestsInFlight).toBe(0);
-      expect(addressCount(admission)).toBe(0);
+      expect(addressCount(admission)).toBe(MAX_TRACKED_ADDRESSES);
     });
 
     it("keeps the address table bounded: past MAX_TRACKED_ADDRESSES a long-idle address loses its counts", () => {
