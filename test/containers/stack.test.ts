@@ -370,7 +370,7 @@ describe("docker stop", () => {
     );
 
     const stopIssuedAt = performance.now();
-    // 20 s of grace (compose gives 15 s): long enough that only a gateway that never exits meets SIGKILL.
+    // 20 s of grace (as compose gives), with the default 5 s DRAIN_DELAY first: long enough that only a gateway that never exits meets SIGKILL.
     await draining.stop({ timeout: 20_000, remove: false });
     const answer = await slow;
 
