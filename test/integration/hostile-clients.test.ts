@@ -119,6 +119,16 @@ describe("compressed request bodies", () => {
   });
 });
 
+describe("request paths", () => {
+  it("that are not valid percent-encoding are a 400 with an OpenAI body, not a 500", async () => {
+    const gateway = await gatewayWith(twoBackendConfig(mock.url));
+    const response = await fetch(`${gateway.url}/v1/models/%`);
+    expect(response.status).toBe(400);
+    expect(await response.json()).toEqual({ error: { message: expect.stringContaining("decode"), type: "invalid_request_error", param: null, code: "invalid_request" } });
+    expect(gateway.logText()).not.toContain('"level":"error"');
+  });
+});
+
 /** Headers and the start of a body that will never be finished. */
 function trickle(port: number, localAddress: string): Promise<Socket> {
   return new Promise((resolveOpen, rejectOpen) => {

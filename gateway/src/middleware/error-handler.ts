@@ -1,5 +1,5 @@
 import type { NextFunction, Request, Response } from "express";
-import { ClientClosedError, GatewayError, InternalError, InvalidRequestError, NotFoundError, PayloadTooLargeError } from "../errors";
+import { GatewayError, InternalError, NotFoundError } from "../errors";
 import { contextOf } from "./request-context";
 
 /**
@@ -8,16 +8,14 @@ import { contextOf } from "./request-context";
  */
 const FUTILE_TO_RETRY: ReadonlySet<number> = new Set([400, 401, 403, 404, 405, 413, 415, 422, 508]);
 
-/** The errors body-parser raises carry a `type`; these are the ones a client can cause. */
-interface BodyParserError {
-  readonly type: string;
-  readonly status?: number;
-  readonly limit?: number;
-  readonly message: string;
-}
-
-function isBodyParserError(error: unknown): error is BodyParserError {
-  return error instanceof Error && typeof (error as { type?: unknown }).type === "string";
+/**
+ * Express's own parts (the router decoding a path parameter, say) report a bad request as an Error with a
+ * 4xx `status`, http-errors' convention: the client's fault, so its status, never a 500.
+ */
+function clientStatus(error: unknown): number | undefined {
+  if (!(error instanceof Error)) return undefined;
+  const status = (error as { status?: unknown }).status;
+  return typeof status === "number" && Number.isInteger(status) && status >= 400 && status < 500 ? status : undefined;
 }
 
 /** The OpenAI error object for a GatewayError: the body of an error response, or of an in-band stream error. */
@@ -27,21 +25,9 @@ export function errorBody(error: GatewayError): { error: { message: string; type
 
 export function toGatewayError(error: unknown): GatewayError | undefined {
   if (error instanceof GatewayError) return error;
-  if (!isBodyParserError(error)) return undefined;
-  switch (error.type) {
-    case "entity.parse.failed":
-      return new InvalidRequestError(`The request body is not valid JSON: ${error.message}`, null, "invalid_json");
-    case "entity.too.large":
-      return new PayloadTooLargeError(error.limit ?? 0);
-    case "request.aborted":
-      return new ClientClosedError();
-    case "encoding.unsupported":
-    case "charset.unsupported":
-    case "request.size.invalid":
-      return new InvalidRequestError(error.message, null, "invalid_body");
-    default:
-      return undefined;
-  }
+  const status = clientStatus(error);
+  if (status === undefined || !(error instanceof Error)) return undefined;
+  return new GatewayError(error.message.slice(0, 300), status, "invalid_request_error", "invalid_request");
 }
 
 /** The only place that writes error bodies: OpenAI's `{"error": {message, type, param, code}}`. */
