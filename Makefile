@@ -43,7 +43,7 @@ bench: build
 	node bench/run.mjs $(BENCH_ARGS)
 
 check-docker:
-	@command -v docker >/dev/null || { echo "make test: the container tests need Docker. Install a Docker engine with Compose v2 (Debian: apt-get install docker.io docker-compose; on the CI machines: bash ../shared/ci/docker-engine.sh)" >&2; exit 1; }
+	@command -v docker >/dev/null || { echo "make test: the container tests (the Prometheus one included) need Docker. Install a Docker engine with Compose v2 (Debian: apt-get install docker.io docker-compose; on the CI machines: bash ../shared/ci/docker-engine.sh)" >&2; exit 1; }
 	@docker info >/dev/null 2>&1 || { echo "make test: no Docker engine answers. Start dockerd (on the CI machines: bash ../shared/ci/docker-engine.sh) and retry." >&2; exit 1; }
 	@docker compose version >/dev/null 2>&1 || { echo "make test: Docker Compose v2 is missing (the compose test needs 'docker compose'). Install docker-compose-plugin." >&2; exit 1; }
 

@@ -1,9 +1,22 @@
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { GenericContainer } from "testcontainers";
+import { parse } from "yaml";
 export { freePort } from "../support/ports";
 
 /** The repository root: the build context of our Dockerfile and the directory of docker-compose.yml. */
 export const REPO_ROOT = path.resolve(__dirname, "..", "..");
+
+/**
+ * The `image:` of a service in docker-compose.yml, so a test runs the very image (and tag) users get and the
+ * tag is written once; .ci/run reads it from there too (`docker compose config --images`) to make its stand-in.
+ */
+export function composeImage(service: string): string {
+  const compose: unknown = parse(readFileSync(path.join(REPO_ROOT, "docker-compose.yml"), "utf8"));
+  const image = (compose as { services?: Record<string, { image?: unknown } | undefined> } | null)?.services?.[service]?.image;
+  if (typeof image !== "string") throw new Error(`docker-compose.yml has no image for service ${service}`);
+  return image;
+}
 
 /** Builds, container starts and `docker stop` take far longer than jest's default 5 s. */
 export const CONTAINER_TEST_TIMEOUT_MS = 5 * 60 * 1000;

@@ -1,41 +1,36 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
-import { chat, type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
-import { freePort } from "../support/ports";
-
 /**
- * A real Prometheus (Debian's `prometheus` package; `.ci/run` installs it) scrapes a running gateway every
- * second; the per-backend series are read back through its HTTP API, as an operator's dashboard would.
+ * A real Prometheus scrapes a running gateway every second; the per-backend series are read back through its
+ * HTTP API, as an operator's dashboard would. Prometheus runs in a container, from the image (and tag) the
+ * compose `monitoring` profile uses, read from docker-compose.yml so the tag lives in that one place.
+ * The gateways run on the host (in this process's children, on 127.0.0.1), so the container shares the host's
+ * network and scrapes 127.0.0.1; it listens on 127.0.0.1 at a free port. Needs Docker; run with
+ * TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 (see `make test-containers`).
+ *
+ * Versions: a user's machine pulls the official prom/prometheus:v3.5.0; on the CI machines (no registry)
+ * .ci/run builds a stand-in under that tag from Debian's package, which is Prometheus 2.53.3. Every query and
+ * config key here means the same in 2.53 and 3.x (instant queries, rate, histogram_quantile, credentials_file,
+ * metric_relabel_configs), so the assertions hold on both.
  */
+import { GenericContainer, type StartedTestContainer, Wait } from "testcontainers";
+import { chat, type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
+import { composeImage, CONTAINER_TEST_TIMEOUT_MS, freePort } from "./support";
 
 const SCRAPE_INTERVAL = "1s";
 const WAIT_MS = 30_000;
 const POLL_MS = 250;
 
+/** Paths inside the container: /etc/prometheus exists in the official image and in the stand-in. */
+const CONFIG_FILE = "/etc/prometheus/gateway-test.yml";
+const CREDENTIALS_FILE = "/etc/prometheus/gateway-test-metrics-key";
+/** A tmpfs: the images' own data directories differ (and are owned by different users); this one is 1777. */
+const DATA_DIR = "/gateway-test-data";
+
 let mock: RunningMock;
 let gateway: RunningGateway;
 let keyed: RunningGateway;
-let prometheus: ChildProcess | undefined;
+let prometheus: StartedTestContainer | undefined;
 let prometheusUrl: string;
-let workDir: string | undefined;
 let prometheusLog = "";
-
-function findOnPath(command: string): string | undefined {
-  for (const directory of (process.env.PATH ?? "").split(delimiter)) {
-    if (directory === "") continue;
-    const candidate = join(directory, command);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not in this directory
-    }
-  }
-  return undefined;
-}
-
 
 const METRICS_KEY = "gw-prometheus-metrics-7d1e5a9c3b";
 const API_KEY = "gw-prometheus-app-2f6b8d4a0c";
@@ -110,10 +105,6 @@ async function eventually<T>(what: string, read: () => Promise<T>, done: (value:
 }
 
 beforeAll(async () => {
-  const binary = findOnPath("prometheus");
-  if (binary === undefined) {
-    throw new Error("the Prometheus test needs the `prometheus` binary on PATH: apt-get install prometheus (Debian; .ci/run installs it)");
-  }
   mock = await startMock();
   gateway = await startGateway(twoBackendConfig(mock.url, "timeout: 5"));
   keyed = await startGateway(
@@ -121,21 +112,29 @@ beforeAll(async () => {
     { env: { API_KEY, METRICS_KEY } },
   );
 
-  workDir = mkdtempSync(join(tmpdir(), "gateway-prometheus-"));
-  const configFile = join(workDir, "prometheus.yml");
-  const credentialsFile = join(workDir, "metrics-key");
-  writeFileSync(credentialsFile, METRICS_KEY, { mode: 0o600 });
-  writeFileSync(configFile, scrapeConfig(`127.0.0.1:${gateway.port}`, `127.0.0.1:${keyed.port}`, credentialsFile));
   const port = await freePort();
   prometheusUrl = `http://127.0.0.1:${port}`;
-  prometheus = spawn(binary, [`--config.file=${configFile}`, `--storage.tsdb.path=${join(workDir, "data")}`, `--web.listen-address=127.0.0.1:${port}`], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const keepLog = (chunk: Buffer) => {
-    prometheusLog = (prometheusLog + chunk.toString("utf8")).slice(-20_000);
-  };
-  prometheus.stdout?.on("data", keepLog);
-  prometheus.stderr?.on("data", keepLog);
+  prometheus = await new GenericContainer(composeImage("prometheus"))
+    .withNetworkMode("host")
+    // The official image's entrypoint is /bin/prometheus, the stand-in's command starts with `prometheus`:
+    // naming it here runs the same flags on both.
+    .withEntrypoint(["prometheus"])
+    .withCommand([`--config.file=${CONFIG_FILE}`, `--storage.tsdb.path=${DATA_DIR}`, `--web.listen-address=127.0.0.1:${port}`])
+    .withTmpFs({ [DATA_DIR]: "rw,mode=1777" })
+    // Copied in as root: world-readable, since the images run Prometheus as different users (nobody, prometheus).
+    // The key is a test value, in a container only this test can reach.
+    .withCopyContentToContainer([
+      { content: scrapeConfig(`127.0.0.1:${gateway.port}`, `127.0.0.1:${keyed.port}`, CREDENTIALS_FILE), target: CONFIG_FILE, mode: 0o444 },
+      { content: METRICS_KEY, target: CREDENTIALS_FILE, mode: 0o444 },
+    ])
+    .withLogConsumer((stream) => {
+      stream.on("data", (chunk: Buffer | string) => {
+        prometheusLog = (prometheusLog + chunk.toString()).slice(-20_000);
+      });
+    })
+    .withWaitStrategy(Wait.forLogMessage("Server is ready to receive web requests"))
+    .withStartupTimeout(120_000)
+    .start();
 
   await eventually("Prometheus to be ready", async () => (await fetch(`${prometheusUrl}/-/ready`)).status, (status) => status === 200);
   // Traffic goes out only after a first scrape has seen every series at 0, so rate() counts all of it.
@@ -150,18 +149,10 @@ beforeAll(async () => {
   expect((await chat(gateway.url, { model: "remote", messages: userMessage("x"), mock: { status: 500 } })).status).toBe(502);
   expect((await chat(gateway.url, "{not json")).status).toBe(400);
   for (let i = 0; i < 2; i++) expect((await chat(keyed.url, { messages: userMessage("Hello") }, { authorization: `Bearer ${API_KEY}` })).status).toBe(200);
-}, WAIT_MS * 3);
+}, CONTAINER_TEST_TIMEOUT_MS);
 
 afterAll(async () => {
-  if (prometheus !== undefined && prometheus.exitCode === null && prometheus.signalCode === null) {
-    const running = prometheus;
-    const exited = new Promise<void>((resolve) => running.once("exit", () => resolve()));
-    running.kill("SIGTERM");
-    const timer = setTimeout(() => running.kill("SIGKILL"), 5000);
-    await exited;
-    clearTimeout(timer);
-  }
-  if (workDir !== undefined) rmSync(workDir, { recursive: true, force: true });
+  await prometheus?.stop({ timeout: 5000 });
   await gateway?.close();
   await keyed?.close();
   await mock?.close();
