@@ -156,7 +156,8 @@ export class ClusterMetrics {
     if (!worker.source.isConnected()) return Promise.resolve();
     let settle = (): void => undefined;
     const answered = new Promise<void>((resolve) => {
-      const timer = setTimeout(() => settle(), this.timeoutMs);
+      // Unref'd: a question left open must not keep a stopping primary alive.
+      const timer = setTimeout(() => settle(), this.timeoutMs).unref();
       settle = () => {
         clearTimeout(timer);
         worker.asking = undefined;
