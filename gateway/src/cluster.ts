@@ -1,22 +1,30 @@
 import cluster, { type Worker } from "node:cluster";
-import { AggregatorRegistry, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import type { Logger } from "winston";
+import { ClusterMetrics, SNAPSHOT_REPLY, SNAPSHOT_REQUEST, type Snapshot, type SnapshotReply, type SnapshotRequest } from "./cluster-metrics";
 
 /**
  * WORKERS > 1: a primary process forks the workers, each of which is the whole gateway (config, backends,
  * app) listening on the shared port; node:cluster hands each new connection to the next worker.
  *
  * `/metrics` is answered by whichever worker gets the scrape, with the sum over all workers: the worker
- * asks the primary over IPC, the primary gathers every worker's metrics with prom-client's
- * AggregatorRegistry and answers with the aggregate. The primary never serves HTTP itself, so the port and
- * path stay what they are with one process and a scrape config does not change with WORKERS.
+ * asks the primary over IPC, the primary asks every worker for its registry (cluster-metrics.ts) and answers
+ * with the aggregate, in which a dead worker's counters stay. The primary never serves HTTP itself, so the
+ * port and path stay what they are with one process and a scrape config does not change with WORKERS.
  */
 
 const SCRAPE_REQUEST = "gateway:scrape";
 const SCRAPE_REPLY = "gateway:scrape-reply";
 
-/** AggregatorRegistry gives up on a worker that has not answered within 5 s; we wait a little longer. */
+/** The primary uses a worker's last snapshot when it has not answered within this... */
+const SNAPSHOT_TIMEOUT_MS = 5000;
+/** ...so a worker waiting on the primary's answer gives up a little later. */
 const SCRAPE_TIMEOUT_MS = 6000;
+/**
+ * The primary refreshes every worker's snapshot this often besides at scrapes: what a worker counted after
+ * its last snapshot is lost if it dies, so this bounds that loss to a few seconds' worth.
+ */
+const REFRESH_INTERVAL_MS = 5000;
 
 /** A replaced worker must have lived this long, or its death counts as a crash loop. */
 const CRASH_WINDOW_MS = 60_000;
@@ -41,16 +49,24 @@ function isMessage<T extends { type: string }>(message: unknown, type: T["type"]
 
 /**
  * In a worker: lets the primary read this worker's `registry`, and returns what `/metrics` serves, the
- * metrics of every worker summed (histograms and counters add up; gauges too, except where a metric says
- * otherwise, as prom-client's version and start-time gauges do).
+ * metrics of every worker summed (histograms and counters add up, a dead worker's included; gauges too,
+ * except where a metric says otherwise, as prom-client's version and start-time gauges do).
  */
 export function clusterScrape(registry: Registry): () => Promise<string> {
-  // Constructing one installs prom-client's worker-side listener, which answers the primary's requests.
-  new AggregatorRegistry();
-  AggregatorRegistry.setRegistries([registry]);
   const pending = new Map<number, { resolve(text: string): void; reject(error: Error): void }>();
   let nextId = 0;
   process.on("message", (message: unknown) => {
+    if (isMessage<SnapshotRequest>(message, SNAPSHOT_REQUEST)) {
+      const reply = (answer: SnapshotReply) => {
+        if (process.connected) process.send?.(answer);
+      };
+      // The primary keeps this worker's previous snapshot when collecting fails.
+      registry.getMetricsAsJSON().then(
+        (metrics: Snapshot) => reply({ type: SNAPSHOT_REPLY, metrics }),
+        () => reply({ type: SNAPSHOT_REPLY }),
+      );
+      return;
+    }
     if (!isMessage<ScrapeReply>(message, SCRAPE_REPLY)) return;
     const waiter = pending.get(message.id);
     pending.delete(message.id);
@@ -88,19 +104,26 @@ export interface PrimaryOptions {
  */
 export function runPrimary(options: PrimaryOptions): void {
   const { logger } = options;
-  const aggregator = new AggregatorRegistry();
+  const metrics = new ClusterMetrics(SNAPSHOT_TIMEOUT_MS);
+  setInterval(() => void metrics.refresh(), REFRESH_INTERVAL_MS).unref();
   let stopping = false;
   let exitCode = 0;
   const crashes: number[] = [];
 
   const fork = (): Worker => {
     const worker = cluster.fork();
+    // Asked only once it listens: before that its listener may not exist, and the question would go unanswered.
+    worker.once("listening", () => metrics.join(worker));
     worker.on("message", (message: unknown) => {
+      if (isMessage<SnapshotReply>(message, SNAPSHOT_REPLY)) {
+        metrics.answered(worker.id, Array.isArray(message.metrics) ? message.metrics : undefined);
+        return;
+      }
       if (!isMessage<ScrapeRequest>(message, SCRAPE_REQUEST)) return;
       const answer = (reply: ScrapeReply) => {
         if (worker.isConnected()) worker.send(reply);
       };
-      aggregator.clusterMetrics().then(
+      metrics.scrape().then(
         (text) => answer({ type: SCRAPE_REPLY, id: message.id, text }),
         (error: unknown) => answer({ type: SCRAPE_REPLY, id: message.id, error: error instanceof Error ? error.message : String(error) }),
       );
@@ -109,6 +132,7 @@ export function runPrimary(options: PrimaryOptions): void {
   };
 
   cluster.on("exit", (worker, code, signal) => {
+    metrics.exited(worker.id);
     if (stopping) {
       if (code !== 0) exitCode = 1;
       if (Object.keys(cluster.workers ?? {}).length === 0) {

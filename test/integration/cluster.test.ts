@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { parseExposition, select } from "../support/exposition";
+import { parseExposition, select, total } from "../support/exposition";
 
 /** These tests run the built program with WORKERS=2, as users do (`make build` first; `make test` does it). */
 const ROOT = resolve(__dirname, "../..");
@@ -85,6 +85,22 @@ async function countedRequests(port: number): Promise<number> {
   return select(samples, "gateway_requests_total", { backend: "local", code: "200" }).reduce((sum, sample) => sum + sample.value, 0);
 }
 
+/**
+ * Requests and request-duration observations of backend `local` in the summed scrape, once two scrapes in a
+ * row agree (a request is counted when its response closes, a moment after the client has read it).
+ */
+async function settledCounts(port: number): Promise<{ requests: number; durations: number }> {
+  let previous = "";
+  for (let attempt = 0; attempt < 40; attempt++) {
+    const samples = parseExposition((await send(port, "GET", "/metrics")).text);
+    const counts = { requests: total(samples, "gateway_requests_total", { backend: "local" }), durations: total(samples, "gateway_request_duration_seconds_count", { backend: "local" }) };
+    if (counts.requests === counts.durations && JSON.stringify(counts) === previous) return counts;
+    previous = JSON.stringify(counts);
+    await sleep(25);
+  }
+  throw new Error(`/metrics did not settle: ${previous}`);
+}
+
 afterAll(() => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
@@ -137,12 +153,28 @@ describe("WORKERS=2", () => {
     expect(select(samples, "gateway_backend_up", { backend: "local" }).map((sample) => sample.value)).toEqual([1]);
   });
 
-  it("replaces a worker that dies", async () => {
+  it("replaces a worker that dies, and keeps its counts: summed counters never go backwards", async () => {
+    for (let i = 0; i < 10; i++) expect((await send(gateway.port, "POST", "/v1/chat/completions", CHAT)).status).toBe(200);
+    const before = await settledCounts(gateway.port);
+    // Ten requests on fresh connections alternate between the two workers: the victim served some of them.
+    expect(before.requests).toBeGreaterThanOrEqual(10);
+
     const victim = Number(listening(gateway.output())[0]?.pid);
     process.kill(victim, "SIGKILL");
     await waitFor(() => listening(gateway.output()).length >= 3, "a replacement worker", gateway.output);
     expect(gateway.output()).toContain('"message":"worker died; starting another"');
+
+    // Nothing was served since `before`: the dead worker's last counts stay in the sum, once.
+    const after = parseExposition((await send(gateway.port, "GET", "/metrics")).text);
+    expect(total(after, "gateway_requests_total", { backend: "local" })).toBe(before.requests);
+    expect(total(after, "gateway_request_duration_seconds_count", { backend: "local" })).toBe(before.durations);
+    // Its gauges went with it: these say 1 from the two live workers, not 2.
+    expect(select(after, "gateway_build_info").map((sample) => sample.value)).toEqual([1]);
+    expect(select(after, "gateway_backend_up", { backend: "local" }).map((sample) => sample.value)).toEqual([1]);
+    expect(total(after, "gateway_in_flight_requests", { backend: "local" })).toBe(0);
+
     for (let i = 0; i < 4; i++) expect((await send(gateway.port, "POST", "/v1/chat/completions", CHAT)).status).toBe(200);
+    expect((await settledCounts(gateway.port)).requests).toBe(before.requests + 4);
   });
 
   it("on SIGTERM stops every worker and exits 0", async () => {
