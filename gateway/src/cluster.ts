@@ -94,6 +94,8 @@ export interface PrimaryOptions {
   readonly logger: Logger;
   /** Seconds a worker gets to drain after SIGTERM (its own SHUTDOWN_TIMEOUT) before the primary kills it. */
   readonly shutdownTimeoutSeconds: number;
+  /** DRAIN_DELAY: after SIGTERM each worker serves this long (with /ready at 503) before it starts draining. */
+  readonly drainDelaySeconds: number;
 }
 
 /**
@@ -162,12 +164,14 @@ export function runPrimary(options: PrimaryOptions): void {
     stopping = true;
     logger.info("shutting down workers", { signal, workers: Object.keys(cluster.workers ?? {}).length });
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
-    // Each worker stops itself within its SHUTDOWN_TIMEOUT; this only catches one that hangs anyway.
+    // Each worker stops itself within its DRAIN_DELAY (SIGTERM only) and SHUTDOWN_TIMEOUT; this only
+    // catches one that hangs anyway.
+    const drainDelaySeconds = signal === "SIGTERM" ? options.drainDelaySeconds : 0;
     setTimeout(
       () => {
         for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill("SIGKILL");
       },
-      (options.shutdownTimeoutSeconds + 5) * 1000,
+      (drainDelaySeconds + options.shutdownTimeoutSeconds + 5) * 1000,
     ).unref();
   };
   process.on("SIGTERM", stopAll);

@@ -39,7 +39,7 @@ function main(): void {
     const logger = createLogger({ level: settings.logLevel, service: "gateway" });
     for (const warning of secretFileWarnings(settings.configFile, config, ".env", process.env)) logger.warn(warning);
     if (workers > 1) {
-      runPrimary({ workers, logger, shutdownTimeoutSeconds: settings.shutdownTimeoutSeconds });
+      runPrimary({ workers, logger, shutdownTimeoutSeconds: settings.shutdownTimeoutSeconds, drainDelaySeconds: settings.drainDelaySeconds });
       return;
     }
   }

@@ -49,7 +49,7 @@ async function startCluster(): Promise<Cluster> {
   const dir = workDir(ECHO_CONFIG);
   const child = spawn(process.execPath, [GATEWAY_MAIN], {
     cwd: dir,
-    env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", CONFIG_FILE: "config.yaml", WORKERS: "2" },
+    env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", CONFIG_FILE: "config.yaml", WORKERS: "2", DRAIN_DELAY: "0" },
   });
   let output = "";
   child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
