@@ -13,7 +13,10 @@ const ECHO_CONFIG = "default_backend: local\nbackends:\n  - name: local\n    typ
 interface Cluster {
   readonly child: ChildProcess;
   readonly port: number;
+  /** stdout and stderr as they arrived. */
   output(): string;
+  /** stdout alone: the JSON log lines of the primary and both workers. */
+  stdout(): string;
   exited(): Promise<number | null>;
 }
 
@@ -52,7 +55,11 @@ async function startCluster(): Promise<Cluster> {
     env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", CONFIG_FILE: "config.yaml", WORKERS: "2", DRAIN_DELAY: "0" },
   });
   let output = "";
-  child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  let stdout = "";
+  child.stdout.on("data", (chunk: Buffer) => {
+    output += chunk.toString();
+    stdout += chunk.toString();
+  });
   child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
   const exit = new Promise<number | null>((resolveExit) => child.once("exit", (code) => resolveExit(code)));
   try {
@@ -62,7 +69,7 @@ async function startCluster(): Promise<Cluster> {
     throw error;
   }
   const port = Number(listening(output)[0]?.port);
-  return { child, port, output: () => output, exited: () => exit };
+  return { child, port, output: () => output, stdout: () => stdout, exited: () => exit };
 }
 
 /** One request on a connection of its own, so that node:cluster hands it to the next worker in turn. */
@@ -182,6 +189,58 @@ describe("WORKERS=2", () => {
     expect(await gateway.exited()).toBe(0);
     expect(gateway.output()).toContain('"message":"stopped","service":"gateway","timestamp"');
     expect(gateway.output()).toMatch(/"message":"stopped"[^\n]*"workers":2/);
+  });
+});
+
+describe("WORKERS=2 logging requests with 14 KB paths", () => {
+  let gateway: Cluster;
+
+  beforeAll(async () => {
+    gateway = await startCluster();
+  });
+
+  afterAll(() => {
+    if (gateway.child.exitCode === null) gateway.child.kill("SIGKILL");
+  });
+
+  it("writes whole lines: both workers' lines on the shared stdout pipe never interleave", async () => {
+    const requests = 400;
+    const connections = 16;
+    // Over PIPE_BUF (4096 bytes) as written to the log: such a line was written in one piece, not atomically.
+    const longPath = (i: number) => `/v1/${String(i).padStart(4, "0")}/${"p".repeat(14000)}`;
+    let next = 0;
+    const statuses: number[] = [];
+    // Each client sends one request at a time, each on a new connection: the two workers take turns.
+    const client = async (): Promise<void> => {
+      while (next < requests) statuses.push((await send(gateway.port, "GET", longPath(next++))).status);
+    };
+    // A log reader that falls behind now and then, as shippers do: the pipe fills, both workers block in
+    // write(2), and when it drains they race. A write over PIPE_BUF can then be split around the other's.
+    const stdout = gateway.child.stdout;
+    const slowReader = setInterval(() => (stdout?.isPaused() === true ? stdout.resume() : stdout?.pause()), 20);
+    try {
+      await Promise.all(Array.from({ length: connections }, client));
+    } finally {
+      clearInterval(slowReader);
+      stdout?.resume();
+    }
+    expect(statuses).toHaveLength(requests);
+    // A line is logged when its response closes, a moment after the client has read it: wait briefly.
+    const logged = () => gateway.stdout().split('"message":"request"').length - 1;
+    for (let i = 0; i < 200 && logged() < requests; i++) await sleep(25);
+    const lines = gateway.stdout().split("\n").filter((line) => line !== "");
+    const unparsed = lines.filter((line) => {
+      try {
+        JSON.parse(line);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    expect(unparsed.map((line) => `${line.slice(0, 80)}… (${line.length} chars)`)).toEqual([]);
+    const paths = lines.map((line) => JSON.parse(line) as { message?: string; path?: string }).filter((line) => line.message === "request");
+    expect(paths).toHaveLength(requests);
+    for (const { path } of paths) expect(path).toMatch(/^\/v1\/\d{4}\/p+…$/);
   });
 });
 

@@ -1,6 +1,7 @@
 import type { Writable } from "node:stream";
 import winston from "winston";
 import type { LogLevel } from "../config/settings";
+import { fitLine, PIPE_BUF } from "./line-limit";
 
 /** Where winston's formats leave the finished line (triple-beam's MESSAGE, a registered symbol). */
 const MESSAGE = Symbol.for("message");
@@ -21,21 +22,18 @@ class LineTransport extends winston.transports.Stream {
   override log(info: Record<string | symbol, unknown>, next: () => void): void {
     // Access lines still waiting for their batch go first, so lines stay in the order things happened.
     this.batch.flush();
-    this.lines.write(`${String(info[MESSAGE])}\n`);
+    const line = String(info[MESSAGE]);
+    // A UTF-16 unit takes at most 3 bytes in UTF-8, so only long lines need counting (see LineBatch).
+    this.lines.write(`${line.length * 3 < PIPE_BUF || Buffer.byteLength(line) < PIPE_BUF ? line : fitLine(line)}\n`);
     next();
   }
 }
 
 /**
- * A write to a pipe of at most PIPE_BUF (4096 bytes on Linux) is atomic. Under WORKERS > 1 every worker
- * writes to the same stdout pipe, so a batch never exceeds it: lines from two workers cannot interleave.
- */
-const MAX_BATCH_BYTES = 4096;
-
-/**
- * Access lines gathered and written once per event-loop turn. stdout is synchronous when it is a file or a
- * pipe (on Linux), so a write per request was a write(2) per request, about 5% of the gateway's CPU at load;
- * under load many requests end in the same turn and now share one write.
+ * Access lines gathered and written once per event-loop turn, never more than PIPE_BUF at once (see
+ * line-limit.ts), so under WORKERS > 1 lines from two workers cannot interleave. stdout is synchronous when
+ * it is a file or a pipe (on Linux), so a write per request was a write(2) per request, about 5% of the
+ * gateway's CPU at load; under load many requests end in the same turn and now share one write.
  */
 class LineBatch {
   private pending = "";
@@ -44,9 +42,15 @@ class LineBatch {
 
   constructor(private readonly lines: Writable) {}
 
+  /** `line` is one JSON object and its newline. */
   add(line: string): void {
-    const bytes = Buffer.byteLength(line);
-    if (this.pendingBytes + bytes > MAX_BATCH_BYTES) this.flush();
+    let bytes = Buffer.byteLength(line);
+    // A line over PIPE_BUF could not be written atomically even alone: it is cut to fit (rare, so only then).
+    if (bytes > PIPE_BUF) {
+      line = `${fitLine(line.slice(0, -1))}\n`;
+      bytes = Buffer.byteLength(line);
+    }
+    if (this.pendingBytes + bytes > PIPE_BUF) this.flush();
     if (this.pending === "") unflushed.add(this);
     this.pending += line;
     this.pendingBytes += bytes;

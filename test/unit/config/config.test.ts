@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { defaultBackendRegistry } from "../../../gateway/src/backends";
 import type { HttpBackendOptions } from "../../../gateway/src/backends/http";
-import { parseConfig } from "../../../gateway/src/config/config";
+import { MAX_BACKENDS, parseConfig } from "../../../gateway/src/config/config";
 import { ConfigError } from "../../../gateway/src/config/errors";
 import { environmentWithDotEnv, loadConfigFile } from "../../../gateway/src/config/load";
 
@@ -113,6 +113,13 @@ describe("parseConfig", () => {
     expect(problem("default_backend: a\n")).toBe("backends: must be a non-empty list");
     expect(problem(VALID.replace("name: local", 'name: "has space"'))).toMatch(/^backends\[0\]\.name: must be 1-64 characters/);
     expect(problem("default_backend: a\nbackends: [1]\n")).toBe("backends[0]: must be a mapping");
+  });
+
+  it("accepts up to MAX_BACKENDS (256) backends and refuses more: a /metrics scrape grows with each", () => {
+    const echoes = (count: number) => `default_backend: b0\nbackends:\n${Array.from({ length: count }, (_, i) => `  - {name: b${i}, type: echo}\n`).join("")}`;
+    expect(MAX_BACKENDS).toBe(256);
+    expect(parse(echoes(256)).backends).toHaveLength(256);
+    expect(problem(echoes(257))).toBe("backends: at most 256 backends (have 257): each adds about 75 series to /metrics");
   });
 });
 

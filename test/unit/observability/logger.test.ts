@@ -109,3 +109,81 @@ describe("requestLineWriter", () => {
     expect(lines().map((text) => (JSON.parse(text) as { message: string }).message)).toEqual(["request", "after the request"]);
   });
 });
+
+describe("lines longer than PIPE_BUF", () => {
+  /** Every line, checked to be at most 4096 bytes with its newline and parsed. */
+  function parsedLines(text: string): Record<string, unknown>[] {
+    const lines = text.split("\n").filter((one) => one !== "");
+    for (const one of lines) expect(Buffer.byteLength(`${one}\n`)).toBeLessThanOrEqual(4096);
+    return lines.map((one) => JSON.parse(one) as Record<string, unknown>);
+  }
+
+  it("cuts an access line's long path, marked, keeping every other field", async () => {
+    const { writes, write } = countWrites();
+    write({ ...line, requestId: "long", path: `/v1/${"p".repeat(14000)}` });
+    write({ ...line, requestId: "short" });
+    await nextTurn();
+    for (const text of writes) expect(Buffer.byteLength(text)).toBeLessThanOrEqual(4096);
+    const [cut, short] = parsedLines(writes.join(""));
+    const { path, ...rest } = cut ?? {};
+    expect(String(path)).toMatch(/^\/v1\/p+…$/);
+    // As much of the path as fits: the line is within a few bytes of the limit.
+    expect(Buffer.byteLength(`${JSON.stringify(cut)}\n`)).toBeGreaterThan(4090);
+    expect(rest).toEqual({ backend: "local", durationMs: 1.25, level: "info", message: "request", method: "POST", requestId: "long", service: "gateway", status: 200, stream: false, timestamp: expect.any(String) });
+    expect(short).toMatchObject({ requestId: "short", path: "/v1/chat/completions" });
+  });
+
+  it.each([
+    ["quotes and backslashes (2 bytes each in JSON)", '"\\'.repeat(3000)],
+    ["control characters (6 bytes each in JSON)", "\u0001\u001f".repeat(2000)],
+    ["multi-byte UTF-8 and surrogate pairs", "é€😀".repeat(1000)],
+  ])("counts bytes as written: a path of %s", async (_what, path) => {
+    const { writes, write } = countWrites();
+    write({ ...line, path: `/${path}` });
+    await nextTurn();
+    expect(writes).toHaveLength(1);
+    const [parsed] = parsedLines(writes[0] ?? "");
+    expect(String(parsed?.path).endsWith("…")).toBe(true);
+    expect(`/${path}`.startsWith(String(parsed?.path).slice(0, -1))).toBe(true);
+    expect(parsed).toMatchObject({ requestId: "req-1", status: 200, backend: "local" });
+  });
+
+  it("cuts a winston line's longest strings, such as an error's long message and stack, to a common length", () => {
+    const { logger, lines } = capture();
+    const said = `upstream said: ${"x".repeat(6000)}`;
+    logger.error(said, { stack: new Error(said).stack, backend: "remote", detail: "y".repeat(1500), hint: "h".repeat(500) });
+    const [parsed] = parsedLines(lines().join("\n"));
+    expect(parsed).toMatchObject({ level: "error", backend: "remote", service: "gateway", timestamp: expect.any(String) });
+    expect(String(parsed?.message)).toMatch(/^upstream said: x+…$/);
+    expect(String(parsed?.stack)).toMatch(/^Error: upstream said: x+…$/);
+    expect(String(parsed?.detail)).toMatch(/^y+…$/);
+    expect(String(parsed?.message).length).toBe(String(parsed?.stack).length);
+    // Shorter strings are cut only if the longer ones cannot make room.
+    expect(parsed?.hint).toBe("h".repeat(500));
+  });
+
+  it("cuts strings nested in a line's fields", () => {
+    const { logger, lines } = capture();
+    logger.warn("nested", { upstream: { body: ["z".repeat(9000)] } });
+    const [parsed] = parsedLines(lines().join("\n"));
+    expect(parsed).toMatchObject({ level: "warn", message: "nested", upstream: { body: [expect.stringMatching(/^z+…$/)] } });
+  });
+
+  it("keeps level, message and timestamp when cutting strings cannot make a line fit", () => {
+    const { logger, lines } = capture();
+    const many = Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`field${i}`, i]));
+    logger.warn("too many fields", many);
+    const [parsed] = parsedLines(lines().join("\n"));
+    expect(parsed).toEqual({ truncated: true, level: "warn", message: "too many fields", service: "gateway", timestamp: expect.any(String) });
+  });
+
+  it("leaves a line of exactly 4096 bytes alone", async () => {
+    const { writes, write } = countWrites();
+    const base = Buffer.byteLength(`${JSON.stringify({ ...line, path: "", timestamp: new Date().toISOString(), level: "info", message: "request", service: "gateway" })}\n`);
+    const path = "/".repeat(4096 - base);
+    write({ ...line, path });
+    await nextTurn();
+    expect(Buffer.byteLength(writes[0] ?? "")).toBe(4096);
+    expect(JSON.parse(writes[0] ?? "")).toMatchObject({ path });
+  });
+});
