@@ -14,6 +14,7 @@ import {
   UpstreamUnreachableError,
 } from "../errors";
 import type { AssistantMessage } from "../schemas/chat";
+import { quoteRedacted } from "../utils/redact";
 import { parseRetryAfter, retryAfterHeader } from "../utils/retry-after";
 import { parseServerSentEvents } from "../utils/sse";
 import { parseUsage } from "../utils/tokens";
@@ -179,7 +180,7 @@ class HttpBackend implements Backend {
     }
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new UpstreamInvalidResponseError(this.name, "a stream event is not a JSON object");
     const fields = body as Record<string, unknown>;
-    if (type === "error" || fields.error !== undefined) throw new UpstreamStreamError(this.name, this.redacted(upstreamErrorMessage(data, 502)));
+    if (type === "error" || fields.error !== undefined) throw new UpstreamStreamError(this.name, this.quoted(data, 502));
     const choice = firstChoice(body);
     if (choice !== undefined) {
       const delta = choice.delta;
@@ -248,7 +249,7 @@ class HttpBackend implements Backend {
    * 508, so every gateway in the loop answers it without retrying or falling back (which would multiply it).
    */
   private statusError(status: number, text: string, headers: Record<string, string | string[] | undefined>): GatewayError {
-    const message = this.redacted(upstreamErrorMessage(text, status));
+    const message = this.quoted(text, status);
     if (status === 508) return new LoopDetectedError(`Backend '${this.name}' reported a gateway loop: ${message}`);
     const retryAfterMs = parseRetryAfter(headers["retry-after"], Date.now());
     const isClientFault = status >= 400 && status < 500 && status !== 401 && status !== 403 && status !== 407 && status !== 408;
@@ -262,12 +263,11 @@ class HttpBackend implements Backend {
   }
 
   /**
-   * Upstreams quote the key they were sent in auth errors ("Incorrect API key provided: sk-..."), and the
-   * gateway passes upstream messages on: the backend's own key must never reach a client or a log.
+   * The upstream's error message, as passed on to the client and the log. Upstreams quote the key they were
+   * sent in auth errors ("Incorrect API key provided: sk-..."): the backend's own key must never reach either.
    */
-  private redacted(message: string): string {
-    const key = this.options.apiKey;
-    return key === undefined ? message : message.replaceAll(key, "[redacted]");
+  private quoted(text: string, status: number): string {
+    return quoteRedacted(upstreamErrorMessage(text, status), this.options.apiKey, MAX_QUOTED_ERROR_CHARS);
   }
 
   private parseAnswer(text: string): BackendResult {
@@ -303,7 +303,7 @@ function firstChoice(body: unknown): Record<string, unknown> | undefined {
   return typeof first === "object" && first !== null ? (first as Record<string, unknown>) : undefined;
 }
 
-/** The upstream's own error message when it sent an OpenAI-style body, else a short quote of what it sent. */
+/** The upstream's own error message when it sent an OpenAI-style body, else what it sent; uncut, unredacted. */
 function upstreamErrorMessage(text: string, status: number): string {
   let found: unknown;
   try {
@@ -316,8 +316,7 @@ function upstreamErrorMessage(text: string, status: number): string {
   } catch {
     found = text.trim();
   }
-  const message = typeof found === "string" && found !== "" ? found : `HTTP ${status}`;
-  return message.length > MAX_QUOTED_ERROR_CHARS ? `${message.slice(0, MAX_QUOTED_ERROR_CHARS)}…` : message;
+  return typeof found === "string" && found !== "" ? found : `HTTP ${status}`;
 }
 
 /** An upstream answer read to its end: what a non-streamed call needs. */
