@@ -16,7 +16,8 @@ export interface Knobs {
   /**
    * malformed: broken JSON (a broken event when streaming); empty: 200 JSON without choices;
    * reset: drop the connection; hang: send nothing more but keep the connection open; error (streaming
-   * only): an in-band `event: error` quoting the key, as the 401 body does.
+   * only): an in-band `event: error` quoting the key, as the 401 body does; deep: valid JSON nested a
+   * million levels deep (an answer, or one event when streaming).
    */
   readonly fault: Fault | undefined;
   /** Streaming only: how many content chunks go out before the fault (0: before the response starts). */
@@ -36,7 +37,7 @@ export interface Knobs {
   readonly key: string | undefined;
 }
 
-const FAULTS = ["malformed", "empty", "reset", "hang", "error"] as const;
+const FAULTS = ["malformed", "empty", "reset", "hang", "error", "deep"] as const;
 type Fault = (typeof FAULTS)[number];
 
 export interface MockOptions {
@@ -77,6 +78,13 @@ function keyMessage(req: Request): string {
 const MAX_TIMES_KEYS = 10_000;
 const MAX_DELAY_MS = 10 * 60 * 1000;
 const MAX_CHUNKS = 100_000;
+/** Far past any JSON depth a gateway could walk or serialise recursively. */
+const DEEP_LEVELS = 1_000_000;
+
+/** `[[[...]]]` nested DEEP_LEVELS deep, as text: never built as a value, so mock-remote itself cannot overflow. */
+function deepJson(): string {
+  return `${"[".repeat(DEEP_LEVELS)}${"]".repeat(DEEP_LEVELS)}`;
+}
 
 function record(value: unknown): Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
@@ -160,6 +168,7 @@ async function streamAnswer(
     if (knobs.fault !== undefined && index === knobs.faultAfter) {
       if (knobs.fault === "reset") res.socket?.destroy();
       if (knobs.fault === "malformed") res.end('data: {"id": "broken", "choices": [\n\n');
+      if (knobs.fault === "deep") res.end(`data: {"choices":[{"index":0,"delta":{"content":"x","extra":${deepJson()}},"finish_reason":null}]}\n\ndata: [DONE]\n\n`);
       if (knobs.fault === "error") res.end(`event: error\ndata: ${JSON.stringify({ error: { message: keyMessage(req), type: "mock_error", param: null, code: "mock_fault" } })}\n\n`);
       return; // hang (and empty): send nothing more, keep the socket open until the caller leaves
     }
@@ -225,6 +234,10 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
     }
     if (faultNow && knobs.fault === "malformed" && !streaming) {
       res.status(200).type("application/json").send('{"id": "chatcmpl-broken", "choices": [');
+      return;
+    }
+    if (faultNow && knobs.fault === "deep" && !streaming) {
+      res.status(200).type("application/json").send(`{"choices":[{"index":0,"message":{"role":"assistant","content":"x","extra":${deepJson()}},"finish_reason":"stop"}]}`);
       return;
     }
     if (faultNow && knobs.fault === "empty") {

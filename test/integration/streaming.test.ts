@@ -154,6 +154,7 @@ describe("stream integrity: a broken stream never looks like a success", () => {
   it.each([
     ["a connection cut after 2 chunks", { fault: "reset", after: 2 }, "upstream_stream_error", 502],
     ["a malformed event", { fault: "malformed", after: 1 }, "upstream_invalid_response", 502],
+    ["an event nested a million levels deep", { fault: "deep", after: 1 }, "upstream_invalid_response", 502],
     ["a stall past the backend's timeout", { fault: "hang", after: 1 }, "upstream_timeout", 504],
   ])("%s raises an error in the SDK and counts as failed", async (_what, mockKnobs, code, status) => {
     const before = await scrape();

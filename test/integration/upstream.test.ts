@@ -26,6 +26,7 @@ describe("upstream faults become honest OpenAI errors", () => {
     ["a reset connection", { fault: "reset" }, 502, "upstream_unreachable"],
     ["a body that is not JSON", { fault: "malformed" }, 502, "upstream_invalid_response"],
     ["an answer without choices", { fault: "empty" }, 502, "upstream_invalid_response"],
+    ["an answer nested a million levels deep", { fault: "deep" }, 502, "upstream_invalid_response"],
     ["an upstream 500", { status: 500 }, 502, "upstream_http_error"],
     ["an upstream 503", { status: 503 }, 502, "upstream_http_error"],
     ["an upstream 401 (our key is wrong, not the client's)", { status: 401 }, 502, "upstream_http_error"],

@@ -14,6 +14,7 @@ import {
   UpstreamUnreachableError,
 } from "../errors";
 import type { AssistantMessage } from "../schemas/chat";
+import { exceedsDepth, MAX_JSON_DEPTH } from "../utils/json-depth";
 import { quoteRedacted } from "../utils/redact";
 import { parseRetryAfter, retryAfterHeader } from "../utils/retry-after";
 import { parseServerSentEvents } from "../utils/sse";
@@ -69,6 +70,8 @@ class HttpBackend implements Backend {
   }
 
   async complete(call: BackendCall): Promise<BackendResult> {
+    // Serialised before the exchange starts: failing here is the gateway's bug, not the backend's failure.
+    const options = this.requestOptions(call, this.payload(call, false));
     // One controller whose timer and listener are released as soon as the call ends: AbortSignal.timeout
     // would keep every call's timer (and what it references) alive for the whole timeout, and
     // AbortSignal.any adds a signal per call; together they cost about a tenth of the CPU per request.
@@ -83,7 +86,7 @@ class HttpBackend implements Backend {
     if (call.signal.aborted) stop.abort();
     let answer: WholeAnswer;
     try {
-      answer = await readWhole(this.pool, this.requestOptions(call, this.payload(call, false)), stop.signal);
+      answer = await readWhole(this.pool, options, stop.signal);
     } catch (error) {
       throw this.transportError(error, call.signal, timedOut);
     } finally {
@@ -101,6 +104,8 @@ class HttpBackend implements Backend {
    * keeps flowing is never cut off, while one that stalls is.
    */
   async *stream(call: BackendCall): AsyncGenerator<StreamEvent> {
+    // As in complete(): a payload that cannot be serialised is not a transport failure.
+    const options = this.requestOptions(call, this.payload(call, true));
     const stop = new AbortController();
     let expired: "start" | "idle" | undefined;
     const onClientGone = () => stop.abort();
@@ -118,7 +123,7 @@ class HttpBackend implements Backend {
     try {
       let response: Awaited<ReturnType<Pool["request"]>>;
       try {
-        response = await this.send(call, this.payload(call, true), stop.signal);
+        response = await this.pool.request({ ...options, signal: stop.signal });
       } catch (error) {
         throw this.transportError(error, call.signal, expired !== undefined);
       }
@@ -179,6 +184,8 @@ class HttpBackend implements Backend {
       throw new UpstreamInvalidResponseError(this.name, "a stream event is not JSON");
     }
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new UpstreamInvalidResponseError(this.name, "a stream event is not a JSON object");
+    // Checked before anything walks it: relaying it would overflow the stack in JSON.stringify.
+    if (exceedsDepth(body, MAX_JSON_DEPTH)) throw new UpstreamInvalidResponseError(this.name, `a stream event is nested more than ${MAX_JSON_DEPTH} levels deep`);
     const fields = body as Record<string, unknown>;
     if (type === "error" || fields.error !== undefined) throw new UpstreamStreamError(this.name, this.quoted(data, 502));
     const choice = firstChoice(body);
@@ -208,10 +215,6 @@ class HttpBackend implements Backend {
       payload.stream_options = { ...(typeof call.request.stream_options === "object" ? call.request.stream_options : {}), include_usage: true };
     }
     return payload;
-  }
-
-  private send(call: BackendCall, payload: Record<string, unknown>, signal: AbortSignal) {
-    return this.pool.request({ ...this.requestOptions(call, payload), signal });
   }
 
   private requestOptions(call: BackendCall, payload: Record<string, unknown>): Dispatcher.DispatchOptions {
@@ -277,6 +280,7 @@ class HttpBackend implements Backend {
     } catch {
       throw new UpstreamInvalidResponseError(this.name, "body is not JSON");
     }
+    if (exceedsDepth(body, MAX_JSON_DEPTH)) throw new UpstreamInvalidResponseError(this.name, `body is nested more than ${MAX_JSON_DEPTH} levels deep`);
     const choice = firstChoice(body);
     if (choice === undefined) throw new UpstreamInvalidResponseError(this.name, "no choices[0]");
     const message = choice.message;
