@@ -182,6 +182,27 @@ describe("stream integrity: a broken stream never looks like a success", () => {
   });
 });
 
+describe("max_event_bytes", () => {
+  it("fails a stream in-band when one event is larger than the backend's max_event_bytes", async () => {
+    const small = await startGateway(twoBackendConfig(mock.url, "max_event_bytes: 1024\ncircuit_breaker: false"));
+    try {
+      // One word of 2000 characters: mock-remote streams it as one event of about 2 KB.
+      const response = await fetch(`${small.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "remote", stream: true, messages: userMessage("y".repeat(2000)) }),
+      });
+      expect(response.status).toBe(200);
+      const events = (await response.text()).split("\n\n").filter((event) => event !== "");
+      expect(events[events.length - 1]).toBe("data: [DONE]");
+      const error = JSON.parse((events[events.length - 2] ?? "").replace(/^data: /, "")) as { error: Record<string, unknown> };
+      expect(error.error).toMatchObject({ code: "upstream_invalid_response", message: expect.stringContaining("larger than 1024 bytes") });
+    } finally {
+      await small.close();
+    }
+  });
+});
+
 describe("client disconnect", () => {
   it("aborts the upstream request at once and counts the request as cancelled", async () => {
     const before = mock.seen.length;

@@ -17,7 +17,7 @@ import type { AssistantMessage } from "../schemas/chat";
 import { exceedsDepth, MAX_JSON_DEPTH } from "../utils/json-depth";
 import { quoteRedacted } from "../utils/redact";
 import { parseRetryAfter, retryAfterHeader } from "../utils/retry-after";
-import { parseServerSentEvents } from "../utils/sse";
+import { DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, parseServerSentEvents } from "../utils/sse";
 import { parseUsage } from "../utils/tokens";
 import type { Backend, BackendCall, BackendContext, BackendFactory, BackendResult, StreamEvent } from "./backend";
 
@@ -35,7 +35,12 @@ export interface HttpBackendOptions {
   readonly model?: string;
   /** Resolved from `api_key_env` at load; never logged, never put in an error. */
   readonly apiKey?: string;
+  /** Streams: the largest one event may be (`max_event_bytes`); a larger one fails the stream. */
+  readonly maxEventBytes: number;
 }
+
+/** Bounds for the byte-size settings: below 1 KiB no real answer fits, above 1 GiB no process has the memory. */
+const BYTE_SETTING_RANGE = { min: 1024, max: 1024 * 1024 * 1024 };
 
 /** Upstream answers larger than this are refused rather than buffered: no upstream can exhaust our memory. */
 const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
@@ -146,7 +151,7 @@ class HttpBackend implements Backend {
         return;
       }
       try {
-        for await (const event of parseServerSentEvents(response.body)) {
+        for await (const event of parseServerSentEvents(response.body, this.options.maxEventBytes)) {
           rearm();
           if (event.data === "[DONE]") {
             finished = true;
@@ -156,6 +161,7 @@ class HttpBackend implements Backend {
         }
       } catch (error) {
         if (error instanceof GatewayError) throw error;
+        if (error instanceof EventTooLargeError) throw new UpstreamInvalidResponseError(this.name, error.message);
         if (call.signal.aborted) throw new ClientClosedError();
         if (expired === "start") throw new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
         if (expired === "idle") throw new UpstreamTimeoutError(this.name, this.options.idleTimeoutSeconds, "sent no stream event");
@@ -428,6 +434,7 @@ export const httpBackendFactory: BackendFactory<HttpBackendOptions> = {
     const connectTimeoutSeconds = fields.number("connect_timeout", Math.min(10, timeoutSeconds), { min: 0, max: 3600, exclusiveMin: true });
     const idleTimeoutSeconds = fields.number("idle_timeout", timeoutSeconds, { min: 0, max: 3600, exclusiveMin: true });
     const model = fields.optionalString("model");
+    const maxEventBytes = fields.integer("max_event_bytes", DEFAULT_MAX_EVENT_BYTES, BYTE_SETTING_RANGE);
     const apiKeyEnv = fields.optionalString("api_key_env");
     let apiKey: string | undefined;
     if (apiKeyEnv !== undefined) {
@@ -443,6 +450,7 @@ export const httpBackendFactory: BackendFactory<HttpBackendOptions> = {
       timeoutSeconds,
       connectTimeoutSeconds,
       idleTimeoutSeconds,
+      maxEventBytes,
       ...(model === undefined ? {} : { model }),
       ...(apiKey === undefined ? {} : { apiKey }),
     };
