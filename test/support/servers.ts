@@ -57,7 +57,7 @@ export interface RunningGateway extends Running {
 /** The real app, built from YAML text the way main.ts builds it from a file, on an ephemeral port. */
 export async function startGateway(
   yaml: string,
-  options: { env?: Record<string, string>; maxBodyBytes?: number; maxHops?: number } = {},
+  options: { env?: Record<string, string>; maxBodyBytes?: number; maxHops?: number; maxBufferedBytes?: number } = {},
 ): Promise<RunningGateway> {
   const env = options.env ?? {};
   const registry = defaultBackendRegistry();
@@ -68,7 +68,9 @@ export async function startGateway(
     text += chunk.toString("utf8");
   });
   const logger = createLogger({ level: "debug", service: "gateway", stream });
-  const deps = buildDependencies({ config, registry, logger, env, maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024, maxHops: options.maxHops ?? DEFAULT_MAX_HOPS });
+  const deps = buildDependencies({ config, registry, logger, env, maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024, maxHops: options.maxHops ?? DEFAULT_MAX_HOPS,
+    ...(options.maxBufferedBytes === undefined ? {} : { maxBufferedBytes: options.maxBufferedBytes }),
+  });
   const running = await listen(createApp(deps));
   // As main.ts does.
   answerClientErrors(running.server);

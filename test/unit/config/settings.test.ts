@@ -9,6 +9,7 @@ describe("parseSettings", () => {
       configFile: "config/config.yaml",
       logLevel: "info",
       maxBodyBytes: 1024 * 1024,
+      maxBufferedBytes: 256 * 1024 * 1024,
       shutdownTimeoutSeconds: 10,
       maxHops: 8,
       workers: 1,
@@ -17,8 +18,8 @@ describe("parseSettings", () => {
 
   it("reads every variable", () => {
     expect(
-      parseSettings({ PORT: "9000", HOST: "127.0.0.1", CONFIG_FILE: "/etc/gw.yaml", LOG_LEVEL: "DEBUG", MAX_BODY_BYTES: "2048", SHUTDOWN_TIMEOUT: "3", MAX_HOPS: "3", WORKERS: "4" }),
-    ).toEqual({ port: 9000, host: "127.0.0.1", configFile: "/etc/gw.yaml", logLevel: "debug", maxBodyBytes: 2048, shutdownTimeoutSeconds: 3, maxHops: 3, workers: 4 });
+      parseSettings({ PORT: "9000", HOST: "127.0.0.1", CONFIG_FILE: "/etc/gw.yaml", LOG_LEVEL: "DEBUG", MAX_BODY_BYTES: "2048", MAX_BUFFERED_BYTES: "65536", SHUTDOWN_TIMEOUT: "3", MAX_HOPS: "3", WORKERS: "4" }),
+    ).toEqual({ port: 9000, host: "127.0.0.1", configFile: "/etc/gw.yaml", logLevel: "debug", maxBodyBytes: 2048, maxBufferedBytes: 65536, shutdownTimeoutSeconds: 3, maxHops: 3, workers: 4 });
   });
 
   it("reads WORKERS=auto (one worker per core, counted at start-up)", () => {
@@ -30,6 +31,7 @@ describe("parseSettings", () => {
     [{ PORT: "70000" }, "PORT: must be a whole number from 0 to 65535"],
     [{ LOG_LEVEL: "loud" }, "LOG_LEVEL: must be one of error, warn, info, http, verbose, debug, silly"],
     [{ MAX_BODY_BYTES: "0" }, "MAX_BODY_BYTES: must be a whole number from 1 to 1073741824"],
+    [{ MAX_BUFFERED_BYTES: "1023" }, "MAX_BUFFERED_BYTES: must be a whole number from 1024 to 68719476736"],
     [{ MAX_HOPS: "0" }, "MAX_HOPS: must be a whole number from 1 to 100"],
     [{ WORKERS: "0" }, "WORKERS: must be auto or a whole number from 1 to 256"],
     [{ WORKERS: "two" }, "WORKERS: must be auto or a whole number from 1 to 256"],
