@@ -2,6 +2,7 @@ import { Registry } from "prom-client";
 import type { Logger } from "winston";
 import type { AppDependencies } from "./app";
 import type { BackendRegistry } from "./backends/registry";
+import { DEFAULT_MAX_BUFFERED_BYTES, ResponseBudget } from "./backends/response-budget";
 import type { GatewayConfig } from "./config/config";
 import { DEFAULT_BODY_TIMEOUT_SECONDS, type Env } from "./config/settings";
 import { createAccessMetrics } from "./observability/access-metrics";
@@ -21,9 +22,13 @@ export function buildDependencies(options: {
   readonly maxHops: number;
   /** Default 10 s (BODY_TIMEOUT). */
   readonly bodyTimeoutSeconds?: number;
+  /** Settings.maxBufferedBytes (`MAX_BUFFERED_BYTES`); its default when absent. */
+  readonly maxBufferedBytes?: number;
 }): AppDependencies {
   const { config, registry, logger, env } = options;
-  const backends = config.backends.map((backendConfig) => registry.create(backendConfig, { env, logger }));
+  // One budget for the whole process: every backend's buffered answers count against it together.
+  const responseBudget = new ResponseBudget(options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES);
+  const backends = config.backends.map((backendConfig) => registry.create(backendConfig, { env, logger, responseBudget }));
   const defaultBackend = backends.find((backend) => backend.name === config.defaultBackend);
   // parseConfig guarantees the default exists; this guards against a config built by hand in a test.
   if (defaultBackend === undefined) throw new Error(`default backend '${config.defaultBackend}' is not configured`);

@@ -71,6 +71,7 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
     maxBodyBytes: settings.maxBodyBytes,
     maxHops: settings.maxHops,
     bodyTimeoutSeconds: settings.bodyTimeoutSeconds,
+    maxBufferedBytes: settings.maxBufferedBytes,
   });
   // A worker's /metrics serves the sum over all workers, gathered by the primary.
   const app = createApp(cluster.isWorker ? { ...deps, scrape: clusterScrape(deps.metrics.registry) } : deps);

@@ -15,7 +15,9 @@ export interface Knobs {
   readonly status: number | undefined;
   /**
    * malformed: broken JSON (a broken event when streaming); empty: 200 JSON without choices;
-   * reset: drop the connection; hang: send nothing more but keep the connection open.
+   * reset: drop the connection; hang: send nothing more but keep the connection open; error (streaming
+   * only): an in-band `event: error` quoting the key, as the 401 body does; deep: valid JSON nested a
+   * million levels deep (an answer, or one event when streaming).
    */
   readonly fault: Fault | undefined;
   /** Streaming only: how many content chunks go out before the fault (0: before the response starts). */
@@ -35,7 +37,7 @@ export interface Knobs {
   readonly key: string | undefined;
 }
 
-const FAULTS = ["malformed", "empty", "reset", "hang"] as const;
+const FAULTS = ["malformed", "empty", "reset", "hang", "error", "deep"] as const;
 type Fault = (typeof FAULTS)[number];
 
 export interface MockOptions {
@@ -62,10 +64,27 @@ const MAX_SEEN = 200;
 function bearerOf(header: string | undefined): string {
   return header?.replace(/^bearer\s+/i, "") ?? "(none)";
 }
+
+/**
+ * As OpenAI does, an auth error quotes the key it got; it quotes the request's `user` first when there is
+ * one, so a client decides where in the message the key lands (the gateway must redact it anywhere).
+ */
+function keyMessage(req: Request): string {
+  const user = record(req.body).user;
+  const who = typeof user === "string" ? `User ${user}: ` : "";
+  return `${who}Incorrect API key provided: ${bearerOf(req.get("authorization"))}`;
+}
 /** Keys remembered for `times`; the oldest is forgotten first, so a long load test cannot grow it without end. */
 const MAX_TIMES_KEYS = 10_000;
 const MAX_DELAY_MS = 10 * 60 * 1000;
 const MAX_CHUNKS = 100_000;
+/** Far past any JSON depth a gateway could walk or serialise recursively. */
+const DEEP_LEVELS = 1_000_000;
+
+/** `[[[...]]]` nested DEEP_LEVELS deep, as text: never built as a value, so mock-remote itself cannot overflow. */
+function deepJson(): string {
+  return `${"[".repeat(DEEP_LEVELS)}${"]".repeat(DEEP_LEVELS)}`;
+}
 
 function record(value: unknown): Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
@@ -131,6 +150,7 @@ function pieces(content: string, count: number | undefined): string[] {
 
 /** Server-sent events as OpenAI sends them, with the streamed faults placed after `faultAfter` chunks. */
 async function streamAnswer(
+  req: Request,
   res: Response,
   answer: { id: string; created: number; model: string },
   prompt: string,
@@ -148,6 +168,8 @@ async function streamAnswer(
     if (knobs.fault !== undefined && index === knobs.faultAfter) {
       if (knobs.fault === "reset") res.socket?.destroy();
       if (knobs.fault === "malformed") res.end('data: {"id": "broken", "choices": [\n\n');
+      if (knobs.fault === "deep") res.end(`data: {"choices":[{"index":0,"delta":{"content":"x","extra":${deepJson()}},"finish_reason":null}]}\n\ndata: [DONE]\n\n`);
+      if (knobs.fault === "error") res.end(`event: error\ndata: ${JSON.stringify({ error: { message: keyMessage(req), type: "mock_error", param: null, code: "mock_fault" } })}\n\n`);
       return; // hang (and empty): send nothing more, keep the socket open until the caller leaves
     }
     if (index > 0) await wait(knobs.chunkDelayMs, res);
@@ -214,14 +236,17 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
       res.status(200).type("application/json").send('{"id": "chatcmpl-broken", "choices": [');
       return;
     }
+    if (faultNow && knobs.fault === "deep" && !streaming) {
+      res.status(200).type("application/json").send(`{"choices":[{"index":0,"message":{"role":"assistant","content":"x","extra":${deepJson()}},"finish_reason":"stop"}]}`);
+      return;
+    }
     if (faultNow && knobs.fault === "empty") {
       res.json({ id: `chatcmpl-${randomUUID()}`, object: "chat.completion" });
       return;
     }
     if (knobs.status !== undefined && knobs.status !== 200) {
       if (knobs.retryAfter !== undefined) res.setHeader("retry-after", knobs.retryAfter);
-      // As OpenAI does, a 401 quotes the key it got: the gateway must not pass that on.
-      const message = knobs.status === 401 ? `Incorrect API key provided: ${bearerOf(req.get("authorization"))}` : `mock-remote was told to answer ${knobs.status}`;
+      const message = knobs.status === 401 ? keyMessage(req) : `mock-remote was told to answer ${knobs.status}`;
       res.status(knobs.status).json({ error: { message, type: "mock_error", param: null, code: "mock_status" } });
       return;
     }
@@ -229,7 +254,7 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
     const prompt = extractPrompt(messages);
     const answer = { id: `chatcmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: typeof body.model === "string" ? body.model : options.modelId };
     if (streaming) {
-      await streamAnswer(res, answer, prompt, knobs, record(body.stream_options).include_usage === true);
+      await streamAnswer(req, res, answer, prompt, knobs, record(body.stream_options).include_usage === true);
       return;
     }
     const content = `Remote: ${prompt}`;

@@ -19,8 +19,16 @@ const GATEWAY_MAIN = join(ROOT, "dist/gateway/src/main.js");
 const APP_KEY = "gw-leak-app-6b1f0c2d9e8a7f34";
 const HASHED_KEY = "gw-leak-hashed-0e4d8c2b6a9f1e37";
 const METRICS_KEY = "gw-leak-metrics-5c7a9e1b3d2f4a68";
-const UPSTREAM_KEY = "sk-leak-upstream-8d3b5f7a1c9e2b40";
+// Random-looking, so that no 4-character piece of it occurs by chance in anything the gateway prints.
+const UPSTREAM_KEY = "sk-Lk8uPs3Tr9Qm2Wd7Xv4Bn6Hc1Zf5Ga0";
 const SECRETS = { APP_KEY, HASHED_KEY, METRICS_KEY, UPSTREAM_KEY };
+/** Where the gateway cuts upstream messages it quotes. */
+const QUOTE_LIMIT = 300;
+
+/** Every 4-character piece of `secret` (what is left of a key cut short still gives most of it away). */
+function piecesOf(secret: string): string[] {
+  return Array.from({ length: secret.length - 3 }, (_, start) => secret.slice(start, start + 4));
+}
 const HASHED_KEY_SHA256 = createHash("sha256").update(HASHED_KEY).digest("hex");
 
 let mock: RunningMock;
@@ -68,6 +76,12 @@ beforeAll(async () => {
       "    api_key_env: UPSTREAM_KEY",
       "    retries: 1",
       "    fallbacks: [remote]",
+      // Answers 401s by design below: its circuit must stay closed for all of them.
+      "  - name: quoting",
+      "    type: http",
+      `    url: ${mock.url}`,
+      "    api_key_env: UPSTREAM_KEY",
+      "    circuit_breaker: false",
       "auth:",
       "  keys:",
       "    - name: app",
@@ -107,6 +121,14 @@ beforeAll(async () => {
   await post(url, { model: "remote", messages: userMessage("Hello"), mock: { status: 401 } }, bearer(APP_KEY));
   await post(url, { model: "remote", messages: userMessage("Hello"), mock: { status: 500 } }, bearer(APP_KEY));
   await post(url, { model: "remote", stream: true, messages: userMessage("Hello"), mock: { fault: "reset", after: 1 } }, bearer(APP_KEY));
+  // The upstream quotes the client's `user` before the key: every placement of the key around the point
+  // where the gateway cuts quoted messages (300 characters), in an error answer and in a stream's error event.
+  const before = "User : Incorrect API key provided: ".length;
+  for (let offset = QUOTE_LIMIT - UPSTREAM_KEY.length - 2; offset <= QUOTE_LIMIT + 2; offset++) {
+    const user = "u".repeat(offset - before);
+    await post(url, { model: "quoting", user, messages: userMessage("Hello"), mock: { status: 401 } }, bearer(APP_KEY));
+    await post(url, { model: "quoting", user, stream: true, messages: userMessage("Hello"), mock: { fault: "error", after: 1 } }, bearer(APP_KEY));
+  }
   await call(`${url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", ...bearer(APP_KEY) }, body: "{ not json" });
   await call(`${url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "text/plain", ...bearer(APP_KEY) }, body: "{}" });
   // Wrong keys: near misses, keys in the wrong place, the wrong scheme.
@@ -154,6 +176,13 @@ describe("no secret leaks", () => {
 
   it.each(Object.entries(SECRETS))("%s is in no answer: status, headers or body", (_name, secret) => {
     for (const answer of answers) expect(answer).not.toContain(secret);
+  });
+
+  it("no 4-character piece of the upstream key is printed or answered, wherever the upstream quoted it", () => {
+    expect(answers.filter((answer) => answer.includes("Incorrect API key provided: [redacted]")).length).toBeGreaterThan(0);
+    const pieces = piecesOf(UPSTREAM_KEY);
+    expect(pieces.filter((piece) => output.includes(piece))).toEqual([]);
+    for (const answer of answers) expect(pieces.filter((piece) => answer.includes(piece))).toEqual([]);
   });
 
   it("the key hash from the config file is printed nowhere either", () => {

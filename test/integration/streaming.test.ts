@@ -154,6 +154,7 @@ describe("stream integrity: a broken stream never looks like a success", () => {
   it.each([
     ["a connection cut after 2 chunks", { fault: "reset", after: 2 }, "upstream_stream_error", 502],
     ["a malformed event", { fault: "malformed", after: 1 }, "upstream_invalid_response", 502],
+    ["an event nested a million levels deep", { fault: "deep", after: 1 }, "upstream_invalid_response", 502],
     ["a stall past the backend's timeout", { fault: "hang", after: 1 }, "upstream_timeout", 504],
   ])("%s raises an error in the SDK and counts as failed", async (_what, mockKnobs, code, status) => {
     const before = await scrape();
@@ -178,6 +179,27 @@ describe("stream integrity: a broken stream never looks like a success", () => {
     expect(events[events.length - 1]).toBe("data: [DONE]");
     const error = JSON.parse((events[events.length - 2] ?? "").replace(/^data: /, "")) as { error: Record<string, unknown> };
     expect(error).toEqual({ error: { message: expect.stringContaining("Backend 'remote'"), type: "upstream_error", param: null, code: "upstream_stream_error" } });
+  });
+});
+
+describe("max_event_bytes", () => {
+  it("fails a stream in-band when one event is larger than the backend's max_event_bytes", async () => {
+    const small = await startGateway(twoBackendConfig(mock.url, "max_event_bytes: 1024\ncircuit_breaker: false"));
+    try {
+      // One word of 2000 characters: mock-remote streams it as one event of about 2 KB.
+      const response = await fetch(`${small.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "remote", stream: true, messages: userMessage("y".repeat(2000)) }),
+      });
+      expect(response.status).toBe(200);
+      const events = (await response.text()).split("\n\n").filter((event) => event !== "");
+      expect(events[events.length - 1]).toBe("data: [DONE]");
+      const error = JSON.parse((events[events.length - 2] ?? "").replace(/^data: /, "")) as { error: Record<string, unknown> };
+      expect(error.error).toMatchObject({ code: "upstream_invalid_response", message: expect.stringContaining("larger than 1024 bytes") });
+    } finally {
+      await small.close();
+    }
   });
 });
 

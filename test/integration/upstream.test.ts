@@ -1,4 +1,5 @@
 import OpenAI from "openai";
+import { parseExposition, total } from "../support/exposition";
 import { chat, type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
 import { freePort } from "../support/ports";
 
@@ -26,6 +27,7 @@ describe("upstream faults become honest OpenAI errors", () => {
     ["a reset connection", { fault: "reset" }, 502, "upstream_unreachable"],
     ["a body that is not JSON", { fault: "malformed" }, 502, "upstream_invalid_response"],
     ["an answer without choices", { fault: "empty" }, 502, "upstream_invalid_response"],
+    ["an answer nested a million levels deep", { fault: "deep" }, 502, "upstream_invalid_response"],
     ["an upstream 500", { status: 500 }, 502, "upstream_http_error"],
     ["an upstream 503", { status: 503 }, 502, "upstream_http_error"],
     ["an upstream 401 (our key is wrong, not the client's)", { status: 401 }, 502, "upstream_http_error"],
@@ -184,3 +186,55 @@ describe("the official openai SDK as a client", () => {
   });
 });
 
+
+describe("size limits on upstream answers", () => {
+  let limited: RunningGateway;
+  let budgeted: RunningGateway;
+
+  beforeAll(async () => {
+    limited = await startGateway(twoBackendConfig(mock.url, "max_response_bytes: 65536\ncircuit_breaker: false"));
+    // 100 KB for all answers read whole together (MAX_BUFFERED_BYTES); a breaker that opens on one failure.
+    budgeted = await startGateway(twoBackendConfig(mock.url, "circuit_breaker: {failures: 1, cooldown: 60}"), { maxBufferedBytes: 100_000 });
+  });
+
+  afterAll(async () => {
+    await limited.close();
+    await budgeted.close();
+  });
+
+  it("streams an answer far larger in total than max_response_bytes, whole", async () => {
+    const words = Array.from({ length: 100 }, (_, index) => `word${index}`).join(" ");
+    const response = await fetch(`${limited.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "remote", stream: true, messages: userMessage(words), mock: { chunks: 5000 } }),
+    });
+    const text = await response.text();
+    expect(response.status).toBe(200);
+    expect(Buffer.byteLength(text)).toBeGreaterThan(1_000_000);
+    const events = text.split("\n\n").filter((event) => event.startsWith("data: {"));
+    expect(events.filter((event) => event.includes('"content":"')).length).toBeGreaterThanOrEqual(5000);
+    expect(text).not.toContain('"error"');
+    expect(text.endsWith("data: [DONE]\n\n")).toBe(true);
+  });
+
+  it("answers 502 upstream_invalid_response for a non-streamed answer over max_response_bytes, counted as invalid_response", async () => {
+    const labels = { backend: "remote", reason: "invalid_response" };
+    const scrape = async () => parseExposition(await (await fetch(`${limited.url}/metrics`)).text());
+    const before = total(await scrape(), "gateway_backend_errors_total", labels);
+    const answer = await chat(limited.url, { model: "remote", messages: userMessage("y".repeat(70_000)) });
+    expect(answer.status).toBe(502);
+    expect(answer.body).toMatchObject({ error: { code: "upstream_invalid_response", message: expect.stringContaining("larger than 65536 bytes") } });
+    expect(total(await scrape(), "gateway_backend_errors_total", labels) - before).toBe(1);
+  });
+
+  it("answers 503 response_budget_exhausted past MAX_BUFFERED_BYTES, without opening the backend's breaker", async () => {
+    const answer = await chat(budgeted.url, { model: "remote", messages: userMessage("y".repeat(150_000)) });
+    expect(answer.status).toBe(503);
+    expect(answer.headers.get("retry-after")).toBe("1");
+    expect(answer.body).toMatchObject({ error: { type: "server_error", code: "response_budget_exhausted" } });
+    // With failures: 1 a counted failure would have opened the breaker: the next call would get backend_unavailable.
+    const next = await chat(budgeted.url, { model: "remote", messages: userMessage("small") });
+    expect(next.status).toBe(200);
+  });
+});

@@ -57,7 +57,7 @@ export interface RunningGateway extends Running {
 /** The real app, built from YAML text the way main.ts builds it from a file, on an ephemeral port. */
 export async function startGateway(
   yaml: string,
-  options: { env?: Record<string, string>; maxBodyBytes?: number; maxHops?: number; bodyTimeoutSeconds?: number } = {},
+  options: { env?: Record<string, string>; maxBodyBytes?: number; maxHops?: number; bodyTimeoutSeconds?: number; maxBufferedBytes?: number } = {},
 ): Promise<RunningGateway> {
   const env = options.env ?? {};
   const registry = defaultBackendRegistry();
@@ -76,6 +76,7 @@ export async function startGateway(
     maxBodyBytes: options.maxBodyBytes ?? 1024 * 1024,
     maxHops: options.maxHops ?? DEFAULT_MAX_HOPS,
     ...(options.bodyTimeoutSeconds === undefined ? {} : { bodyTimeoutSeconds: options.bodyTimeoutSeconds }),
+    ...(options.maxBufferedBytes === undefined ? {} : { maxBufferedBytes: options.maxBufferedBytes }),
   });
   const running = await listen(createApp(deps));
   // As main.ts does.

@@ -1,6 +1,7 @@
 import type { Logger } from "winston";
 import type { ConfigFields } from "../config/fields";
 import type { AssistantMessage, ChatCompletionRequest, Usage } from "../schemas/chat";
+import type { ResponseBudget } from "./response-budget";
 
 /** One request as a backend sees it: the validated client body plus what the gateway derived from it. */
 export interface BackendCall {
@@ -68,6 +69,8 @@ export interface Backend {
 export interface BackendContext {
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly logger: Logger;
+  /** The process's one budget for upstream answers buffered whole (`MAX_BUFFERED_BYTES`), shared by all backends. */
+  readonly responseBudget: ResponseBudget;
 }
 
 /**

@@ -6,6 +6,7 @@ import {
   ClientClosedError,
   GatewayError,
   LoopDetectedError,
+  ResponseBudgetExhaustedError,
   UpstreamClientError,
   UpstreamHttpError,
   UpstreamInvalidResponseError,
@@ -14,10 +15,13 @@ import {
   UpstreamUnreachableError,
 } from "../errors";
 import type { AssistantMessage } from "../schemas/chat";
+import { exceedsDepth, MAX_JSON_DEPTH } from "../utils/json-depth";
+import { quoteRedacted } from "../utils/redact";
 import { parseRetryAfter, retryAfterHeader } from "../utils/retry-after";
-import { parseServerSentEvents } from "../utils/sse";
+import { DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, parseServerSentEvents } from "../utils/sse";
 import { parseUsage } from "../utils/tokens";
 import type { Backend, BackendCall, BackendContext, BackendFactory, BackendResult, StreamEvent } from "./backend";
+import type { ResponseBudget } from "./response-budget";
 
 export interface HttpBackendOptions {
   /** Origin for the connection pool, e.g. `http://mock-remote:8081`. */
@@ -33,10 +37,17 @@ export interface HttpBackendOptions {
   readonly model?: string;
   /** Resolved from `api_key_env` at load; never logged, never put in an error. */
   readonly apiKey?: string;
+  /** Streams: the largest one event may be (`max_event_bytes`); a larger one fails the stream. */
+  readonly maxEventBytes: number;
+  /** The largest answer buffered whole (`max_response_bytes`): a non-streamed one, or a non-SSE answer to a stream. */
+  readonly maxResponseBytes: number;
 }
 
-/** Upstream answers larger than this are refused rather than buffered: no upstream can exhaust our memory. */
-const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
+/** Bounds for the byte-size settings: below 1 KiB no real answer fits, above 1 GiB no process has the memory. */
+const BYTE_SETTING_RANGE = { min: 1024, max: 1024 * 1024 * 1024 };
+
+/** The default `max_response_bytes`: answers larger than this are refused rather than buffered. */
+const DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
 /** Upstream error text quoted back to clients is cut to this, so a 5 MB HTML error page stays out of logs. */
 const MAX_QUOTED_ERROR_CHARS = 300;
 
@@ -52,6 +63,7 @@ class HttpBackend implements Backend {
   constructor(
     readonly name: string,
     private readonly options: HttpBackendOptions,
+    private readonly budget: ResponseBudget,
   ) {
     this.timeoutSeconds = options.timeoutSeconds;
     this.timeoutMs = options.timeoutSeconds * 1000;
@@ -63,11 +75,14 @@ class HttpBackend implements Backend {
       // race it with less precise errors.
       headersTimeout: 0,
       bodyTimeout: 0,
-      maxResponseSize: MAX_RESPONSE_BYTES,
+      // No maxResponseSize: it would cut streams too, whose total is unbounded by design. Answers read whole
+      // are bounded by AnswerAllowance (max_response_bytes and the shared budget), stream events by max_event_bytes.
     });
   }
 
   async complete(call: BackendCall): Promise<BackendResult> {
+    // Serialised before the exchange starts: failing here is the gateway's bug, not the backend's failure.
+    const options = this.requestOptions(call, this.payload(call, false));
     // One controller whose timer and listener are released as soon as the call ends: AbortSignal.timeout
     // would keep every call's timer (and what it references) alive for the whole timeout, and
     // AbortSignal.any adds a signal per call; together they cost about a tenth of the CPU per request.
@@ -82,7 +97,7 @@ class HttpBackend implements Backend {
     if (call.signal.aborted) stop.abort();
     let answer: WholeAnswer;
     try {
-      answer = await readWhole(this.pool, this.requestOptions(call, this.payload(call, false)), stop.signal);
+      answer = await readWhole(this.pool, options, stop.signal, this.allowance());
     } catch (error) {
       throw this.transportError(error, call.signal, timedOut);
     } finally {
@@ -100,6 +115,8 @@ class HttpBackend implements Backend {
    * keeps flowing is never cut off, while one that stalls is.
    */
   async *stream(call: BackendCall): AsyncGenerator<StreamEvent> {
+    // As in complete(): a payload that cannot be serialised is not a transport failure.
+    const options = this.requestOptions(call, this.payload(call, true));
     const stop = new AbortController();
     let expired: "start" | "idle" | undefined;
     const onClientGone = () => stop.abort();
@@ -117,12 +134,13 @@ class HttpBackend implements Backend {
     try {
       let response: Awaited<ReturnType<Pool["request"]>>;
       try {
-        response = await this.send(call, this.payload(call, true), stop.signal);
+        response = await this.pool.request({ ...options, signal: stop.signal });
       } catch (error) {
         throw this.transportError(error, call.signal, expired !== undefined);
       }
       if (response.statusCode < 200 || response.statusCode > 299) {
-        const text = await response.body.text().catch(() => "");
+        // Bounded like any answer read whole; past the bounds the status alone is reported.
+        const text = await this.readWhole(response.body).catch(() => "");
         throw this.statusError(response.statusCode, text, response.headers);
       }
       const contentType = String(response.headers["content-type"] ?? "");
@@ -130,7 +148,7 @@ class HttpBackend implements Backend {
         // Some servers ignore `stream: true` and answer in one piece: pass that on as a one-event stream.
         let text: string;
         try {
-          text = await response.body.text();
+          text = await this.readWhole(response.body);
         } catch (error) {
           throw this.transportError(error, call.signal, expired !== undefined);
         }
@@ -140,7 +158,7 @@ class HttpBackend implements Backend {
         return;
       }
       try {
-        for await (const event of parseServerSentEvents(response.body)) {
+        for await (const event of parseServerSentEvents(response.body, this.options.maxEventBytes)) {
           rearm();
           if (event.data === "[DONE]") {
             finished = true;
@@ -150,6 +168,7 @@ class HttpBackend implements Backend {
         }
       } catch (error) {
         if (error instanceof GatewayError) throw error;
+        if (error instanceof EventTooLargeError) throw new UpstreamInvalidResponseError(this.name, error.message);
         if (call.signal.aborted) throw new ClientClosedError();
         if (expired === "start") throw new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
         if (expired === "idle") throw new UpstreamTimeoutError(this.name, this.options.idleTimeoutSeconds, "sent no stream event");
@@ -161,6 +180,28 @@ class HttpBackend implements Backend {
       call.signal.removeEventListener("abort", onClientGone);
       // Leaving early (client gone, or an error) must close the upstream request now, not when it ends.
       if (!finished) stop.abort();
+    }
+  }
+
+  /** One answer's claim on `max_response_bytes` and on the process's budget. */
+  private allowance(): AnswerAllowance {
+    return new AnswerAllowance(this.budget, this.options.maxResponseBytes, this.name);
+  }
+
+  /** A response body read whole within the allowance, which is released however the read ends. */
+  private async readWhole(body: AsyncIterable<Buffer>): Promise<string> {
+    const allowance = this.allowance();
+    const chunks: Buffer[] = [];
+    let received = 0;
+    try {
+      for await (const chunk of body) {
+        received += chunk.length;
+        allowance.need(received);
+        chunks.push(chunk);
+      }
+      return utf8Text(chunks);
+    } finally {
+      allowance.release();
     }
   }
 
@@ -178,8 +219,10 @@ class HttpBackend implements Backend {
       throw new UpstreamInvalidResponseError(this.name, "a stream event is not JSON");
     }
     if (typeof body !== "object" || body === null || Array.isArray(body)) throw new UpstreamInvalidResponseError(this.name, "a stream event is not a JSON object");
+    // Checked before anything walks it: relaying it would overflow the stack in JSON.stringify.
+    if (exceedsDepth(body, MAX_JSON_DEPTH)) throw new UpstreamInvalidResponseError(this.name, `a stream event is nested more than ${MAX_JSON_DEPTH} levels deep`);
     const fields = body as Record<string, unknown>;
-    if (type === "error" || fields.error !== undefined) throw new UpstreamStreamError(this.name, this.redacted(upstreamErrorMessage(data, 502)));
+    if (type === "error" || fields.error !== undefined) throw new UpstreamStreamError(this.name, this.quoted(data, 502));
     const choice = firstChoice(body);
     if (choice !== undefined) {
       const delta = choice.delta;
@@ -209,10 +252,6 @@ class HttpBackend implements Backend {
     return payload;
   }
 
-  private send(call: BackendCall, payload: Record<string, unknown>, signal: AbortSignal) {
-    return this.pool.request({ ...this.requestOptions(call, payload), signal });
-  }
-
   private requestOptions(call: BackendCall, payload: Record<string, unknown>): Dispatcher.DispatchOptions {
     const headers: Record<string, string> = {
       "content-type": "application/json",
@@ -231,12 +270,11 @@ class HttpBackend implements Backend {
 
   private transportError(error: unknown, clientSignal: AbortSignal, timedOut: boolean): GatewayError {
     if (clientSignal.aborted) return new ClientClosedError();
+    // Our own verdict on the answer (too large, budget spent), made while reading it.
+    if (error instanceof GatewayError) return error;
     if (timedOut) return new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
     if (error instanceof undiciErrors.ConnectTimeoutError) {
       return new UpstreamUnreachableError(this.name, `connect timed out after ${this.options.connectTimeoutSeconds} s`);
-    }
-    if (error instanceof undiciErrors.ResponseExceededMaxSizeError) {
-      return new UpstreamInvalidResponseError(this.name, `response larger than ${MAX_RESPONSE_BYTES} bytes`);
     }
     return new UpstreamUnreachableError(this.name, describeCause(error));
   }
@@ -248,7 +286,7 @@ class HttpBackend implements Backend {
    * 508, so every gateway in the loop answers it without retrying or falling back (which would multiply it).
    */
   private statusError(status: number, text: string, headers: Record<string, string | string[] | undefined>): GatewayError {
-    const message = this.redacted(upstreamErrorMessage(text, status));
+    const message = this.quoted(text, status);
     if (status === 508) return new LoopDetectedError(`Backend '${this.name}' reported a gateway loop: ${message}`);
     const retryAfterMs = parseRetryAfter(headers["retry-after"], Date.now());
     const isClientFault = status >= 400 && status < 500 && status !== 401 && status !== 403 && status !== 407 && status !== 408;
@@ -262,12 +300,11 @@ class HttpBackend implements Backend {
   }
 
   /**
-   * Upstreams quote the key they were sent in auth errors ("Incorrect API key provided: sk-..."), and the
-   * gateway passes upstream messages on: the backend's own key must never reach a client or a log.
+   * The upstream's error message, as passed on to the client and the log. Upstreams quote the key they were
+   * sent in auth errors ("Incorrect API key provided: sk-..."): the backend's own key must never reach either.
    */
-  private redacted(message: string): string {
-    const key = this.options.apiKey;
-    return key === undefined ? message : message.replaceAll(key, "[redacted]");
+  private quoted(text: string, status: number): string {
+    return quoteRedacted(upstreamErrorMessage(text, status), this.options.apiKey, MAX_QUOTED_ERROR_CHARS);
   }
 
   private parseAnswer(text: string): BackendResult {
@@ -277,6 +314,7 @@ class HttpBackend implements Backend {
     } catch {
       throw new UpstreamInvalidResponseError(this.name, "body is not JSON");
     }
+    if (exceedsDepth(body, MAX_JSON_DEPTH)) throw new UpstreamInvalidResponseError(this.name, `body is nested more than ${MAX_JSON_DEPTH} levels deep`);
     const choice = firstChoice(body);
     if (choice === undefined) throw new UpstreamInvalidResponseError(this.name, "no choices[0]");
     const message = choice.message;
@@ -303,7 +341,7 @@ function firstChoice(body: unknown): Record<string, unknown> | undefined {
   return typeof first === "object" && first !== null ? (first as Record<string, unknown>) : undefined;
 }
 
-/** The upstream's own error message when it sent an OpenAI-style body, else a short quote of what it sent. */
+/** The upstream's own error message when it sent an OpenAI-style body, else what it sent; uncut, unredacted. */
 function upstreamErrorMessage(text: string, status: number): string {
   let found: unknown;
   try {
@@ -316,8 +354,7 @@ function upstreamErrorMessage(text: string, status: number): string {
   } catch {
     found = text.trim();
   }
-  const message = typeof found === "string" && found !== "" ? found : `HTTP ${status}`;
-  return message.length > MAX_QUOTED_ERROR_CHARS ? `${message.slice(0, MAX_QUOTED_ERROR_CHARS)}…` : message;
+  return typeof found === "string" && found !== "" ? found : `HTTP ${status}`;
 }
 
 /** An upstream answer read to its end: what a non-streamed call needs. */
@@ -333,9 +370,9 @@ interface WholeAnswer {
  * scavenge copied 1.6 MB and paused ~4 ms with it; 0.03 MB and 0.4 ms with `dispatch`, bench/README.md).
  * Rejects with undici's own errors (or `RequestAbortedError` once `signal` aborts), as `request` would.
  */
-function readWhole(pool: Pool, options: Dispatcher.DispatchOptions, signal: AbortSignal): Promise<WholeAnswer> {
+function readWhole(pool: Pool, options: Dispatcher.DispatchOptions, signal: AbortSignal, allowance: AnswerAllowance): Promise<WholeAnswer> {
   return new Promise((resolve, reject) => {
-    const handler = new WholeAnswerHandler(signal, resolve, reject);
+    const handler = new WholeAnswerHandler(signal, allowance, resolve, reject);
     try {
       pool.dispatch(options, handler);
     } catch (error) {
@@ -348,11 +385,13 @@ class WholeAnswerHandler implements Dispatcher.DispatchHandler {
   private status = 0;
   private headers: IncomingHttpHeaders = {};
   private readonly chunks: Buffer[] = [];
+  private received = 0;
   private controller: Dispatcher.DispatchController | undefined;
   private settled = false;
 
   constructor(
     private readonly signal: AbortSignal,
+    private readonly allowance: AnswerAllowance,
     private readonly resolve: (answer: WholeAnswer) => void,
     private readonly reject: (error: Error) => void,
   ) {
@@ -368,35 +407,90 @@ class WholeAnswerHandler implements Dispatcher.DispatchHandler {
   onResponseStart(_controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
     this.status = status;
     this.headers = headers;
+    // A declared length is claimed up front: an answer that cannot fit fails before any of it is read.
+    const declared = Number(headers["content-length"]);
+    if (Number.isSafeInteger(declared) && declared > 0) this.claim(declared);
   }
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.chunks.push(chunk);
+    if (this.settled) return;
+    this.received += chunk.length;
+    if (this.claim(this.received)) this.chunks.push(chunk);
   }
 
   onResponseEnd(): void {
-    if (!this.settle()) return;
-    // As undici's body.text() does: UTF-8, a byte-order mark dropped.
-    const text = Buffer.concat(this.chunks).toString("utf8");
-    this.resolve({ status: this.status, headers: this.headers, text: text.charCodeAt(0) === 0xfeff ? text.slice(1) : text });
+    if (this.settled) return;
+    // Decoded before settling, which releases the allowance: the copy counts while it is made.
+    const text = utf8Text(this.chunks);
+    this.settle();
+    this.resolve({ status: this.status, headers: this.headers, text });
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | undefined, error: Error): void {
     if (this.settle()) this.reject(error);
   }
 
-  /** True the first time: the one answer this exchange gives, after which the abort listener is gone. */
+  /** True the first time: the one answer this exchange gives, after which the abort listener and the allowance are gone. */
   private settle(): boolean {
     if (this.settled) return false;
     this.settled = true;
     this.signal.removeEventListener("abort", this.onAbort);
+    this.allowance.release();
     return true;
+  }
+
+  /** Claims `bytes` for the answer; past its bounds the exchange is stopped with that error (and false). */
+  private claim(bytes: number): boolean {
+    try {
+      this.allowance.need(bytes);
+      return true;
+    } catch (error) {
+      const reason = error instanceof Error ? error : new Error(String(error));
+      if (this.settle()) {
+        this.controller?.abort(reason);
+        this.reject(reason);
+      }
+      return false;
+    }
   }
 
   private readonly onAbort = (): void => {
     // Not yet handed to a connection: undici calls onRequestStart later, which aborts it then.
     this.controller?.abort(new undiciErrors.RequestAbortedError());
   };
+}
+
+/**
+ * One answer's hold on the bounds for answers read whole: its size against `max_response_bytes`, its bytes
+ * against the budget all backends share. `release` gives back exactly what was reserved, however the call ends.
+ */
+class AnswerAllowance {
+  private reserved = 0;
+
+  constructor(
+    private readonly budget: ResponseBudget,
+    private readonly maxBytes: number,
+    private readonly backend: string,
+  ) {}
+
+  /** Reserves up to `bytes` for the answer in total; throws if that is past either bound. */
+  need(bytes: number): void {
+    if (bytes > this.maxBytes) throw new UpstreamInvalidResponseError(this.backend, `the answer is larger than ${this.maxBytes} bytes`);
+    if (bytes <= this.reserved) return;
+    if (!this.budget.tryReserve(bytes - this.reserved)) throw new ResponseBudgetExhaustedError(this.budget.limitBytes);
+    this.reserved = bytes;
+  }
+
+  release(): void {
+    this.budget.release(this.reserved);
+    this.reserved = 0;
+  }
+}
+
+/** As undici's body.text() does: UTF-8, a byte-order mark dropped. */
+function utf8Text(chunks: readonly Buffer[]): string {
+  const text = Buffer.concat(chunks).toString("utf8");
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }
 
 function describeCause(error: unknown): string {
@@ -425,6 +519,8 @@ export const httpBackendFactory: BackendFactory<HttpBackendOptions> = {
     const connectTimeoutSeconds = fields.number("connect_timeout", Math.min(10, timeoutSeconds), { min: 0, max: 3600, exclusiveMin: true });
     const idleTimeoutSeconds = fields.number("idle_timeout", timeoutSeconds, { min: 0, max: 3600, exclusiveMin: true });
     const model = fields.optionalString("model");
+    const maxEventBytes = fields.integer("max_event_bytes", DEFAULT_MAX_EVENT_BYTES, BYTE_SETTING_RANGE);
+    const maxResponseBytes = fields.integer("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, BYTE_SETTING_RANGE);
     const apiKeyEnv = fields.optionalString("api_key_env");
     let apiKey: string | undefined;
     if (apiKeyEnv !== undefined) {
@@ -440,10 +536,12 @@ export const httpBackendFactory: BackendFactory<HttpBackendOptions> = {
       timeoutSeconds,
       connectTimeoutSeconds,
       idleTimeoutSeconds,
+      maxEventBytes,
+      maxResponseBytes,
       ...(model === undefined ? {} : { model }),
       ...(apiKey === undefined ? {} : { apiKey }),
     };
   },
 
-  create: (name, options) => new HttpBackend(name, options),
+  create: (name, options, context) => new HttpBackend(name, options, context.responseBudget),
 };

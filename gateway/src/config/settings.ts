@@ -1,3 +1,4 @@
+import { DEFAULT_MAX_BUFFERED_BYTES } from "../backends/response-budget";
 import { ConfigError } from "./errors";
 
 const LOG_LEVELS = ["error", "warn", "info", "http", "verbose", "debug", "silly"] as const;
@@ -10,6 +11,8 @@ export interface Settings {
   readonly configFile: string;
   readonly logLevel: LogLevel;
   readonly maxBodyBytes: number;
+  /** All upstream answers buffered whole at once, in bytes; past it a call gets 503 response_budget_exhausted. */
+  readonly maxBufferedBytes: number;
   readonly shutdownTimeoutSeconds: number;
   /** Gateways a request may already have passed through (its `x-gateway-hops`) before this one refuses it. */
   readonly maxHops: number;
@@ -53,6 +56,7 @@ export function parseSettings(env: Env): Settings {
     configFile: nonEmpty(env, "CONFIG_FILE", "config/config.yaml"),
     logLevel: logLevel(env),
     maxBodyBytes: integer(env, "MAX_BODY_BYTES", 1024 * 1024, 1, 1024 * 1024 * 1024),
+    maxBufferedBytes: integer(env, "MAX_BUFFERED_BYTES", DEFAULT_MAX_BUFFERED_BYTES, 1024, 64 * 1024 * 1024 * 1024),
     shutdownTimeoutSeconds: integer(env, "SHUTDOWN_TIMEOUT", 10, 0, 3600),
     maxHops: integer(env, "MAX_HOPS", DEFAULT_MAX_HOPS, 1, 100),
     workers: workers(env),

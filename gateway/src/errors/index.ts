@@ -218,6 +218,18 @@ export class UnsupportedEncodingError extends GatewayError {
   }
 }
 
+/**
+ * Upstream answers already buffered in this process fill `MAX_BUFFERED_BYTES`: the gateway is busy, the
+ * backend did nothing wrong (it is not counted against it, retried or sent to a fallback).
+ */
+export class ResponseBudgetExhaustedError extends GatewayError {
+  constructor(limitBytes: number) {
+    super(`The gateway is buffering too many large answers (limit ${limitBytes} bytes); try again in a moment.`, 503, "server_error", "response_budget_exhausted", null, {
+      "retry-after": "1",
+    });
+  }
+}
+
 export class ServiceUnavailableError extends GatewayError {
   constructor(message: string) {
     super(message, 503, "server_error", "unavailable", null, { "retry-after": "1" });

@@ -1,5 +1,6 @@
 import type { Backend, BackendFactory } from "../../../gateway/src/backends/backend";
 import { BackendRegistry } from "../../../gateway/src/backends/registry";
+import { ResponseBudget } from "../../../gateway/src/backends/response-budget";
 import { ConfigFields } from "../../../gateway/src/config/fields";
 import { createLogger } from "../../../gateway/src/observability/logger";
 
@@ -19,7 +20,7 @@ const shoutFactory: BackendFactory<{ readonly suffix: string }> = {
   }),
 };
 
-const context = { env: {}, logger: createLogger({ level: "error", service: "test" }) };
+const context = { env: {}, logger: createLogger({ level: "error", service: "test" }), responseBudget: new ResponseBudget(1024 * 1024) };
 
 describe("BackendRegistry", () => {
   it("builds a registered type from its own parsed options", async () => {

@@ -193,6 +193,21 @@ describe("parseConfig: http timeouts", () => {
   });
 });
 
+describe("parseConfig: http size limits", () => {
+  it("defaults max_event_bytes to 8 MiB, and reads it when given", () => {
+    expect((parse(VALID).backends[1]?.options as HttpBackendOptions).maxEventBytes).toBe(8 * 1024 * 1024);
+    expect((parse(VALID.replace("model: llama-3", "max_event_bytes: 65536")).backends[1]?.options as HttpBackendOptions).maxEventBytes).toBe(65536);
+  });
+
+  it.each([
+    ["max_event_bytes: 1023", "backends[1].max_event_bytes: must be a whole number from 1024 to 1073741824"],
+    ["max_event_bytes: 1.5", "backends[1].max_event_bytes: must be a whole number from 1024 to 1073741824"],
+    ['max_event_bytes: "8MB"', "backends[1].max_event_bytes: must be a whole number from 1024 to 1073741824"],
+  ])("rejects %p", (line, message) => {
+    expect(problem(VALID.replace("model: llama-3", line))).toBe(message);
+  });
+});
+
 describe("loadConfigFile", () => {
   const dir = mkdtempSync(join(tmpdir(), "gateway-config-"));
 

@@ -1,12 +1,21 @@
-import { parseServerSentEvents, type ServerSentEvent } from "../../../gateway/src/utils/sse";
+import { EventTooLargeError, parseServerSentEvents, type ServerSentEvent } from "../../../gateway/src/utils/sse";
 
-async function parse(...pieces: string[]): Promise<ServerSentEvent[]> {
+async function parseWith(maxEventBytes: number | undefined, pieces: readonly string[]): Promise<ServerSentEvent[]> {
   async function* body() {
     for (const piece of pieces) yield Buffer.from(piece);
   }
   const events: ServerSentEvent[] = [];
-  for await (const event of parseServerSentEvents(body())) events.push(event);
+  for await (const event of parseServerSentEvents(body(), maxEventBytes)) events.push(event);
   return events;
+}
+
+function parse(...pieces: string[]): Promise<ServerSentEvent[]> {
+  return parseWith(undefined, pieces);
+}
+
+/** `text` cut into pieces of `size` characters. */
+function split(text: string, size: number): string[] {
+  return Array.from({ length: Math.ceil(text.length / size) }, (_, index) => text.slice(index * size, (index + 1) * size));
 }
 
 describe("parseServerSentEvents", () => {
@@ -45,5 +54,60 @@ describe("parseServerSentEvents", () => {
     const events: ServerSentEvent[] = [];
     for await (const event of parseServerSentEvents(body())) events.push(event);
     expect(events).toEqual([{ event: undefined, data: "é" }]);
+  });
+
+  it("joins one event split across many chunks, one character each", async () => {
+    const text = 'event: delta\ndata: {"a":1}\ndata: {"b":2}\n\ndata: [DONE]\n\n';
+    expect(await parse(...split(text, 1))).toEqual([
+      { event: "delta", data: '{"a":1}\n{"b":2}' },
+      { event: undefined, data: "[DONE]" },
+    ]);
+  });
+
+  it("joins a long line that arrives in many chunks", async () => {
+    const value = "x".repeat(100_000);
+    expect(await parse(...split(`data: ${value}\n\n`, 1000))).toEqual([{ event: undefined, data: value }]);
+  });
+
+  it("reads a CRLF split across chunks as one line end, and a lone CR before another CR as a blank line", async () => {
+    expect(await parse("data: a\r", "\ndata: b\r", "\n\r", "\ndata: c\r", "\r")).toEqual([
+      { event: undefined, data: "a\nb" },
+      { event: undefined, data: "c" },
+    ]);
+  });
+
+  it("reads a CR at a chunk's end followed by an LF alone as one line end, not an empty line", async () => {
+    expect(await parse("data: a\r", "\n", "data: b\n", "\n")).toEqual([{ event: undefined, data: "a\nb" }]);
+  });
+
+  it("accepts events up to the limit, counting each event on its own", async () => {
+    // "data: " + 10 characters + line end: 17 bytes per line.
+    const line = `data: ${"y".repeat(10)}\n`;
+    const events = await parseWith(34, [`${line}${line}\n`, `${line}${line}\n`]);
+    expect(events).toHaveLength(2);
+  });
+
+  it("fails an event past the limit, counted in bytes", async () => {
+    await expect(parseWith(34, [`data: ${"y".repeat(10)}\ndata: ${"y".repeat(11)}\n\n`])).rejects.toThrow(new EventTooLargeError(34));
+    // 14 two-byte characters: 14 characters but 28 bytes of value, 35 with "data: " and the line end.
+    await expect(parseWith(34, [`data: ${"é".repeat(14)}\n\n`])).rejects.toBeInstanceOf(EventTooLargeError);
+  });
+
+  it("fails once an event passes the limit, without waiting for a line end that never comes", async () => {
+    const limit = 64 * 1024;
+    const chunk = "x".repeat(1024);
+    let pulled = 0;
+    async function* endless() {
+      yield Buffer.from("data: ");
+      // Bounded, but far past the limit: the parser must give up long before the end.
+      for (; pulled < 10_000; pulled++) yield Buffer.from(chunk);
+    }
+    const reading = (async () => {
+      for await (const _event of parseServerSentEvents(endless(), limit)) {
+        // no event ever completes
+      }
+    })();
+    await expect(reading).rejects.toThrow("a stream event is larger than 65536 bytes");
+    expect(pulled).toBeLessThanOrEqual(limit / chunk.length + 1);
   });
 });
