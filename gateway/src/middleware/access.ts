@@ -36,6 +36,13 @@ function clientOf(req: Request, context: RequestContext): { readonly key?: strin
   return { address: req.socket.remoteAddress ?? "unknown", ...(context.key === undefined ? {} : { key: context.key }) };
 }
 
+/** Sends a limit's refusal on as its 429 or 503, counted; anything else is a bug, rethrown. */
+function refuse(error: unknown, context: RequestContext, metrics: AccessMetrics, next: NextFunction): void {
+  if (!(error instanceof AdmissionError)) throw error;
+  metrics.rejected(context.key ?? NO_KEY, error.reason);
+  next(error.error);
+}
+
 /** A client over its requests or tokens per minute is refused (429) before its body is read. */
 export function precheck(admission: Admission, metrics: AccessMetrics) {
   return (req: Request, res: Response, next: NextFunction): void => {
@@ -43,12 +50,8 @@ export function precheck(admission: Admission, metrics: AccessMetrics) {
     try {
       admission.precheck(clientOf(req, context));
     } catch (error) {
-      if (error instanceof AdmissionError) {
-        metrics.rejected(context.key ?? NO_KEY, error.reason);
-        next(error.error);
-        return;
-      }
-      throw error;
+      refuse(error, context, metrics, next);
+      return;
     }
     next();
   };
@@ -66,12 +69,8 @@ export function admit(admission: Admission, metrics: AccessMetrics) {
     try {
       ticket = admission.admit(clientOf(req, context));
     } catch (error) {
-      if (error instanceof AdmissionError) {
-        metrics.rejected(context.key ?? NO_KEY, error.reason);
-        next(error.error);
-        return;
-      }
-      throw error;
+      refuse(error, context, metrics, next);
+      return;
     }
     res.once("close", () => {
       ticket.release();

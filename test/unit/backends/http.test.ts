@@ -177,7 +177,7 @@ describe("http backend: answers read whole are bounded", () => {
   });
 
   it("gives the bytes back when the client leaves in the middle of an answer", async () => {
-    let sent!: () => void;
+    let sent: () => void = () => undefined;
     const halfSent = new Promise<void>((resolve) => (sent = resolve));
     const server = await upstream((_req, res) => {
       res.writeHead(200, { "content-type": "application/json" });
