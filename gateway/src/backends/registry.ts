@@ -15,8 +15,8 @@ export class BackendRegistry {
 
   register<Options>(factory: BackendFactory<Options>): this {
     if (this.factories.has(factory.type)) throw new Error(`backend type '${factory.type}' is registered twice`);
-    // Safe widening: options only ever travel from this factory's parseOptions back to its own create.
-    this.factories.set(factory.type, factory as BackendFactory<unknown>);
+    // Widening to unknown is safe: options only ever travel from this factory's parseOptions to its own create.
+    this.factories.set(factory.type, factory);
     return this;
   }
 

@@ -11,7 +11,7 @@ export function extractPrompt(messages: readonly ChatMessage[]): string {
     const content = message.content;
     if (typeof content === "string") {
       texts.push(content);
-    } else if (Array.isArray(content)) {
+    } else if (content !== undefined && content !== null) {
       for (const part of content) {
         if (part.type === "text" && typeof part.text === "string") texts.push(part.text);
       }
