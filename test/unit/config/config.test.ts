@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { defaultBackendRegistry } from "../../../gateway/src/backends";
-import type { HttpBackendOptions } from "../../../gateway/src/backends/http";
+import type { HttpBackendOptions } from "../../../gateway/src/backends/http/factory";
 import { MAX_BACKENDS, parseConfig } from "../../../gateway/src/config/config";
 import { ConfigError } from "../../../gateway/src/config/errors";
 import { environmentWithDotEnv, loadConfigFile } from "../../../gateway/src/config/load";

@@ -1,13 +1,13 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import type { Backend, BackendCall } from "../../../gateway/src/backends/backend";
-import { httpBackendFactory } from "../../../gateway/src/backends/http";
-import { ResponseBudget } from "../../../gateway/src/backends/response-budget";
-import { ConfigFields } from "../../../gateway/src/config/fields";
-import { ClientClosedError, GatewayError, ResponseBudgetExhaustedError, UpstreamInvalidResponseError } from "../../../gateway/src/errors";
-import { createLogger } from "../../../gateway/src/observability/logger";
-import { judge } from "../../../gateway/src/services/resilience";
-import { type RunningMock, startMock, userMessage } from "../../support/servers";
+import type { Backend, BackendCall } from "../../../../gateway/src/backends/backend";
+import { httpBackendFactory } from "../../../../gateway/src/backends/http/factory";
+import { ResponseBudget } from "../../../../gateway/src/backends/response-budget";
+import { ConfigFields } from "../../../../gateway/src/config/fields";
+import { ClientClosedError, GatewayError, ResponseBudgetExhaustedError, UpstreamInvalidResponseError } from "../../../../gateway/src/errors";
+import { createLogger } from "../../../../gateway/src/observability/logger";
+import { judge } from "../../../../gateway/src/services/resilience";
+import { type RunningMock, startMock, userMessage } from "../../../support/servers";
 
 const logger = createLogger({ level: "error", service: "test" });
 const context = { env: {}, logger, responseBudget: new ResponseBudget(1024 * 1024) };
