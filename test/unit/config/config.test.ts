@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { defaultBackendRegistry } from "../../../gateway/src/backends";
-import type { HttpBackendOptions } from "../../../gateway/src/backends/http";
+import type { HttpBackendOptions } from "../../../gateway/src/backends/http/factory";
 import { MAX_BACKENDS, parseConfig } from "../../../gateway/src/config/config";
 import { ConfigError } from "../../../gateway/src/config/errors";
 import { environmentWithDotEnv, loadConfigFile } from "../../../gateway/src/config/load";
@@ -44,26 +44,6 @@ describe("parseConfig", () => {
       ["local", "echo"],
       ["remote", "http"],
     ]);
-  });
-
-  it("gives http backends their endpoint path, timeout and upstream model", () => {
-    const options = parse(VALID).backends[1]?.options as HttpBackendOptions;
-    expect(options).toMatchObject({ origin: "http://127.0.0.1:8081", path: "/v1/chat/completions", timeoutSeconds: 5, model: "llama-3" });
-  });
-
-  it("defaults an http backend's timeout to 60 seconds", () => {
-    const options = parse(VALID.replace("    timeout: 5\n", "")).backends[1]?.options as HttpBackendOptions;
-    expect(options.timeoutSeconds).toBe(60);
-  });
-
-  it("does not double /v1 when the base URL already ends with it", () => {
-    const options = parse(VALID.replace("http://127.0.0.1:8081", "https://api.example.test/v1/")).backends[1]?.options as HttpBackendOptions;
-    expect(options.path).toBe("/v1/chat/completions");
-  });
-
-  it("keeps a base path in front of /v1", () => {
-    const options = parse(VALID.replace("http://127.0.0.1:8081", "http://10.0.0.1:9000/proxy")).backends[1]?.options as HttpBackendOptions;
-    expect(options.path).toBe("/proxy/v1/chat/completions");
   });
 
   it("names the key path of a bad URL", () => {
@@ -182,29 +162,8 @@ describe("parseConfig: retries, fallbacks and circuit breaker", () => {
 });
 
 describe("parseConfig: http timeouts", () => {
-  it("defaults idle_timeout (between stream events) to timeout, and reads it when given", () => {
-    expect((parse(VALID).backends[1]?.options as HttpBackendOptions).idleTimeoutSeconds).toBe(5);
-    expect((parse(VALID.replace("model: llama-3", "idle_timeout: 2")).backends[1]?.options as HttpBackendOptions).idleTimeoutSeconds).toBe(2);
-    expect(problem(VALID.replace("model: llama-3", "idle_timeout: 0"))).toBe("backends[1].idle_timeout: must be a number greater than 0 and at most 3600");
-  });
-
   it("keeps idle_timeout an http setting", () => {
     expect(problem(VALID.replace("    type: echo\n", "    type: echo\n    idle_timeout: 2\n"))).toBe("backends[0].idle_timeout: is not a known setting");
-  });
-});
-
-describe("parseConfig: http size limits", () => {
-  it("defaults max_event_bytes to 8 MiB, and reads it when given", () => {
-    expect((parse(VALID).backends[1]?.options as HttpBackendOptions).maxEventBytes).toBe(8 * 1024 * 1024);
-    expect((parse(VALID.replace("model: llama-3", "max_event_bytes: 65536")).backends[1]?.options as HttpBackendOptions).maxEventBytes).toBe(65536);
-  });
-
-  it.each([
-    ["max_event_bytes: 1023", "backends[1].max_event_bytes: must be a whole number from 1024 to 1073741824"],
-    ["max_event_bytes: 1.5", "backends[1].max_event_bytes: must be a whole number from 1024 to 1073741824"],
-    ['max_event_bytes: "8MB"', "backends[1].max_event_bytes: must be a whole number from 1024 to 1073741824"],
-  ])("rejects %p", (line, message) => {
-    expect(problem(VALID.replace("model: llama-3", line))).toBe(message);
   });
 });
 

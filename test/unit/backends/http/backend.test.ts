@@ -1,13 +1,13 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
-import type { Backend, BackendCall } from "../../../gateway/src/backends/backend";
-import { httpBackendFactory } from "../../../gateway/src/backends/http";
-import { ResponseBudget } from "../../../gateway/src/backends/response-budget";
-import { ConfigFields } from "../../../gateway/src/config/fields";
-import { ClientClosedError, GatewayError, ResponseBudgetExhaustedError, UpstreamInvalidResponseError } from "../../../gateway/src/errors";
-import { createLogger } from "../../../gateway/src/observability/logger";
-import { judge } from "../../../gateway/src/services/resilience";
-import { type RunningMock, startMock, userMessage } from "../../support/servers";
+import type { ServerResponse } from "node:http";
+import type { Backend, BackendCall } from "../../../../gateway/src/backends/backend";
+import { httpBackendFactory } from "../../../../gateway/src/backends/http/factory";
+import { ResponseBudget } from "../../../../gateway/src/backends/response-budget";
+import { ConfigFields } from "../../../../gateway/src/config/fields";
+import { ClientClosedError, GatewayError, ResponseBudgetExhaustedError, UpstreamInvalidResponseError } from "../../../../gateway/src/errors";
+import { createLogger } from "../../../../gateway/src/observability/logger";
+import { judge } from "../../../../gateway/src/services/resilience";
+import { type RunningMock, startMock, userMessage } from "../../../support/servers";
+import { upstream } from "./upstream";
 
 const logger = createLogger({ level: "error", service: "test" });
 const context = { env: {}, logger, responseBudget: new ResponseBudget(1024 * 1024) };
@@ -61,24 +61,6 @@ describe("http backend: a payload that cannot be serialised", () => {
 /** A completion body of about `bytes` bytes. */
 function answerOf(bytes: number): string {
   return JSON.stringify({ choices: [{ index: 0, message: { role: "assistant", content: "z".repeat(bytes) }, finish_reason: "stop" }] });
-}
-
-/** A real upstream on loopback whose every answer `handle` writes. */
-async function upstream(handle: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; close(): Promise<void> }> {
-  const server: Server = createServer((req, res) => {
-    req.resume();
-    req.once("end", () => handle(req, res));
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
 }
 
 /** An http backend on `url` with these YAML fields, and its own budget of `budgetBytes`. */

@@ -1,0 +1,229 @@
+import { type Dispatcher, Pool, errors as undiciErrors } from "undici";
+import {
+  ClientClosedError,
+  GatewayError,
+  LoopDetectedError,
+  UpstreamClientError,
+  UpstreamHttpError,
+  UpstreamInvalidResponseError,
+  UpstreamStreamError,
+  UpstreamTimeoutError,
+  UpstreamUnreachableError,
+} from "../../errors";
+import { parseRetryAfter, retryAfterHeader } from "../../utils/retry-after";
+import { EventTooLargeError, parseServerSentEvents } from "../../utils/sse";
+import type { Backend, BackendCall, BackendResult, StreamEvent } from "../backend";
+import type { ResponseBudget } from "../response-budget";
+import type { HttpBackendOptions } from "./factory";
+import { AnswerAllowance, readBody, readWhole, type WholeAnswer } from "./whole-answer";
+import { parseAnswer, parseStreamEvent, quoteUpstreamError } from "./wire";
+
+/** Forwards to an OpenAI-compatible `/v1/chat/completions` (llama.cpp, vLLM, OpenAI, another gateway). */
+export class HttpBackend implements Backend {
+  readonly type = "http";
+  readonly target: string;
+  readonly timeoutSeconds: number;
+  private readonly pool: Pool;
+  private readonly timeoutMs: number;
+  private readonly idleTimeoutMs: number;
+
+  constructor(
+    readonly name: string,
+    private readonly options: HttpBackendOptions,
+    private readonly budget: ResponseBudget,
+  ) {
+    this.timeoutSeconds = options.timeoutSeconds;
+    this.timeoutMs = options.timeoutSeconds * 1000;
+    this.idleTimeoutMs = options.idleTimeoutSeconds * 1000;
+    this.target = `${options.origin}${options.path}`;
+    this.pool = new Pool(options.origin, {
+      connectTimeout: options.connectTimeoutSeconds * 1000,
+      // One deadline (the AbortSignal below) governs the whole exchange; undici's own timers would only
+      // race it with less precise errors.
+      headersTimeout: 0,
+      bodyTimeout: 0,
+      // No maxResponseSize: it would cut streams too, whose total is unbounded by design. Answers read whole
+      // are bounded by AnswerAllowance (max_response_bytes and the shared budget), stream events by max_event_bytes.
+    });
+  }
+
+  async complete(call: BackendCall): Promise<BackendResult> {
+    // Serialised before the exchange starts: failing here is the gateway's bug, not the backend's failure.
+    const options = this.requestOptions(call, this.payload(call, false));
+    // One controller whose timer and listener are released as soon as the call ends: AbortSignal.timeout and
+    // AbortSignal.any would keep each call's timer (and what it references) alive for the whole timeout.
+    const stop = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      stop.abort();
+    }, this.remainingMs(call));
+    const onClientGone = () => stop.abort();
+    call.signal.addEventListener("abort", onClientGone, { once: true });
+    if (call.signal.aborted) stop.abort();
+    let answer: WholeAnswer;
+    try {
+      answer = await readWhole(this.pool, options, stop.signal, this.allowance());
+    } catch (error) {
+      throw this.transportError(error, call.signal, timedOut);
+    } finally {
+      clearTimeout(timer);
+      call.signal.removeEventListener("abort", onClientGone);
+    }
+
+    if (answer.status < 200 || answer.status > 299) throw this.statusError(answer.status, answer.text, answer.headers);
+    return parseAnswer(answer.text, this.name);
+  }
+
+  /**
+   * Relays the upstream's events as they arrive. `timeout` bounds the wait for the stream to start (its
+   * first event); from then on `idle_timeout` bounds each silence between events, so a long answer that
+   * keeps flowing is never cut off, while one that stalls is.
+   */
+  async *stream(call: BackendCall): AsyncGenerator<StreamEvent> {
+    // As in complete(): a payload that cannot be serialised is not a transport failure.
+    const options = this.requestOptions(call, this.payload(call, true));
+    const stop = new AbortController();
+    let expired: "start" | "idle" | undefined;
+    const onClientGone = () => stop.abort();
+    call.signal.addEventListener("abort", onClientGone, { once: true });
+    const expire = (phase: "start" | "idle") => () => {
+      expired = phase;
+      stop.abort();
+    };
+    let timer = setTimeout(expire("start"), this.remainingMs(call));
+    const rearm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(expire("idle"), this.idleTimeoutMs);
+    };
+    let finished = false;
+    try {
+      let response: Awaited<ReturnType<Pool["request"]>>;
+      try {
+        response = await this.pool.request({ ...options, signal: stop.signal });
+      } catch (error) {
+        throw this.transportError(error, call.signal, expired !== undefined);
+      }
+      if (response.statusCode < 200 || response.statusCode > 299) {
+        // Bounded like any answer read whole; past the bounds the status alone is reported.
+        const text = await readBody(response.body, this.allowance()).catch(() => "");
+        throw this.statusError(response.statusCode, text, response.headers);
+      }
+      const contentType = String(response.headers["content-type"] ?? "");
+      if (!contentType.includes("text/event-stream")) {
+        // Some servers ignore `stream: true` and answer in one piece: pass that on as a one-event stream.
+        let text: string;
+        try {
+          text = await readBody(response.body, this.allowance());
+        } catch (error) {
+          throw this.transportError(error, call.signal, expired !== undefined);
+        }
+        const answer = parseAnswer(text, this.name);
+        yield { delta: { ...answer.message }, finishReason: answer.finishReason, ...(answer.usage === undefined ? {} : { usage: answer.usage }) };
+        finished = true;
+        return;
+      }
+      try {
+        for await (const event of parseServerSentEvents(response.body, this.options.maxEventBytes)) {
+          rearm();
+          if (event.data === "[DONE]") {
+            finished = true;
+            return;
+          }
+          yield* parseStreamEvent(event.event, event.data, this.name, this.options.apiKey);
+        }
+      } catch (error) {
+        if (error instanceof GatewayError) throw error;
+        if (error instanceof EventTooLargeError) throw new UpstreamInvalidResponseError(this.name, error.message);
+        if (call.signal.aborted) throw new ClientClosedError();
+        if (expired === "start") throw new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
+        if (expired === "idle") throw new UpstreamTimeoutError(this.name, this.options.idleTimeoutSeconds, "sent no stream event");
+        throw new UpstreamStreamError(this.name, `the connection was lost (${describeCause(error)})`);
+      }
+      throw new UpstreamStreamError(this.name, "the stream ended before [DONE]");
+    } finally {
+      clearTimeout(timer);
+      call.signal.removeEventListener("abort", onClientGone);
+      // Leaving early (client gone, or an error) must close the upstream request now, not when it ends.
+      if (!finished) stop.abort();
+    }
+  }
+
+  /** One answer's claim on `max_response_bytes` and on the process's budget. */
+  private allowance(): AnswerAllowance {
+    return new AnswerAllowance(this.budget, this.options.maxResponseBytes, this.name);
+  }
+
+  /** Time left until the call's deadline (shared with its retries), or the whole `timeout` for a lone call. */
+  private remainingMs(call: BackendCall): number {
+    // Whole milliseconds, rounded up: AbortSignal.timeout takes only integers, and early is worse than late.
+    return call.deadline === undefined ? this.timeoutMs : Math.max(0, Math.ceil(call.deadline - performance.now()));
+  }
+
+  private payload(call: BackendCall, stream: boolean): Record<string, unknown> {
+    const payload: Record<string, unknown> = { ...call.request };
+    if (this.options.model !== undefined) payload.model = this.options.model;
+    if (stream) {
+      payload.stream = true;
+      // Always ask for usage: the gateway counts tokens per backend even when the client did not ask.
+      payload.stream_options = { ...(typeof call.request.stream_options === "object" ? call.request.stream_options : {}), include_usage: true };
+    }
+    return payload;
+  }
+
+  private requestOptions(call: BackendCall, payload: Record<string, unknown>): Dispatcher.DispatchOptions {
+    const headers: Record<string, string> = {
+      "content-type": "application/json",
+      accept: payload.stream === true ? "text/event-stream" : "application/json",
+      "x-request-id": call.requestId,
+      // Counted by the gateway at the other end (if it is one): a loop of gateways stops at MAX_HOPS.
+      "x-gateway-hops": String((call.hops ?? 0) + 1),
+    };
+    if (this.options.apiKey !== undefined) headers.authorization = `Bearer ${this.options.apiKey}`;
+    return { method: "POST", path: this.options.path, headers, body: JSON.stringify(payload) };
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+
+  private transportError(error: unknown, clientSignal: AbortSignal, timedOut: boolean): GatewayError {
+    if (clientSignal.aborted) return new ClientClosedError();
+    // Our own verdict on the answer (too large, budget spent), made while reading it.
+    if (error instanceof GatewayError) return error;
+    if (timedOut) return new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
+    if (error instanceof undiciErrors.ConnectTimeoutError) {
+      return new UpstreamUnreachableError(this.name, `connect timed out after ${this.options.connectTimeoutSeconds} s`);
+    }
+    return new UpstreamUnreachableError(this.name, describeCause(error));
+  }
+
+  /**
+   * 4xx that describe the client's request (bad params, unknown model, too large, rate limited) keep their
+   * status so clients and SDK retry logic see the truth; auth failures are our configuration's fault, and
+   * 5xx are the upstream's, so both become 502. A 508 is a gateway further on refusing a loop: it stays a
+   * 508, so every gateway in the loop answers it without retrying or falling back (which would multiply it).
+   */
+  private statusError(status: number, text: string, headers: Record<string, string | string[] | undefined>): GatewayError {
+    const message = quoteUpstreamError(text, status, this.options.apiKey);
+    if (status === 508) return new LoopDetectedError(`Backend '${this.name}' reported a gateway loop: ${message}`);
+    const retryAfterMs = parseRetryAfter(headers["retry-after"], Date.now());
+    const isClientFault = status >= 400 && status < 500 && status !== 401 && status !== 403 && status !== 407 && status !== 408;
+    if (!isClientFault) return new UpstreamHttpError(this.name, status, message, retryAfterMs);
+    const passOn: Record<string, string> = {};
+    if (retryAfterMs !== undefined) passOn["retry-after"] = retryAfterHeader(retryAfterMs);
+    // An upstream that knows retrying is pointless (an exhausted quota's 429) says so; keep its word.
+    const shouldRetry = headers["x-should-retry"];
+    if (shouldRetry === "true" || shouldRetry === "false") passOn["x-should-retry"] = shouldRetry;
+    return new UpstreamClientError(this.name, status, message, passOn, retryAfterMs);
+  }
+}
+
+function describeCause(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    const cause = error.cause instanceof Error ? `: ${error.cause.message}` : "";
+    return typeof code === "string" ? `${code} ${error.message}${cause}` : `${error.message}${cause}`;
+  }
+  return String(error);
+}

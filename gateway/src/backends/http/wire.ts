@@ -1,0 +1,108 @@
+import { UpstreamInvalidResponseError, UpstreamStreamError } from "../../errors";
+import type { AssistantMessage } from "../../schemas/chat";
+import { exceedsDepth, MAX_JSON_DEPTH } from "../../utils/json-depth";
+import { quoteRedacted } from "../../utils/redact";
+import { parseUsage } from "../../utils/tokens";
+import type { BackendResult, StreamEvent } from "../backend";
+
+/**
+ * The OpenAI chat-completions wire format, read: pure functions from the upstream's text to what the gateway
+ * relays, or an UpstreamInvalidResponseError naming `backend` and what was wrong.
+ */
+
+/** Upstream error text quoted back to clients is cut to this, so a 5 MB HTML error page stays out of logs. */
+export const MAX_QUOTED_ERROR_CHARS = 300;
+
+/** A non-streamed answer's body. */
+export function parseAnswer(text: string, backend: string): BackendResult {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new UpstreamInvalidResponseError(backend, "body is not JSON");
+  }
+  if (exceedsDepth(body, MAX_JSON_DEPTH)) throw new UpstreamInvalidResponseError(backend, `body is nested more than ${MAX_JSON_DEPTH} levels deep`);
+  const choice = firstChoice(body);
+  if (choice === undefined) throw new UpstreamInvalidResponseError(backend, "no choices[0]");
+  const message = choice.message;
+  if (typeof message !== "object" || message === null || Array.isArray(message)) {
+    throw new UpstreamInvalidResponseError(backend, "choices[0].message is missing");
+  }
+  const content = (message as Record<string, unknown>).content;
+  if (typeof content !== "string" && content !== null && content !== undefined) {
+    throw new UpstreamInvalidResponseError(backend, "choices[0].message.content is not a string");
+  }
+  // Extra fields such as tool_calls or refusal pass through; role and content are normalised.
+  const assistant: AssistantMessage = { ...(message as Record<string, unknown>), role: "assistant", content: content ?? null };
+  const finishReason = typeof choice.finish_reason === "string" && choice.finish_reason !== "" ? choice.finish_reason : "stop";
+  const usage = parseUsage((body as Record<string, unknown>).usage);
+  return usage === undefined ? { message: assistant, finishReason } : { message: assistant, finishReason, usage };
+}
+
+/**
+ * One server-sent event's `data` (of SSE type `type`) as the stream events it holds: none, a delta and/or
+ * finish reason, then usage. An error event fails the stream with the upstream's message, quoted with
+ * `apiKey` redacted.
+ */
+export function* parseStreamEvent(type: string | undefined, data: string, backend: string, apiKey?: string): Generator<StreamEvent> {
+  let body: unknown;
+  try {
+    body = JSON.parse(data);
+  } catch {
+    throw new UpstreamInvalidResponseError(backend, "a stream event is not JSON");
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new UpstreamInvalidResponseError(backend, "a stream event is not a JSON object");
+  // Checked before anything walks it: relaying it would overflow the stack in JSON.stringify.
+  if (exceedsDepth(body, MAX_JSON_DEPTH)) throw new UpstreamInvalidResponseError(backend, `a stream event is nested more than ${MAX_JSON_DEPTH} levels deep`);
+  const fields = body as Record<string, unknown>;
+  if (type === "error" || fields.error !== undefined) throw new UpstreamStreamError(backend, quoteUpstreamError(data, 502, apiKey));
+  const choice = firstChoice(body);
+  if (choice !== undefined) {
+    const delta = choice.delta;
+    const finishReason = typeof choice.finish_reason === "string" && choice.finish_reason !== "" ? choice.finish_reason : undefined;
+    if (delta !== undefined && delta !== null && (typeof delta !== "object" || Array.isArray(delta))) {
+      throw new UpstreamInvalidResponseError(backend, "choices[0].delta is not an object");
+    }
+    const deltaFields = (delta ?? {}) as Record<string, unknown>;
+    if (Object.keys(deltaFields).length > 0 || finishReason !== undefined) {
+      yield { ...(Object.keys(deltaFields).length > 0 ? { delta: deltaFields } : {}), ...(finishReason === undefined ? {} : { finishReason }) };
+    }
+  } else if (!Array.isArray(fields.choices)) {
+    throw new UpstreamInvalidResponseError(backend, "a stream event has no choices");
+  }
+  const usage = parseUsage(fields.usage);
+  if (usage !== undefined) yield { usage };
+}
+
+/** `choices[0]` when it is an object. */
+export function firstChoice(body: unknown): Record<string, unknown> | undefined {
+  if (typeof body !== "object" || body === null) return undefined;
+  const choices = (body as Record<string, unknown>).choices;
+  if (!Array.isArray(choices)) return undefined;
+  const first: unknown = choices[0];
+  return typeof first === "object" && first !== null ? (first as Record<string, unknown>) : undefined;
+}
+
+/** The upstream's own error message when it sent an OpenAI-style body, else what it sent; uncut, unredacted. */
+export function upstreamErrorMessage(text: string, status: number): string {
+  let found: unknown;
+  try {
+    const body = JSON.parse(text) as unknown;
+    if (typeof body === "object" && body !== null) {
+      const error = (body as Record<string, unknown>).error;
+      found = typeof error === "object" && error !== null ? (error as Record<string, unknown>).message : error;
+      found ??= (body as Record<string, unknown>).message;
+    }
+  } catch {
+    found = text.trim();
+  }
+  return typeof found === "string" && found !== "" ? found : `HTTP ${status}`;
+}
+
+/**
+ * The upstream's error message, as passed on to the client and the log. Upstreams quote the key they were
+ * sent in auth errors ("Incorrect API key provided: sk-..."): the backend's own key must never reach either.
+ */
+export function quoteUpstreamError(text: string, status: number, apiKey: string | undefined): string {
+  return quoteRedacted(upstreamErrorMessage(text, status), apiKey, MAX_QUOTED_ERROR_CHARS);
+}
