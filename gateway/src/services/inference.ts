@@ -7,7 +7,7 @@ import { extractPrompt } from "../utils/prompt";
 import { estimateUsage } from "../utils/tokens";
 import { type BaseCall, type RequestHooks, Resilience, type ResilienceSettings } from "./resilience";
 
-/** What the service needs from the request; the API hands it the request's context (middleware/request-context.ts). */
+/** What the service needs from the request: the API hands it the request's context (middleware/request-context.ts). */
 export interface CallOptions extends RequestHooks {
   readonly requestId: string;
   readonly signal: AbortSignal;
@@ -37,8 +37,10 @@ interface OpenedStream {
 }
 
 /**
- * Picks the backend for a request, checks the request's key may use it, calls it (with its retries, fallbacks and circuit breaker, see
- * resilience.ts) and turns its answer into an OpenAI chat.completion or chunk stream.
+ * Picks the backend for a request, checks the request's key may use it, calls it (with its retries,
+ * fallbacks and circuit breaker, see resilience.ts) and turns its answer into an OpenAI chat.completion or
+ * chunk stream. The API calls completeChat or openChatStream; complete and openStream take a backend
+ * already routed and allowed.
  */
 export class InferenceService {
   private readonly byName: ReadonlyMap<string, Backend>;
