@@ -7,7 +7,7 @@ import { performance } from "node:perf_hooks";
 const require = createRequire(import.meta.url);
 const { Registry } = require("prom-client");
 const { createMetrics } = require("../dist/gateway/src/observability/metrics.js");
-const { createAccessMetrics } = require("../dist/gateway/src/observability/access-metrics.js");
+const { createAccessMetrics } = require("../dist/gateway/src/access/metrics.js");
 
 const ROUNDS = 5;
 const sizes = process.argv.slice(2).map(Number);

@@ -1,20 +1,19 @@
 import express, { type Express } from "express";
 import type { Logger } from "winston";
-import type { Backend } from "./backends/backend";
+import type { Admission } from "./access/admission";
+import type { KeyRing } from "./access/keys";
+import type { AccessMetrics } from "./access/metrics";
+import { authenticate } from "./access/middleware";
 import { createHealthRouter } from "./api/health";
 import { createMetricsRouter } from "./api/metrics";
 import { createChatCompletionsRouter } from "./api/v1/chat-completions";
-import { createModelsRouter } from "./api/v1/models";
+import { createModelsRouter, type ModelInfo } from "./api/v1/models";
 import { accessLog } from "./middleware/access-log";
 import { errorHandler, notFound } from "./middleware/error-handler";
 import { requestContext } from "./middleware/request-context";
 import { requestMetrics } from "./middleware/request-metrics";
-import { authenticate } from "./middleware/access";
-import type { AccessMetrics } from "./observability/access-metrics";
 import type { GatewayMetrics } from "./observability/metrics";
-import type { Admission } from "./services/admission";
 import type { InferenceService } from "./services/inference";
-import type { KeyRing } from "./services/keys";
 import type { Lifecycle } from "./services/lifecycle";
 
 export interface AppDependencies {
@@ -29,7 +28,8 @@ export interface AppDependencies {
   readonly accessMetrics: AccessMetrics;
   /** SHA-256 of the key `/metrics` asks for, when it asks for one. */
   readonly metricsKey?: Buffer;
-  readonly backends: readonly Backend[];
+  /** What `/v1/models` lists: one per configured backend. */
+  readonly models: readonly ModelInfo[];
   readonly lifecycle: Lifecycle;
   readonly maxBodyBytes: number;
   /** BODY_TIMEOUT: a request body must arrive whole within this many seconds (408 past it). */

@@ -1,16 +1,22 @@
 import { Registry } from "prom-client";
 import type { Logger } from "winston";
+import { Admission } from "./access/admission";
+import { KeyRing } from "./access/keys";
+import { createAccessMetrics } from "./access/metrics";
 import type { AppDependencies } from "./app";
+import type { Backend } from "./backends/backend";
 import type { BackendRegistry } from "./backends/registry";
 import { DEFAULT_MAX_BUFFERED_BYTES, ResponseBudget } from "./backends/response-budget";
 import type { GatewayConfig } from "./config/config";
 import { DEFAULT_BODY_TIMEOUT_SECONDS, type Env } from "./config/settings";
-import { createAccessMetrics } from "./observability/access-metrics";
 import { createMetrics } from "./observability/metrics";
-import { Admission } from "./services/admission";
 import { InferenceService } from "./services/inference";
-import { KeyRing } from "./services/keys";
 import { Lifecycle } from "./services/lifecycle";
+
+/** The app's collaborators, plus the backends themselves for main.ts's start-up log (the app never sees them). */
+export interface Dependencies extends AppDependencies {
+  readonly backends: readonly Backend[];
+}
 
 /** Builds the object graph for one app from an already checked config. */
 export function buildDependencies(options: {
@@ -24,7 +30,7 @@ export function buildDependencies(options: {
   readonly bodyTimeoutSeconds?: number;
   /** Settings.maxBufferedBytes (`MAX_BUFFERED_BYTES`); its default when absent. */
   readonly maxBufferedBytes?: number;
-}): AppDependencies {
+}): Dependencies {
   const { config, registry, logger, env } = options;
   // One budget for the whole process: every backend's buffered answers count against it together.
   const responseBudget = new ResponseBudget(options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES);
@@ -41,12 +47,13 @@ export function buildDependencies(options: {
   return {
     logger,
     backends,
+    models: backends.map((backend) => ({ id: backend.name, ownedBy: backend.type })),
     metrics,
     keys: new KeyRing(config.access.keys),
     admission,
     accessMetrics,
     ...(config.access.metricsKey === undefined ? {} : { metricsKey: config.access.metricsKey }),
-    inference: new InferenceService(backends, defaultBackend, metrics, { policies, logger }),
+    inference: new InferenceService(backends, defaultBackend, metrics, { policies, logger, refusals: accessMetrics }),
     lifecycle: new Lifecycle(),
     maxBodyBytes: options.maxBodyBytes,
     bodyTimeoutSeconds: options.bodyTimeoutSeconds ?? DEFAULT_BODY_TIMEOUT_SECONDS,

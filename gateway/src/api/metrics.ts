@@ -1,6 +1,6 @@
 import { Router } from "express";
 import { AuthenticationError } from "../errors";
-import { carriesKey } from "../services/keys";
+import { carriesKey } from "../access/keys";
 import type { GatewayMetrics } from "../observability/metrics";
 import { methodNotAllowed } from "./method-not-allowed";
 

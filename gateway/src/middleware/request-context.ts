@@ -1,8 +1,18 @@
 import type { NextFunction, Request, Response } from "express";
 import type { Logger } from "winston";
+import type { Usage } from "../schemas/chat";
 import { requestIdFrom } from "../utils/request-id";
 
-/** What every later middleware and handler knows about the request in flight. */
+/** A key limited to some backends: its name (for the refusal) and the backends it may be routed to. */
+export interface KeyAllowlist {
+  readonly key: string;
+  readonly backends: ReadonlySet<string>;
+}
+
+/**
+ * What every later middleware and handler knows about the request in flight. It is also what the inference
+ * service is handed as the request's CallOptions (services/inference.ts): no second per-request object.
+ */
 export interface RequestContext {
   readonly requestId: string;
   /** Carries the request id into every line this request logs. */
@@ -23,10 +33,15 @@ export interface RequestContext {
   hops: number;
   /** The name of the gateway API key the request carried, once authenticated (auth on only). */
   key: string | undefined;
-  /** The backends that key may use; undefined = all. */
-  allowedBackends: ReadonlySet<string> | undefined;
+  /** Set when that key may use only some backends; undefined = all. */
+  allowlist: KeyAllowlist | undefined;
   /** Tokens the answer used (prompt + completion), once known: what the key's tokens per minute are charged. */
   tokensUsed: number;
+  /** Each backend the request turns to (the routed one, then any fallback): the last is the one that answered. */
+  onBackend(name: string): void;
+  /** The request passed every check and a streamed answer is about to be asked for. */
+  onStream(): void;
+  onUsage(usage: Usage): void;
 }
 
 /** The status to log and count: a broken stream's real outcome, 499 if the client left, else what was sent. */
@@ -47,7 +62,10 @@ export function contextOf(res: Response): RequestContext {
   return context;
 }
 
-/** A class rather than an object literal, so every request's context has one shape and one lazy getter. */
+/**
+ * A class, not an object literal: a literal with a `get logger()` kept every request's object graph alive
+ * through young-generation GCs (bench/README.md, "What each change bought").
+ */
 class Context implements RequestContext {
   readonly startedAt = performance.now();
   backend: string | undefined = undefined;
@@ -55,7 +73,7 @@ class Context implements RequestContext {
   failedStatus: number | undefined = undefined;
   hops = 0;
   key: string | undefined = undefined;
-  allowedBackends: ReadonlySet<string> | undefined = undefined;
+  allowlist: KeyAllowlist | undefined = undefined;
   tokensUsed = 0;
   private child: Logger | undefined = undefined;
 
@@ -63,12 +81,27 @@ class Context implements RequestContext {
     readonly requestId: string,
     readonly signal: AbortSignal,
     private readonly base: Logger,
+    private readonly res: Response,
   ) {}
 
   /** Made on first use: most requests log nothing but their access line, which does not need it. */
   get logger(): Logger {
     this.child ??= this.base.child({ requestId: this.requestId });
     return this.child;
+  }
+
+  /** So the access log, the metrics and `x-gateway-backend` name the backend whose answer was sent. */
+  onBackend(name: string): void {
+    this.backend = name;
+    this.res.setHeader("x-gateway-backend", name);
+  }
+
+  onStream(): void {
+    this.stream = true;
+  }
+
+  onUsage(usage: Usage): void {
+    this.tokensUsed = usage.total_tokens;
   }
 }
 
@@ -84,7 +117,7 @@ export function requestContext(logger: Logger) {
     res.on("close", () => {
       if (!res.writableFinished) controller.abort();
     });
-    (res as WithContext)[CONTEXT] = new Context(requestId, controller.signal, logger);
+    (res as WithContext)[CONTEXT] = new Context(requestId, controller.signal, logger, res);
     next();
   };
 }

@@ -1,12 +1,13 @@
 import { randomUUID } from "node:crypto";
 import type { Backend, BackendCall, BackendResult, StreamEvent } from "../backends/backend";
-import { ClientClosedError } from "../errors";
+import { BackendNotAllowedError, ClientClosedError } from "../errors";
 import type { BackendSeries, GatewayMetrics } from "../observability/metrics";
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage } from "../schemas/chat";
 import { extractPrompt } from "../utils/prompt";
 import { estimateUsage } from "../utils/tokens";
 import { type BaseCall, type RequestHooks, Resilience, type ResilienceSettings } from "./resilience";
 
+/** What the service needs from the request: the API hands it the request's context (middleware/request-context.ts). */
 export interface CallOptions extends RequestHooks {
   readonly requestId: string;
   readonly signal: AbortSignal;
@@ -16,6 +17,15 @@ export interface CallOptions extends RequestHooks {
   readonly hops?: number;
   /** Told the tokens an answer used, once known (for per-key token limits). */
   readonly onUsage?: (usage: Usage) => void;
+  /** Set when the request's API key may use only some backends: a request routed elsewhere is refused (403). */
+  readonly allowlist?: { readonly key: string; readonly backends: ReadonlySet<string> };
+  /** Told once the request passed every check and a streamed answer is about to be asked for. */
+  readonly onStream?: () => void;
+}
+
+export interface InferenceSettings extends ResilienceSettings {
+  /** Counts a request refused because its key may not use the routed backend (the access metrics). */
+  readonly refusals?: { rejected(key: string, reason: "model_not_allowed"): void };
 }
 
 /** A stream whose first event is in hand: what a streamed "attempt" produces. */
@@ -27,24 +37,28 @@ interface OpenedStream {
 }
 
 /**
- * Picks the backend for a request, calls it (with its retries, fallbacks and circuit breaker, see
- * resilience.ts) and turns its answer into an OpenAI chat.completion or chunk stream.
+ * Picks the backend for a request, checks the request's key may use it, calls it (with its retries,
+ * fallbacks and circuit breaker, see resilience.ts) and turns its answer into an OpenAI chat.completion or
+ * chunk stream. The API calls completeChat or openChatStream; complete and openStream take a backend
+ * already routed and allowed.
  */
 export class InferenceService {
   private readonly byName: ReadonlyMap<string, Backend>;
   /** Each backend's series, looked up by object so a request never builds label strings. */
   private readonly series: ReadonlyMap<Backend, BackendSeries>;
   private readonly resilience: Resilience;
+  private readonly refusals: InferenceSettings["refusals"];
 
   constructor(
     readonly backends: readonly Backend[],
     private readonly defaultBackend: Backend,
     private readonly metrics: GatewayMetrics,
-    resilience: ResilienceSettings = {},
+    settings: InferenceSettings = {},
   ) {
     this.byName = new Map(backends.map((backend) => [backend.name, backend]));
     this.series = new Map(backends.map((backend) => [backend, metrics.backend(backend.name)]));
-    this.resilience = new Resilience(backends, metrics, resilience);
+    this.resilience = new Resilience(backends, metrics, settings);
+    this.refusals = settings.refusals;
   }
 
   /** The backend named by `model`; a missing or unknown model goes to the default backend. */
@@ -52,7 +66,19 @@ export class InferenceService {
     return (model === undefined ? undefined : this.byName.get(model)) ?? this.defaultBackend;
   }
 
-  /** The answer from `backend`, or from one of its fallbacks; `backend` in the result names which. */
+  /** A validated request's whole answer: routed by its `model`, refused (403) if its key may not use that backend. */
+  async completeChat(request: ChatCompletionRequest, options: CallOptions): Promise<ChatCompletion> {
+    return this.complete(this.routeAllowed(request, options), request, options);
+  }
+
+  /** As completeChat, streamed: see openStream. */
+  async openChatStream(request: ChatCompletionRequest, options: CallOptions): Promise<AsyncIterable<ChatCompletionChunk>> {
+    const backend = this.routeAllowed(request, options);
+    options.onStream?.();
+    return this.openStream(backend, request, options);
+  }
+
+  /** The answer from `backend` (already routed and allowed), or from one of its fallbacks; `backend` in the result names which. */
   async complete(backend: Backend, request: ChatCompletionRequest, options: CallOptions): Promise<ChatCompletion> {
     const prompt = extractPrompt(request.messages);
     const answered = await this.resilience.call(backend, baseCall(request, prompt, options), options, "complete", (target, call) => this.completeOnce(target, call));
@@ -123,6 +149,14 @@ export class InferenceService {
       series.callEnded((performance.now() - started) / 1000, error);
       throw error;
     }
+  }
+
+  private routeAllowed(request: ChatCompletionRequest, options: CallOptions): Backend {
+    const backend = this.route(request.model);
+    const allowlist = options.allowlist;
+    if (allowlist === undefined || allowlist.backends.has(backend.name)) return backend;
+    this.refusals?.rejected(allowlist.key, "model_not_allowed");
+    throw new BackendNotAllowedError(allowlist.key, backend.name);
   }
 
   private seriesOf(backend: Backend): BackendSeries {

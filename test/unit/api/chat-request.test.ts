@@ -1,4 +1,4 @@
-import { checkChatRequest } from "../../../gateway/src/api/v1/chat-completions";
+import { checkChatRequest } from "../../../gateway/src/api/v1/chat-request";
 
 const user = [{ role: "user", content: "Hello" }];
 

@@ -1,4 +1,5 @@
 import type { Backend, BackendCall, BackendResult, StreamEvent } from "../../../gateway/src/backends/backend";
+import { BackendNotAllowedError } from "../../../gateway/src/errors";
 import { createMetrics } from "../../../gateway/src/observability/metrics";
 import { InferenceService } from "../../../gateway/src/services/inference";
 
@@ -82,5 +83,53 @@ describe("InferenceService.complete", () => {
     const local = new FakeBackend("local");
     await new InferenceService([local], local, createMetrics()).complete(local, { messages }, options);
     expect(local.calls[0]).toMatchObject({ prompt: "Hello world", requestId: "req-1", signal: options.signal });
+  });
+});
+
+describe("InferenceService.completeChat and openChatStream", () => {
+  /** A key limited to `local`, and what the service counted as refused. */
+  function limited() {
+    const local = new FakeBackend("local");
+    const remote = new FakeBackend("remote");
+    const refused: [string, string][] = [];
+    const service = new InferenceService([local, remote], local, createMetrics(), { refusals: { rejected: (key, reason) => refused.push([key, reason]) } });
+    const streamed: string[] = [];
+    const keyOptions = { ...options, allowlist: { key: "team-a", backends: new Set(["local"]) }, onStream: () => streamed.push("stream") };
+    return { local, remote, refused, service, streamed, keyOptions };
+  }
+
+  it("routes by the request's model", async () => {
+    const { remote, service } = limited();
+    const completion = await service.completeChat({ model: "remote", messages }, options);
+    expect(completion.backend).toBe("remote");
+    expect(remote.calls).toHaveLength(1);
+  });
+
+  it("answers a key from a backend it may use", async () => {
+    const { service, keyOptions, refused } = limited();
+    const completion = await service.completeChat({ model: "local", messages }, keyOptions);
+    expect(completion.backend).toBe("local");
+    expect(refused).toEqual([]);
+  });
+
+  it("refuses a key a backend outside its allowlist, counted, before any backend is called", async () => {
+    const { remote, service, keyOptions, refused } = limited();
+    const refusal = service.completeChat({ model: "remote", messages }, keyOptions);
+    await expect(refusal).rejects.toBeInstanceOf(BackendNotAllowedError);
+    await expect(refusal).rejects.toMatchObject({ status: 403, code: "model_not_allowed", message: "The API key 'team-a' may not use the model 'remote'." });
+    expect(refused).toEqual([["team-a", "model_not_allowed"]]);
+    expect(remote.calls).toHaveLength(0);
+  });
+
+  it("checks a stream the same way, and marks it a stream only once it passed", async () => {
+    const { remote, service, keyOptions, refused, streamed } = limited();
+    await expect(service.openChatStream({ model: "remote", messages }, keyOptions)).rejects.toBeInstanceOf(BackendNotAllowedError);
+    expect(streamed).toEqual([]);
+    expect(remote.calls).toHaveLength(0);
+    expect(refused).toEqual([["team-a", "model_not_allowed"]]);
+    const chunks: unknown[] = [];
+    for await (const chunk of await service.openChatStream({ model: "local", messages }, keyOptions)) chunks.push(chunk);
+    expect(streamed).toEqual(["stream"]);
+    expect(chunks[0]).toMatchObject({ backend: "local", choices: [{ delta: { role: "assistant", content: "from local" } }] });
   });
 });

@@ -1,157 +1,16 @@
 import { type NextFunction, type Request, type Response, Router } from "express";
-import type { Logger } from "winston";
-import { InvalidRequestError, UnsupportedMediaTypeError } from "../../errors";
-import { admit, checkBackendAllowed, precheck } from "../../middleware/access";
+import { admit, precheck } from "../../access/middleware";
+import type { Admission } from "../../access/admission";
+import type { AccessMetrics } from "../../access/metrics";
+import { UnsupportedMediaTypeError } from "../../errors";
 import { jsonBody } from "../../middleware/json-body";
 import { loopGuard } from "../../middleware/loop-guard";
-import { contextOf, type RequestContext } from "../../middleware/request-context";
-import type { ChatCompletionRequest, Usage } from "../../schemas/chat";
-import type { AccessMetrics } from "../../observability/access-metrics";
-import type { Admission } from "../../services/admission";
-import type { CallOptions, InferenceService } from "../../services/inference";
+import { contextOf } from "../../middleware/request-context";
+import type { ChatCompletionRequest } from "../../schemas/chat";
+import type { InferenceService } from "../../services/inference";
 import { methodNotAllowed } from "../method-not-allowed";
+import { rejectInvalid } from "./chat-request";
 import { sendEventStream } from "./event-stream";
-
-const ROLES = ["system", "developer", "user", "assistant", "tool", "function"];
-const KNOWN_ROLES = new Set(ROLES);
-const ROLE_MESSAGE = `role must be one of ${ROLES.join(", ")}`;
-/** Roles whose turn may carry no content (an assistant turn that only called tools, say). */
-const CONTENT_OPTIONAL = new Set(["assistant", "tool", "function"]);
-const MAX_MODEL_CHARS = 256;
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-/**
- * Characters as the gateway has always counted them for `model` (validator.js's isLength, used before):
- * a surrogate pair or a character with its emoji/text presentation selector counts once.
- */
-function characterCount(text: string): number {
-  const selectors = text.match(/[^\uFE0F\uFE0E][\uFE0F\uFE0E]/g)?.length ?? 0;
-  const pairs = text.match(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g)?.length ?? 0;
-  return text.length - selectors - pairs;
-}
-
-function contentProblem(message: Record<string, unknown>, path: string): string | undefined {
-  const value = message.content;
-  if (value === undefined || value === null) return CONTENT_OPTIONAL.has(message.role as string) ? undefined : `${path} is required`;
-  if (typeof value === "string") return undefined;
-  if (!Array.isArray(value)) return `${path} must be a string or an array of content parts`;
-  for (let index = 0; index < value.length; index++) {
-    const part: unknown = value[index];
-    if (!isObject(part) || typeof part.type !== "string") return `${path}[${index}] must be an object with a string 'type'`;
-    if (part.type === "text" && typeof part.text !== "string") return `${path}[${index}].text must be a string`;
-  }
-  return undefined;
-}
-
-function numberProblem(body: Record<string, unknown>, field: string, min: number, max: number, integer = false): InvalidRequestError | undefined {
-  const value = body[field];
-  if (value === undefined || value === null) return undefined;
-  if (typeof value === "number" && Number.isFinite(value) && value >= min && value <= max && (!integer || Number.isInteger(value))) return undefined;
-  return new InvalidRequestError(`${field} must be ${integer ? "an integer" : "a number"} from ${min} to ${max}`, field);
-}
-
-/**
- * The fields the gateway itself depends on, checked strictly; every other field passes through to the
- * backend, which knows its own parameters best. The first failure, in this order, is the answer: the body,
- * `model`, every message's shape, then every role, then every content, then the optional fields.
- *
- * Written out by hand: as express-validator chains, the same checks took a third of the gateway's CPU per
- * request (wildcard paths like `messages.*.role` are expanded through lodash on every request), and the
- * messages and `param` paths below are exactly the ones those chains produced.
- */
-export function checkChatRequest(body: unknown): InvalidRequestError | undefined {
-  if (!isObject(body)) return new InvalidRequestError("The request body must be a JSON object", null);
-  const model = body.model;
-  if (model !== undefined) {
-    if (typeof model !== "string") return new InvalidRequestError("model must be a string", "model");
-    // Counting never makes a string longer, nor a non-empty one empty: only long ids need the exact count.
-    if (model.length === 0 || (model.length > MAX_MODEL_CHARS && characterCount(model) > MAX_MODEL_CHARS)) {
-      return new InvalidRequestError(`model must be 1 to ${MAX_MODEL_CHARS} characters`, "model");
-    }
-  }
-  const messages = body.messages;
-  if (messages === undefined || messages === null) return new InvalidRequestError("messages is required", "messages");
-  if (!Array.isArray(messages) || messages.length === 0) return new InvalidRequestError("messages must be a non-empty array", "messages");
-  for (let index = 0; index < messages.length; index++) {
-    if (!isObject(messages[index])) return new InvalidRequestError("each message must be an object", `messages[${index}]`);
-  }
-  const checked = messages as Record<string, unknown>[];
-  for (let index = 0; index < checked.length; index++) {
-    const role = checked[index]?.role;
-    if (typeof role !== "string" || !KNOWN_ROLES.has(role)) return new InvalidRequestError(ROLE_MESSAGE, `messages[${index}].role`);
-  }
-  for (let index = 0; index < checked.length; index++) {
-    const message = checked[index];
-    const problem = message === undefined ? undefined : contentProblem(message, `messages[${index}].content`);
-    if (problem !== undefined) return new InvalidRequestError(problem, `messages[${index}].content`);
-  }
-  const stream = body.stream;
-  if (stream !== undefined && stream !== null && typeof stream !== "boolean") return new InvalidRequestError("stream must be a boolean", "stream");
-  const streamOptions = body.stream_options;
-  if (streamOptions !== undefined && streamOptions !== null) {
-    if (!isObject(streamOptions)) return new InvalidRequestError("stream_options must be an object", "stream_options");
-    const includeUsage = streamOptions.include_usage;
-    if (includeUsage !== undefined && includeUsage !== null && typeof includeUsage !== "boolean") {
-      return new InvalidRequestError("stream_options.include_usage must be a boolean", "stream_options.include_usage");
-    }
-  }
-  if (body.n !== undefined && body.n !== null && body.n !== 1) return new InvalidRequestError("n must be 1: the gateway returns one choice", "n");
-  return (
-    numberProblem(body, "temperature", 0, 2) ??
-    numberProblem(body, "top_p", 0, 1) ??
-    numberProblem(body, "max_tokens", 1, 10_000_000, true) ??
-    numberProblem(body, "max_completion_tokens", 1, 10_000_000, true)
-  );
-}
-
-/** Turns the first failed check into a 400 that names the field, as OpenAI's `param` does. */
-function rejectInvalid(req: Request, _res: Response, next: NextFunction): void {
-  next(checkChatRequest(req.body));
-}
-
-/**
- * What the service needs from the request. It reports each backend it turns to (the routed one, then any
- * fallback), so the access log, the metrics and `x-gateway-backend` name the backend whose answer was sent.
- *
- * A class, not an object literal: with a `get logger()` in the literal, every request's whole object graph
- * survived young-generation GCs until the next full one (each literal brings a new getter function, which
- * V8 appears to keep in old-generation structures, and its closure holds the response). At 1000 req/s each
- * scavenge copied 2.3 MB and paused ~7 ms; the same literal without the getter, or this class, 0.01 MB and
- * 0.4 ms. Turning off V8's allocation-site pretenuring changed nothing (bench/README.md).
- */
-class RequestCallOptions implements CallOptions {
-  readonly requestId: string;
-  readonly signal: AbortSignal;
-  readonly startedAt: number;
-  readonly hops: number;
-
-  constructor(
-    private readonly res: Response,
-    private readonly context: RequestContext,
-  ) {
-    this.requestId = context.requestId;
-    this.signal = context.signal;
-    this.startedAt = context.startedAt;
-    this.hops = context.hops;
-  }
-
-  /** Read only when a retry or fallback is logged: the request's child logger is made on first use. */
-  get logger(): Logger {
-    return this.context.logger;
-  }
-
-  onBackend(name: string): void {
-    this.context.backend = name;
-    this.res.setHeader("x-gateway-backend", name);
-  }
-
-  onUsage(usage: Usage): void {
-    this.context.tokensUsed = usage.total_tokens;
-  }
-}
 
 /**
  * JSON only: a body sent as a form or as text/plain is what a web page can send cross-site without a CORS
@@ -197,17 +56,13 @@ export function createChatCompletionsRouter(deps: {
   router
     .route("/v1/chat/completions")
     .post(...checks, async (req: Request, res: Response) => {
+      // The checks above validated the body; the request's context is its CallOptions.
       const request = req.body as ChatCompletionRequest;
       const context = contextOf(res);
-      const backend = deps.inference.route(request.model);
-      const forbidden = checkBackendAllowed(context, backend.name, deps.accessMetrics);
-      if (forbidden !== undefined) throw forbidden;
-      const options = new RequestCallOptions(res, context);
       if (request.stream === true) {
-        context.stream = true;
-        await sendEventStream(res, await deps.inference.openStream(backend, request, options), context);
+        await sendEventStream(res, await deps.inference.openChatStream(request, context), context);
       } else {
-        sendJson(res, await deps.inference.complete(backend, request, options));
+        sendJson(res, await deps.inference.completeChat(request, context));
       }
     })
     .all(methodNotAllowed("POST"));

@@ -1,17 +1,18 @@
 import type { NextFunction, Request, Response } from "express";
-import type { ApiKeyConfig } from "../config/access";
-import { AuthenticationError, BackendNotAllowedError, type GatewayError } from "../errors";
-import { type AccessMetrics, NO_KEY } from "../observability/access-metrics";
-import { type Admission, AdmissionError, type Ticket } from "../services/admission";
-import type { KeyRing } from "../services/keys";
-import { contextOf, outcomeStatus, type RequestContext } from "./request-context";
+import { AuthenticationError } from "../errors";
+import { type KeyAllowlist, contextOf, outcomeStatus, type RequestContext } from "../middleware/request-context";
+import { type Admission, AdmissionError, type Ticket } from "./admission";
+import type { ApiKeyConfig } from "./config";
+import type { KeyRing } from "./keys";
+import { type AccessMetrics, NO_KEY } from "./metrics";
 
 /**
  * Auth on: every request it guards must carry a configured key (`Authorization: Bearer <key>`), else 401.
  * The key's name, never the key, goes into the request context for logs, metrics and limits.
  */
 export function authenticate(keys: KeyRing, metrics: AccessMetrics) {
-  const allowed = new WeakMap<ApiKeyConfig, ReadonlySet<string>>();
+  // One allowlist per key, made on its first request: the inference service checks the routed backend against it.
+  const allowlists = new WeakMap<ApiKeyConfig, KeyAllowlist>();
   return (req: Request, res: Response, next: NextFunction): void => {
     let key: ApiKeyConfig;
     try {
@@ -24,9 +25,9 @@ export function authenticate(keys: KeyRing, metrics: AccessMetrics) {
     const context = contextOf(res);
     context.key = key.name;
     if (key.backends !== undefined) {
-      let set = allowed.get(key);
-      if (set === undefined) allowed.set(key, (set = new Set(key.backends)));
-      context.allowedBackends = set;
+      let allowlist = allowlists.get(key);
+      if (allowlist === undefined) allowlists.set(key, (allowlist = { key: key.name, backends: new Set(key.backends) }));
+      context.allowlist = allowlist;
     }
     next();
   };
@@ -82,11 +83,4 @@ export function admit(admission: Admission, metrics: AccessMetrics) {
     });
     next();
   };
-}
-
-/** 403 unless the request's key may use `backend` (the one its `model` routed to). */
-export function checkBackendAllowed(context: RequestContext, backend: string, metrics: AccessMetrics): GatewayError | undefined {
-  if (context.allowedBackends === undefined || context.allowedBackends.has(backend)) return undefined;
-  metrics.rejected(context.key ?? NO_KEY, "model_not_allowed");
-  return new BackendNotAllowedError(context.key ?? NO_KEY, backend);
 }

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
-import { ConfigError } from "./errors";
-import { ConfigFields } from "./fields";
+import { ConfigError } from "../config/errors";
+import { ConfigFields } from "../config/fields";
 
 /** Per-client limits: for each API key, or for each client address when auth is off. Absent = no limit. */
 export interface ClientLimits {

@@ -1,5 +1,5 @@
 import { Counter, Gauge, type Registry } from "prom-client";
-import type { RejectReason } from "../services/admission";
+import type { RejectReason } from "./admission";
 
 /** The `key` label of requests that carry no known key: auth is off, or the key was missing or wrong. */
 export const NO_KEY = "none";

@@ -1,6 +1,6 @@
-import { type ApiKeyConfig, sha256 } from "../../../gateway/src/config/access";
+import { type ApiKeyConfig, sha256 } from "../../../gateway/src/access/config";
 import { AuthenticationError } from "../../../gateway/src/errors";
-import { bearerToken, carriesKey, KeyRing } from "../../../gateway/src/services/keys";
+import { bearerToken, carriesKey, KeyRing } from "../../../gateway/src/access/keys";
 
 const ALPHA = "sk-gw-alpha-0123456789ABCDEF";
 const BRAVO = "sk-gw-bravo-0123456789ABCDEF";

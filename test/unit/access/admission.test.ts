@@ -1,7 +1,7 @@
-import type { AccessConfig, ApiKeyConfig, ClientLimits } from "../../../gateway/src/config/access";
-import { sha256 } from "../../../gateway/src/config/access";
+import type { AccessConfig, ApiKeyConfig, ClientLimits } from "../../../gateway/src/access/config";
+import { sha256 } from "../../../gateway/src/access/config";
 import { RateLimitError, TooManyConcurrentRequestsError } from "../../../gateway/src/errors";
-import { Admission, AdmissionError, MAX_TRACKED_ADDRESSES, type RejectReason, SlidingWindow, type Ticket } from "../../../gateway/src/services/admission";
+import { Admission, AdmissionError, MAX_TRACKED_ADDRESSES, type RejectReason, SlidingWindow, type Ticket } from "../../../gateway/src/access/admission";
 
 const SECOND = 1000;
 

@@ -1,5 +1,5 @@
 import { timingSafeEqual } from "node:crypto";
-import { type ApiKeyConfig, sha256 } from "../config/access";
+import { type ApiKeyConfig, sha256 } from "./config";
 import { AuthenticationError } from "../errors";
 
 /** `Bearer <token>`, the scheme in any case, as the openai SDKs and curl's `-H` send it. */

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { parse as parseYaml } from "yaml";
 import { defaultBackendRegistry } from "../../../gateway/src/backends";
-import { DEFAULT_MAX_CONCURRENT_REQUESTS, MIN_KEY_CHARS } from "../../../gateway/src/config/access";
+import { DEFAULT_MAX_CONCURRENT_REQUESTS, MIN_KEY_CHARS } from "../../../gateway/src/access/config";
 import { type GatewayConfig, parseConfig } from "../../../gateway/src/config/config";
 import { ConfigError } from "../../../gateway/src/config/errors";
 

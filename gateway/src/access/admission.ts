@@ -1,4 +1,4 @@
-import type { AccessConfig, ClientLimits } from "../config/access";
+import type { AccessConfig, ClientLimits } from "./config";
 import { RateLimitError, TooManyConcurrentRequestsError } from "../errors";
 
 const WINDOW_SECONDS = 60;
