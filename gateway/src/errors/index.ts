@@ -1,30 +1,7 @@
-/**
- * Every failure a client can see is a GatewayError: an HTTP status, an OpenAI error `type`, and a stable
- * `code` that clients and dashboards can match on. The error handler is the only place that turns one into
- * a response body, so the wire shape lives in one spot.
- */
-export class GatewayError extends Error {
-  constructor(
-    message: string,
-    readonly status: number,
-    readonly type: string,
-    readonly code: string | null,
-    readonly param: string | null = null,
-    /** Extra response headers, such as `retry-after`. */
-    readonly headers: Readonly<Record<string, string>> = {},
-  ) {
-    super(message);
-    this.name = new.target.name;
-  }
+import { GatewayError } from "./gateway-error";
 
-  /**
-   * Whether sending the same request to the same backend again may succeed. The resilience layer's retry
-   * rule reads only this, so which failures are retried is decided here, next to what each failure means.
-   */
-  get retryable(): boolean {
-    return false;
-  }
-}
+export * from "./gateway-error";
+export * from "./upstream";
 
 export class InvalidRequestError extends GatewayError {
   constructor(message: string, param: string | null = null, code: string | null = "invalid_value") {
@@ -49,99 +26,6 @@ export class MethodNotAllowedError extends GatewayError {
     super(`Method ${method} is not allowed on ${path}; use ${allowed.join(", ")}.`, 405, "invalid_request_error", "method_not_allowed", null, {
       allow: allowed.join(", "),
     });
-  }
-}
-
-/** Upstream statuses that say "not now" rather than "never": a later try may well succeed. */
-const TRANSIENT_UPSTREAM_STATUSES: ReadonlySet<number> = new Set([502, 503, 504]);
-
-/** The upstream answered with a status we pass on as a client error (its 4xx, other than auth problems). */
-export class UpstreamClientError extends GatewayError {
-  constructor(
-    backend: string,
-    readonly upstreamStatus: number,
-    upstreamMessage: string,
-    headers: Record<string, string> = {},
-    /** The upstream's `retry-after`, parsed; a retry never comes sooner than this. */
-    readonly retryAfterMs?: number,
-  ) {
-    super(`Backend '${backend}' rejected the request: ${upstreamMessage}`, upstreamStatus, upstreamStatus === 429 ? "rate_limit_error" : "invalid_request_error", "upstream_client_error", null, headers);
-  }
-
-  /**
-   * A rate limit passes, unless the upstream said otherwise (`x-should-retry: false`, as for an exhausted
-   * quota); any other 4xx describes the request itself, which another try would repeat.
-   */
-  override get retryable(): boolean {
-    return this.upstreamStatus === 429 && this.headers["x-should-retry"] !== "false";
-  }
-}
-
-/** The upstream answered with an error status that is the gateway's or upstream's fault, not the client's. */
-export class UpstreamHttpError extends GatewayError {
-  constructor(
-    backend: string,
-    readonly upstreamStatus: number,
-    upstreamMessage: string,
-    /** The upstream's `retry-after` (sent with 503s), parsed. */
-    readonly retryAfterMs?: number,
-  ) {
-    super(`Backend '${backend}' answered HTTP ${upstreamStatus}: ${upstreamMessage}`, 502, "upstream_error", "upstream_http_error");
-  }
-
-  /** 502/503/504 are overload or a hop in front of the model failing; a 500 is more often a bug that repeats. */
-  override get retryable(): boolean {
-    return TRANSIENT_UPSTREAM_STATUSES.has(this.upstreamStatus);
-  }
-}
-
-export class UpstreamUnreachableError extends GatewayError {
-  constructor(backend: string, cause: string) {
-    super(`Backend '${backend}' could not be reached: ${cause}`, 502, "upstream_error", "upstream_unreachable");
-  }
-
-  /** Refused, reset or not connected in time: nothing was answered, so another connection may well work. */
-  override get retryable(): boolean {
-    return true;
-  }
-}
-
-export class UpstreamInvalidResponseError extends GatewayError {
-  constructor(backend: string, why: string) {
-    super(`Backend '${backend}' sent an invalid response: ${why}`, 502, "upstream_error", "upstream_invalid_response");
-  }
-}
-
-/** A streamed answer that broke: ended without `[DONE]`, or the upstream sent an error event. */
-export class UpstreamStreamError extends GatewayError {
-  constructor(backend: string, why: string) {
-    super(`Backend '${backend}' broke off its stream: ${why}`, 502, "upstream_error", "upstream_stream_error");
-  }
-}
-
-export class UpstreamTimeoutError extends GatewayError {
-  constructor(backend: string, timeoutSeconds: number, what = "did not answer") {
-    super(`Backend '${backend}' ${what} within ${timeoutSeconds} s.`, 504, "upstream_error", "upstream_timeout");
-  }
-}
-
-/**
- * The backend's circuit breaker is open: it failed too often lately, so the gateway answers at once instead
- * of adding load to it. `retry-after` says when it lets a trial request through again.
- */
-export class CircuitOpenError extends GatewayError {
-  constructor(
-    readonly backend: string,
-    readonly retryAfterSeconds: number,
-  ) {
-    super(
-      `Backend '${backend}' failed repeatedly and is resting; try again in ${retryAfterSeconds} s.`,
-      503,
-      "upstream_error",
-      "backend_unavailable",
-      null,
-      { "retry-after": String(retryAfterSeconds) },
-    );
   }
 }
 
@@ -215,18 +99,6 @@ export class RequestTimeoutError extends GatewayError {
 export class UnsupportedEncodingError extends GatewayError {
   constructor(message: string) {
     super(message, 415, "invalid_request_error", "unsupported_encoding");
-  }
-}
-
-/**
- * Upstream answers already buffered in this process fill `MAX_BUFFERED_BYTES`: the gateway is busy, the
- * backend did nothing wrong (it is not counted against it, retried or sent to a fallback).
- */
-export class ResponseBudgetExhaustedError extends GatewayError {
-  constructor(limitBytes: number) {
-    super(`The gateway is buffering too many large answers (limit ${limitBytes} bytes); try again in a moment.`, 503, "server_error", "response_budget_exhausted", null, {
-      "retry-after": "1",
-    });
   }
 }
 

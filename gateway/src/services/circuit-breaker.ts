@@ -1,3 +1,5 @@
+import type { BackendHealth } from "../errors";
+
 export interface CircuitBreakerOptions {
   /** Consecutive failed calls that open the circuit. */
   readonly failures: number;
@@ -16,7 +18,7 @@ export type CircuitState = "closed" | "open" | "half_open";
  * half-open trial well, not enough to forgive earlier failures (the stream may still break; its end is
  * reported through `recordLate`).
  */
-export type CallHealth = "failure" | "success" | "neutral" | "started";
+export type CallHealth = BackendHealth | "started";
 
 /**
  * Permission for one call, handed back with its outcome. The breaker only lets outcomes count that belong

@@ -1,17 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "winston";
 import type { Backend, BackendCall } from "../backends/backend";
-import {
-  CircuitOpenError,
-  ClientClosedError,
-  GatewayError,
-  UpstreamClientError,
-  UpstreamHttpError,
-  UpstreamInvalidResponseError,
-  UpstreamStreamError,
-  UpstreamTimeoutError,
-  UpstreamUnreachableError,
-} from "../errors";
+import { CircuitOpenError, ClientClosedError, GatewayError } from "../errors";
 import type { BackendSeries, GatewayMetrics } from "../observability/metrics";
 import { type CallHealth, CircuitBreaker, type CircuitBreakerOptions } from "./circuit-breaker";
 
@@ -59,30 +49,16 @@ export interface Verdict {
   readonly health: CallHealth;
 }
 
+/** Anything that is not a GatewayError is a bug in the gateway: nothing another call could fix. */
+const NOTHING_TO_TRY: Verdict = { retry: false, fallBack: false, health: "neutral" };
+
 /**
- * The one place that decides what a failure leads to. Only failures before the first byte come here, so a
- * retry or fallback never repeats anything the client has seen.
+ * What a failure leads to, as the error itself says (see GatewayError). Only failures before the first byte
+ * come here, so a retry or fallback never repeats anything the client has seen.
  */
 export function judge(error: unknown): Verdict {
-  if (error instanceof UpstreamClientError) {
-    // A 429 is a backend that works but is busy: neither healthy nor broken, and another may have room.
-    // Any other 4xx describes the request itself: the backend did its job, and another would refuse too.
-    return error.upstreamStatus === 429 ? { retry: error.retryable, fallBack: true, health: "neutral" } : { retry: false, fallBack: false, health: "success" };
-  }
-  if (error instanceof CircuitOpenError) return { retry: false, fallBack: true, health: "neutral" };
-  if (isBackendFailure(error)) return { retry: error.retryable, fallBack: true, health: "failure" };
-  // The client left, a loop of gateways, or a bug in the gateway: nothing another call could fix.
-  return { retry: false, fallBack: false, health: "neutral" };
-}
-
-function isBackendFailure(error: unknown): error is GatewayError {
-  return (
-    error instanceof UpstreamUnreachableError ||
-    error instanceof UpstreamHttpError ||
-    error instanceof UpstreamTimeoutError ||
-    error instanceof UpstreamInvalidResponseError ||
-    error instanceof UpstreamStreamError
-  );
+  if (!(error instanceof GatewayError)) return NOTHING_TO_TRY;
+  return { retry: error.retryable, fallBack: error.fallbackMayHelp, health: error.backendHealth };
 }
 
 /**
@@ -91,7 +67,7 @@ function isBackendFailure(error: unknown): error is GatewayError {
  * step fixed, half random), so retries from many requests that failed together do not arrive together.
  */
 export function retryDelayMs(error: unknown, retry: number, backoff: BackoffOptions, random: () => number): number | undefined {
-  const asked = error instanceof UpstreamClientError || error instanceof UpstreamHttpError ? error.retryAfterMs : undefined;
+  const asked = error instanceof GatewayError ? error.retryAfterMs : undefined;
   if (asked !== undefined) return asked <= backoff.retryAfterCapMs ? asked : undefined;
   const step = Math.min(backoff.maxMs, backoff.baseMs * 2 ** retry);
   return step / 2 + (random() * step) / 2;

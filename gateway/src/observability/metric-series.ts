@@ -1,0 +1,140 @@
+import type { Counter, Gauge, Histogram, LabelValues } from "prom-client";
+import { BACKEND_FAULTS, type BackendFault, GatewayError } from "../errors";
+import type { Usage } from "../schemas/chat";
+import { type Cell, ScrapedCells } from "./metric-cells";
+
+export type RequestLabel = "backend" | "code" | "stream";
+
+/** The prom-client metrics the series write to, and the cells the request path counts into. */
+export interface Instruments {
+  readonly requestDuration: Histogram<"backend" | "stream">;
+  /** Time spent waiting on the backend; `requestDuration` minus this is the gateway's own overhead. */
+  readonly backendRequestDuration: Histogram<"backend">;
+  readonly backendErrors: Counter<"backend" | "reason">;
+  readonly timeToFirstToken: Histogram<"backend">;
+  /** 1 while the backend's circuit is closed, 0 while it is open or waiting on a trial request. */
+  readonly backendUp: Gauge<"backend">;
+  readonly backendRetries: Counter<"backend">;
+  /** What the request path counted into `gateway_requests_total`, `gateway_tokens_total` and `gateway_in_flight_requests`, handed over at scrape time. */
+  readonly cells: {
+    readonly requests: ScrapedCells<RequestLabel>;
+    readonly tokens: ScrapedCells<"backend" | "type">;
+    readonly inFlight: ScrapedCells<"backend">;
+  };
+}
+
+/**
+ * `gateway_requests_total` and `gateway_request_duration_seconds` for one `backend` value. The count cells
+ * and label objects are made once per status and reused, so recording a request allocates nothing.
+ */
+export class RequestSeries {
+  /** Keyed by `status * 2 + (stream ? 1 : 0)`; HTTP statuses are 100-999, so this stays small. */
+  private readonly counts = new Map<number, Cell<RequestLabel>>();
+  private readonly durationLabels: Readonly<Record<"true" | "false", LabelValues<"backend" | "stream">>>;
+
+  constructor(
+    private readonly instruments: Instruments,
+    readonly backend: string,
+  ) {
+    this.durationLabels = { false: { backend, stream: "false" }, true: { backend, stream: "true" } };
+    instruments.requestDuration.zero(this.durationLabels.false);
+  }
+
+  /** Makes the count for `status` (non-streamed) exist at 0. */
+  zero(status: number): void {
+    this.countFor(status, false);
+  }
+
+  /** One finished request: `status` is 499 when the client left before the answer was complete. */
+  observe(status: number, stream: boolean, seconds: number): void {
+    this.countFor(status, stream).value++;
+    this.instruments.requestDuration.observe(this.durationLabels[stream ? "true" : "false"], seconds);
+  }
+
+  private countFor(status: number, stream: boolean): Cell<RequestLabel> {
+    const key = status * 2 + (stream ? 1 : 0);
+    let cell = this.counts.get(key);
+    if (cell === undefined) {
+      cell = this.instruments.cells.requests.add({ backend: this.backend, code: String(status), stream: stream ? "true" : "false" });
+      this.counts.set(key, cell);
+    }
+    return cell;
+  }
+}
+
+/** The series about one backend's calls: time waiting on it, its failures, its tokens, calls in flight. */
+export class BackendSeries {
+  private readonly labels: LabelValues<"backend">;
+  private readonly errorLabels: Readonly<Record<BackendFault, LabelValues<"backend" | "reason">>>;
+  private readonly promptTokens: Cell<"backend" | "type">;
+  private readonly completionTokens: Cell<"backend" | "type">;
+  private readonly inFlight: Cell<"backend">;
+
+  constructor(
+    private readonly instruments: Instruments,
+    readonly backend: string,
+  ) {
+    this.labels = { backend };
+    this.promptTokens = instruments.cells.tokens.add({ backend, type: "prompt" });
+    this.completionTokens = instruments.cells.tokens.add({ backend, type: "completion" });
+    this.inFlight = instruments.cells.inFlight.add(this.labels);
+    this.errorLabels = {
+      timeout: { backend, reason: "timeout" },
+      connection: { backend, reason: "connection" },
+      http_status: { backend, reason: "http_status" },
+      invalid_response: { backend, reason: "invalid_response" },
+      stream_interrupted: { backend, reason: "stream_interrupted" },
+    };
+    instruments.backendUp.set(this.labels, 1);
+    instruments.backendRetries.inc(this.labels, 0);
+    instruments.backendRequestDuration.zero(this.labels);
+    instruments.timeToFirstToken.zero(this.labels);
+    for (const reason of BACKEND_FAULTS) instruments.backendErrors.inc(this.errorLabels[reason], 0);
+  }
+
+  callStarted(): void {
+    this.inFlight.value++;
+  }
+
+  /** The backend answered or failed after `seconds`; `error` is what it threw, if anything. */
+  callEnded(seconds: number, error?: unknown): void {
+    this.inFlight.value--;
+    this.instruments.backendRequestDuration.observe(this.labels, seconds);
+    if (error === undefined) return;
+    const reason = backendErrorReason(error);
+    if (reason !== undefined) this.instruments.backendErrors.inc(this.errorLabels[reason]);
+  }
+
+  countTokens(usage: Usage): void {
+    this.promptTokens.value += usage.prompt_tokens;
+    this.completionTokens.value += usage.completion_tokens;
+  }
+
+  /** For streamed answers: seconds from the request's arrival to the first token. */
+  firstToken(seconds: number): void {
+    this.instruments.timeToFirstToken.observe(this.labels, seconds);
+  }
+
+  /** Whether the backend's circuit is closed: `gateway_backend_up`. */
+  setUp(up: boolean): void {
+    this.instruments.backendUp.set(this.labels, up ? 1 : 0);
+  }
+
+  /** A call is being repeated after a retryable failure. */
+  retried(): void {
+    this.instruments.backendRetries.inc(this.labels);
+  }
+
+  /** A stream that broke after it started: the status was already sent, so only this counter sees it. */
+  streamInterrupted(): void {
+    this.instruments.backendErrors.inc(this.errorLabels.stream_interrupted);
+  }
+}
+
+/**
+ * The `reason` for a failed backend call: the error's own `fault`. Undefined when no backend call failed: a
+ * client that left (ClientClosedError) or a bug in the gateway (which the request counter shows as a 500).
+ */
+export function backendErrorReason(error: unknown): BackendFault | undefined {
+  return error instanceof GatewayError ? error.fault : undefined;
+}
