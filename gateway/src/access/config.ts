@@ -87,7 +87,8 @@ export function parseAccess(root: ConfigFields, backendNames: ReadonlySet<string
     throw new ConfigError("auth.metrics_key", "must differ from every API key: whoever scrapes metrics should not be able to spend");
   }
   auth.finish();
-  const hashesInFile = [...list, auth.take("metrics_key")].some(
+  const entries: readonly unknown[] = list;
+  const hashesInFile = [...entries, auth.take("metrics_key")].some(
     (entry) => typeof entry === "object" && entry !== null && typeof (entry as Record<string, unknown>).sha256 === "string",
   );
   return { keys, limits, maxConcurrentRequests, hashesInFile, ...(metricsKey === undefined ? {} : { metricsKey }) };

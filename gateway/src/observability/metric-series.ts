@@ -1,7 +1,7 @@
 import type { Counter, Gauge, Histogram, LabelValues } from "prom-client";
 import { BACKEND_FAULTS, type BackendFault, GatewayError } from "../errors";
 import type { Usage } from "../schemas/chat";
-import { type Cell, ScrapedCells } from "./metric-cells";
+import type { Cell, ScrapedCells } from "./metric-cells";
 
 export type RequestLabel = "backend" | "code" | "stream";
 

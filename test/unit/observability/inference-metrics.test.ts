@@ -9,7 +9,7 @@ import { parseExposition, total } from "../../support/exposition";
 class ScriptedBackend implements Backend {
   readonly type = "scripted";
   readonly target = "in-process";
-  failure: unknown;
+  failure: Error | undefined;
   result: BackendResult = { message: { role: "assistant", content: "one two three" }, finishReason: "stop" };
   /** Set while a call waits, so a test can look at metrics mid-call. */
   release: (() => void) | undefined;
