@@ -143,11 +143,12 @@ describe("after mixed traffic to both backends", () => {
   });
 
   it("counts tokens of answered requests, per backend and type", () => {
-    // "Hello world" is 2 prompt tokens; "Echo: Hello world" and "Remote: Hello world" are 3 each.
+    // The echo backend's usage is the gateway's estimate, a token per word: "Hello world" 2, "Echo: Hello world" 3.
+    // The remote's is mock-remote's own, a token per started four characters: "Hello world" 3, "Remote: Hello world" 5.
     expect(total(samples, "gateway_tokens_total", { backend: "local", type: "prompt" })).toBe(8);
     expect(total(samples, "gateway_tokens_total", { backend: "local", type: "completion" })).toBe(12);
-    expect(total(samples, "gateway_tokens_total", { backend: "remote", type: "prompt" })).toBe(4);
-    expect(total(samples, "gateway_tokens_total", { backend: "remote", type: "completion" })).toBe(6);
+    expect(total(samples, "gateway_tokens_total", { backend: "remote", type: "prompt" })).toBe(6);
+    expect(total(samples, "gateway_tokens_total", { backend: "remote", type: "completion" })).toBe(10);
   });
 
   it("has nothing in flight once every answer is in", () => {
