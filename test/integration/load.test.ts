@@ -3,7 +3,8 @@ import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Pool } from "undici";
-import { parseExposition, type Sample, total } from "../support/exposition";
+import { type Sample, total } from "../support/exposition";
+import { scrape } from "../support/metrics";
 import { userMessage } from "../support/servers";
 import { freePort } from "../support/ports";
 
@@ -281,10 +282,6 @@ async function stop(started: Started | undefined): Promise<void> {
   const timer = setTimeout(() => started.child.kill("SIGKILL"), 5000);
   await exited;
   clearTimeout(timer);
-}
-
-async function scrape(url: string): Promise<Sample[]> {
-  return parseExposition(await (await fetch(`${url}/metrics`)).text());
 }
 
 interface Memory {
