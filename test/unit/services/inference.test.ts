@@ -1,29 +1,6 @@
-import type { Backend, BackendCall, BackendResult, StreamEvent } from "../../../gateway/src/backends/backend";
 import { createMetrics } from "../../../gateway/src/observability/metrics";
 import { InferenceService } from "../../../gateway/src/services/inference";
-
-class FakeBackend implements Backend {
-  readonly type = "fake";
-  readonly target = "in-process";
-  calls: BackendCall[] = [];
-
-  constructor(
-    readonly name: string,
-    private readonly result: BackendResult = { message: { role: "assistant", content: `from ${name}` }, finishReason: "stop" },
-  ) {}
-
-  async complete(call: BackendCall): Promise<BackendResult> {
-    this.calls.push(call);
-    return this.result;
-  }
-
-  async *stream(call: BackendCall): AsyncGenerator<StreamEvent> {
-    this.calls.push(call);
-    yield { delta: this.result.message, finishReason: this.result.finishReason };
-  }
-
-  async close(): Promise<void> {}
-}
+import { FakeBackend } from "../../support/fake-backend";
 
 const options = { requestId: "req-1", signal: new AbortController().signal, startedAt: performance.now() };
 const messages = [{ role: "user", content: "Hello world" }];
