@@ -15,8 +15,8 @@ let service: InferenceService;
 
 beforeEach(() => {
   const answer = { message: { role: "assistant" as const, content: "one two three" }, finishReason: "stop" as const };
-  local = new FakeBackend("local", answer);
-  remote = new FakeBackend("remote", answer);
+  local = new FakeBackend("local", { result: answer });
+  remote = new FakeBackend("remote", { result: answer });
   metrics = createMetrics(new Registry(), ["local", "remote"]);
   service = new InferenceService([local, remote], local, metrics);
 });

@@ -49,7 +49,7 @@ describe("InferenceService.complete", () => {
 
   it("passes the backend's own usage through", async () => {
     const usage = { prompt_tokens: 10, completion_tokens: 20, total_tokens: 30 };
-    const remote = new FakeBackend("remote", { message: { role: "assistant", content: "x" }, finishReason: "length", usage });
+    const remote = new FakeBackend("remote", { result: { message: { role: "assistant", content: "x" }, finishReason: "length", usage } });
     const completion = await new InferenceService([remote], remote, createMetrics()).complete(remote, { messages }, options);
     expect(completion.usage).toEqual(usage);
     expect(completion.choices[0].finish_reason).toBe("length");
@@ -58,6 +58,6 @@ describe("InferenceService.complete", () => {
   it("hands the backend the prompt, request id and abort signal", async () => {
     const local = new FakeBackend("local");
     await new InferenceService([local], local, createMetrics()).complete(local, { messages }, options);
-    expect(local.calls[0]).toMatchObject({ prompt: "Hello world", requestId: "req-1", signal: options.signal });
+    expect(local.calls[0]?.call).toMatchObject({ prompt: "Hello world", requestId: "req-1", signal: options.signal });
   });
 });
