@@ -7,7 +7,7 @@ import { connect } from "node:net";
 import OpenAI from "openai";
 import { type Sample, total } from "../support/exposition";
 import { scrape, scrapeUntil } from "../support/metrics";
-import { type Answer, chat, type RunningGateway, type RunningMock, startGateway, startMock, userMessage } from "../support/servers";
+import { type Answer, bearer, chat, type RunningGateway, type RunningMock, startGateway, startMock, userMessage } from "../support/servers";
 
 const APP_KEY = "gw-app-0123456789abcdef";
 const LIMITED_KEY = "gw-limited-fedcba9876543210";
@@ -45,10 +45,6 @@ function authConfig(mockUrl: string, extra: string[] = []): string {
     ...extra,
     "",
   ].join("\n");
-}
-
-function bearer(key: string): Record<string, string> {
-  return { authorization: `Bearer ${key}` };
 }
 
 function expectError(answer: Answer, status: number, type: string, code: string, param: string | null = null): void {
