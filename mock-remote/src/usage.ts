@@ -1,7 +1,7 @@
 /**
  * mock-remote's own prompt and token counting. It deliberately differs from the gateway's estimate (one
  * token per word): a test that sees these numbers knows the gateway passed the upstream's usage through
- * rather than counting again. Nothing here is imported from gateway/, so mock-remote stays an outsider.
+ * rather than counting again. mock-remote imports none of the gateway's code: it stays an outsider.
  */
 
 export interface MockUsage {
