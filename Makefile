@@ -4,10 +4,10 @@
 SHELL := /bin/bash
 NODE_MAJOR_MIN := 22
 
-.PHONY: help install build typecheck run run-mock smoke bench test test-unit test-integration test-containers check-node check-docker up down logs clean
+.PHONY: help install build typecheck run run-mock smoke bench test test-unit test-integration test-containers test-load check-node check-docker up down logs clean
 
 help:
-	@echo "make install | build | run | smoke | bench | test | test-unit | test-integration | test-containers | up | down | logs | clean"
+	@echo "make install | build | run | smoke | bench | test | test-unit | test-integration | test-containers | test-load | up | down | logs | clean"
 
 check-node:
 	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<22 || (a===22 && b<22)) { console.error("Node >= 22.22 is needed (found " + process.version + "). Install Node 24 LTS, or on the CI machines: export PATH=\"$$(bash ../shared/ci/host-node.sh):$$PATH\""); process.exit(1) }'
@@ -47,17 +47,22 @@ check-docker:
 	@docker info >/dev/null 2>&1 || { echo "make test: no Docker engine answers. Start dockerd (on the CI machines: bash ../shared/ci/docker-engine.sh) and retry." >&2; exit 1; }
 	@docker compose version >/dev/null 2>&1 || { echo "make test: Docker Compose v2 is missing (the compose test needs 'docker compose'). Install docker-compose-plugin." >&2; exit 1; }
 
+# Every jest project (unit, integration, containers, load: see jest.config.js); the targets below run one each.
 test: build typecheck check-docker
 	TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 npx jest $(JEST_ARGS)
 
 test-unit: install
-	npx jest test/unit $(JEST_ARGS)
+	npm run test:unit -- $(JEST_ARGS)
 
+# The integration and load projects spawn dist/ builds; their jest globalSetup refuses a stale dist/.
 test-integration: build
-	npx jest test/integration $(JEST_ARGS)
+	npm run test:integration -- $(JEST_ARGS)
 
 test-containers: build check-docker
-	TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 npx jest test/containers $(JEST_ARGS)
+	TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 npm run test:containers -- $(JEST_ARGS)
+
+test-load: build
+	npm run test:load -- $(JEST_ARGS)
 
 up:
 	docker compose up --build -d --wait

@@ -1,8 +1,6 @@
 import { randomUUID } from "node:crypto";
 import express, { type Express, type NextFunction, type Request, type Response } from "express";
-import type { ChatMessage } from "../../gateway/src/schemas/chat";
-import { extractPrompt } from "../../gateway/src/utils/prompt";
-import { countTokens } from "../../gateway/src/utils/tokens";
+import { mockUsage, promptOf } from "./usage";
 
 /**
  * Fault knobs, per request. Each can come from a header (for direct calls) or from a `mock` object in the
@@ -135,12 +133,6 @@ function wait(ms: number, res: Response): Promise<void> {
   });
 }
 
-function usageOf(prompt: string, content: string) {
-  const promptTokens = countTokens(prompt);
-  const completionTokens = countTokens(content);
-  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
-}
-
 /** The answer split the way a model streams it: one piece per word, each after the first with its space. */
 function pieces(content: string, count: number | undefined): string[] {
   const words = content.split(" ").map((word, index) => (index === 0 ? word : ` ${word}`));
@@ -178,7 +170,7 @@ async function streamAnswer(
   }
   res.write(chunk({}, "stop"));
   if (includeUsage) {
-    res.write(`data: ${JSON.stringify({ ...answer, object: "chat.completion.chunk", choices: [], usage: usageOf(prompt, parts.join("")) })}\n\n`);
+    res.write(`data: ${JSON.stringify({ ...answer, object: "chat.completion.chunk", choices: [], usage: mockUsage(prompt, parts.join("")) })}\n\n`);
   }
   res.end("data: [DONE]\n\n");
 }
@@ -250,8 +242,7 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
       res.status(knobs.status).json({ error: { message, type: "mock_error", param: null, code: "mock_status" } });
       return;
     }
-    const messages = Array.isArray(body.messages) ? (body.messages as ChatMessage[]) : [];
-    const prompt = extractPrompt(messages);
+    const prompt = promptOf(body.messages);
     const answer = { id: `chatcmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: typeof body.model === "string" ? body.model : options.modelId };
     if (streaming) {
       await streamAnswer(req, res, answer, prompt, knobs, record(body.stream_options).include_usage === true);
@@ -262,7 +253,7 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
       ...answer,
       object: "chat.completion",
       choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop", logprobs: null }],
-      usage: usageOf(prompt, content),
+      usage: mockUsage(prompt, content),
     });
   });
 

@@ -13,7 +13,8 @@ import {
   Wait,
 } from "testcontainers";
 import type { SeenRequest } from "../../mock-remote/src/app";
-import { type Answer, chat, CONTAINER_TEST_TIMEOUT_MS, eventually, InitContainer, REPO_ROOT, request, THREE_CURLS, userMessage } from "./support";
+import { eventually } from "../support/eventually";
+import { type Answer, chat, CONTAINER_TEST_TIMEOUT_MS, InitContainer, REPO_ROOT, request, THREE_CURLS, userMessage } from "./support";
 
 jest.setTimeout(CONTAINER_TEST_TIMEOUT_MS);
 
@@ -314,7 +315,7 @@ describe("auth on, in the container", () => {
   });
 
   it("logged key names and the permission warning, and no secret", async () => {
-    await eventually("the access line of the limited key's 429", 10_000, async () => (logs.includes('"status":429') ? true : undefined));
+    await eventually("the access line of the limited key's 429", async () => logs, (text) => text.includes('"status":429'), { timeoutMs: 10_000, intervalMs: 100 });
     expect(logs).toContain('"key":"app"');
     expect(logs).toContain('"key":"limited"');
     expect(logs).toContain("config/auth.yaml holds API key hashes and is readable by every user");
@@ -365,9 +366,10 @@ describe("docker stop", () => {
       return answer;
     });
     // Stop only once the request has reached mock-remote, so it is truly in flight.
-    await eventually("the slow request to reach mock-remote", 10_000, async () =>
-      (await seenByMock()).some((seen) => seen.headers["x-request-id"] === requestId) ? true : undefined,
-    );
+    await eventually("the slow request to reach mock-remote", seenByMock, (seen) => seen.some((one) => one.headers["x-request-id"] === requestId), {
+      timeoutMs: 10_000,
+      intervalMs: 100,
+    });
 
     const stopIssuedAt = performance.now();
     // 20 s of grace (as compose gives), with the default 5 s DRAIN_DELAY first: long enough that only a gateway that never exits meets SIGKILL.

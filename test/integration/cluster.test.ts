@@ -1,13 +1,11 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { request } from "node:http";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { eventually } from "../support/eventually";
 import { parseExposition, select, total } from "../support/exposition";
+import { GATEWAY_MAIN, workDir } from "../support/process";
 
 /** These tests run the built program with WORKERS=2, as users do (`make build` first; `make test` does it). */
-const ROOT = resolve(__dirname, "../..");
-const GATEWAY_MAIN = join(ROOT, "dist/gateway/src/main.js");
 const ECHO_CONFIG = "default_backend: local\nbackends:\n  - name: local\n    type: echo\n";
 
 interface Cluster {
@@ -23,10 +21,9 @@ interface Cluster {
 /** Config directories made by these tests, removed when they are done. */
 const dirs: string[] = [];
 
-function workDir(configYaml: string): string {
-  const dir = mkdtempSync(join(tmpdir(), "gateway-cluster-"));
+function clusterDir(configYaml: string): string {
+  const dir = workDir(configYaml, "gateway-cluster-");
   dirs.push(dir);
-  writeFileSync(join(dir, "config.yaml"), configYaml);
   return dir;
 }
 
@@ -42,14 +39,13 @@ function listening(output: string): Record<string, unknown>[] {
     .map((line) => JSON.parse(line) as Record<string, unknown>);
 }
 
-async function waitFor(condition: () => boolean, what: string, output: () => string): Promise<void> {
-  for (let i = 0; i < 300 && !condition(); i++) await sleep(25);
-  if (!condition()) throw new Error(`timed out waiting for ${what}:\n${output()}`);
+function waitFor(condition: () => boolean, what: string, output: () => string): Promise<boolean> {
+  return eventually(what, async () => condition(), (holds) => holds, { timeoutMs: 7500, intervalMs: 25, context: output });
 }
 
 /** The built gateway with WORKERS=2 on an ephemeral port, once both workers listen (bounded wait). */
 async function startCluster(): Promise<Cluster> {
-  const dir = workDir(ECHO_CONFIG);
+  const dir = clusterDir(ECHO_CONFIG);
   const child = spawn(process.execPath, [GATEWAY_MAIN], {
     cwd: dir,
     env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", CONFIG_FILE: "config.yaml", WORKERS: "2", DRAIN_DELAY: "0" },
@@ -110,10 +106,6 @@ async function settledCounts(port: number): Promise<{ requests: number; duration
 
 afterAll(() => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-});
-
-beforeAll(() => {
-  if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} is missing: run \`make build\` (make test does) before these tests`);
 });
 
 describe("WORKERS=2", () => {
@@ -246,7 +238,7 @@ describe("WORKERS=2 logging requests with 14 KB paths", () => {
 
 describe("WORKERS with a bad config", () => {
   it("fails once, in the primary, with the usual one line", () => {
-    const dir = workDir("default_backend: nowhere\nbackends:\n  - name: local\n    type: echo\n");
+    const dir = clusterDir("default_backend: nowhere\nbackends:\n  - name: local\n    type: echo\n");
     const result = spawnSync(process.execPath, [GATEWAY_MAIN], { cwd: dir, env: { PATH: process.env.PATH ?? "", CONFIG_FILE: "config.yaml", WORKERS: "2" }, encoding: "utf8", timeout: 10000 });
     expect(result.status).toBe(1);
     expect(result.stdout).toBe("");

@@ -1,6 +1,7 @@
 import { connect, type Socket } from "node:net";
 import { brotliCompressSync, deflateSync, gzipSync } from "node:zlib";
-import { parseExposition, type Sample, total } from "../support/exposition";
+import { total } from "../support/exposition";
+import { scrape } from "../support/metrics";
 import { chat, type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
 
 /**
@@ -24,10 +25,6 @@ async function gatewayWith(yaml: string, options: { bodyTimeoutSeconds?: number 
   const gateway = await startGateway(yaml, options);
   gateways.push(gateway);
   return gateway;
-}
-
-async function scrape(gateway: RunningGateway): Promise<Sample[]> {
-  return parseExposition(await (await fetch(`${gateway.url}/metrics`)).text());
 }
 
 /** `{"messages": [...], "extra": [[[...]]]}`, the whole body nested `depth` levels deep. */
@@ -60,7 +57,7 @@ describe("request bodies nested too deep", () => {
     const answer = await chat(gateway.url, { model: "remote", messages: userMessage("after") });
     expect(answer.status).toBe(200);
     expect(answer.body).toMatchObject({ backend: "remote" });
-    const samples = await scrape(gateway);
+    const samples = await scrape(gateway.url);
     expect(total(samples, "gateway_backend_errors_total", { backend: "remote" })).toBe(0);
     expect(total(samples, "gateway_fallbacks_total", {})).toBe(0);
     expect(total(samples, "gateway_backend_up", { backend: "remote" })).toBe(1);
@@ -162,7 +159,7 @@ describe("request bodies that arrive slowly", () => {
       await new Promise((resolveWait) => setTimeout(resolveWait, 200));
       const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => chat(gateway.url, { model: i % 2 === 0 ? "local" : "remote", messages: userMessage(`ok ${i}`) })));
       expect(answers.map((answer) => answer.status)).toEqual(Array.from({ length: 20 }, () => 200));
-      const samples = await scrape(gateway);
+      const samples = await scrape(gateway.url);
       expect(total(samples, "gateway_admitted_requests_in_flight", {})).toBe(0);
       expect(total(samples, "gateway_rejected_requests_total", {})).toBe(0);
       expect(sockets.every((socket) => !socket.destroyed)).toBe(true);

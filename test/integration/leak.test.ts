@@ -5,16 +5,15 @@
  * errors, scrapes, a shutdown). Then everything it printed, every answer it gave, its /metrics and every
  * request it sent upstream is searched for each secret.
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { freePort } from "../support/ports";
-import { type RunningMock, startMock, userMessage } from "../support/servers";
+import { startGatewayProcess } from "../support/process";
+import { bearer, type RunningMock, startMock, userMessage } from "../support/servers";
 
-const ROOT = resolve(__dirname, "../..");
-const GATEWAY_MAIN = join(ROOT, "dist/gateway/src/main.js");
 
 const APP_KEY = "gw-leak-app-6b1f0c2d9e8a7f34";
 const HASHED_KEY = "gw-leak-hashed-0e4d8c2b6a9f1e37";
@@ -49,12 +48,7 @@ function post(url: string, body: unknown, headers: Record<string, string> = {}):
   return call(`${url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
 }
 
-function bearer(key: string): Record<string, string> {
-  return { authorization: `Bearer ${key}` };
-}
-
 beforeAll(async () => {
-  if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} is missing: run \`make build\` (make test does) before these tests`);
   mock = await startMock();
   dir = mkdtempSync(join(tmpdir(), "gateway-leak-"));
   const down = await freePort();
@@ -98,16 +92,9 @@ beforeAll(async () => {
   writeFileSync(join(dir, ".env"), `APP_KEY=${APP_KEY}\nMETRICS_KEY=${METRICS_KEY}\n`);
   chmodSync(join(dir, ".env"), 0o644);
 
-  child = spawn(process.execPath, [GATEWAY_MAIN], {
-    cwd: dir,
-    env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", CONFIG_FILE: "config.yaml", LOG_LEVEL: "silly", DRAIN_DELAY: "0", UPSTREAM_KEY },
-  });
-  child.stdout?.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr?.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  for (let i = 0; i < 200 && !/"port":\d+/.test(output) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 25));
-  const port = /"port":(\d+)/.exec(output)?.[1];
-  if (port === undefined) throw new Error(`gateway did not start:\n${output}`);
-  const url = `http://127.0.0.1:${port}`;
+  const started = await startGatewayProcess(dir, { CONFIG_FILE: "config.yaml", LOG_LEVEL: "silly", DRAIN_DELAY: "0", UPSTREAM_KEY });
+  child = started.child;
+  const url = started.url;
 
   // Right keys, on every path and kind of answer.
   for (const key of [APP_KEY, HASHED_KEY]) {
@@ -146,10 +133,8 @@ beforeAll(async () => {
   await call(`${url}/health`, { headers: bearer(APP_KEY) });
 
   child.kill("SIGTERM");
-  await new Promise<void>((resolveExit) => {
-    if (child?.exitCode !== null) resolveExit();
-    else child.once("exit", () => resolveExit());
-  });
+  await started.exited();
+  output = started.output();
 }, 60_000);
 
 afterAll(async () => {

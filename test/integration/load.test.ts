@@ -1,9 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { Pool } from "undici";
-import { parseExposition, type Sample, total } from "../support/exposition";
+import { type Sample, total } from "../support/exposition";
+import { scrape } from "../support/metrics";
+import { GATEWAY_MAIN, MOCK_MAIN, ROOT } from "../support/process";
 import { userMessage } from "../support/servers";
 import { freePort } from "../support/ports";
 
@@ -14,10 +16,6 @@ import { freePort } from "../support/ports";
  * well-formed answer within a bound, /metrics must count exactly what the client saw, and the gateway's
  * heap must come back to where it was.
  */
-
-const ROOT = resolve(__dirname, "../..");
-const GATEWAY_MAIN = join(ROOT, "dist/gateway/src/main.js");
-const MOCK_MAIN = join(ROOT, "dist/mock-remote/src/main.js");
 
 const REQUESTS = 3000;
 const CONCURRENCY = 300;
@@ -283,10 +281,6 @@ async function stop(started: Started | undefined): Promise<void> {
   clearTimeout(timer);
 }
 
-async function scrape(url: string): Promise<Sample[]> {
-  return parseExposition(await (await fetch(`${url}/metrics`)).text());
-}
-
 interface Memory {
   readonly heapUsed: number;
   /** What V8 keeps committed for its heap; part of rss, returned to the OS only slowly. */
@@ -342,9 +336,6 @@ let gateway: Started;
 let pool: Pool;
 
 beforeAll(async () => {
-  for (const file of [GATEWAY_MAIN, MOCK_MAIN]) {
-    if (!existsSync(file)) throw new Error(`${file} is missing: run \`npm run build\` (make test does) before these tests`);
-  }
   mock = await startProcess([MOCK_MAIN], {}, ROOT, "/health");
   gateway = await startGateway(mock.url);
   pool = new Pool(gateway.url, { connections: CONCURRENCY });

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseExposition, type Sample, select, seriesKeys, total } from "../support/exposition";
+import { type Sample, select, seriesKeys, total } from "../support/exposition";
+import { scrape, scrapeUntil } from "../support/metrics";
 import { chat, type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
 
 let mock: RunningMock;
@@ -16,24 +17,12 @@ afterAll(async () => {
   await mock.close();
 });
 
-async function scrape(): Promise<Sample[]> {
-  const response = await fetch(`${gateway.url}/metrics`);
-  expect(response.status).toBe(200);
-  return parseExposition(await response.text());
-}
-
 /**
  * A request is counted when its response closes, which the server sees a moment after the client has read
  * the answer: scrape until the request count reaches `requests` (bounded in tries and time), then return.
  */
 async function scrapeWhenCounted(requests: number): Promise<Sample[]> {
-  const deadline = Date.now() + 5000;
-  let samples = await scrape();
-  for (let attempt = 0; attempt < 200 && Date.now() < deadline; attempt++) {
-    if (total(samples, "gateway_requests_total") >= requests) break;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-    samples = await scrape();
-  }
+  const samples = await scrapeUntil(gateway.url, (seen) => total(seen, "gateway_requests_total") >= requests);
   expect(total(samples, "gateway_requests_total")).toBe(requests);
   return samples;
 }
@@ -51,7 +40,7 @@ describe("GET /metrics", () => {
   });
 
   it("shows every configured backend, and 'none', at 0 before any traffic", async () => {
-    const samples = await scrape();
+    const samples = await scrape(gateway.url);
     expect(select(samples, "gateway_requests_total").map((sample) => [sample.labels.backend, sample.labels.code, sample.value])).toEqual([
       ["local", "200", 0],
       ["local", "502", 0],
@@ -71,7 +60,7 @@ describe("GET /metrics", () => {
     for (let i = 0; i < 5; i++) await fetch(`${gateway.url}/metrics`);
     await fetch(`${gateway.url}/health`);
     await fetch(`${gateway.url}/v1/models`);
-    expect(total(await scrape(), "gateway_requests_total")).toBe(0);
+    expect(total(await scrape(gateway.url), "gateway_requests_total")).toBe(0);
   });
 
   it("answers 405 to other methods", async () => {
@@ -81,7 +70,7 @@ describe("GET /metrics", () => {
 
   it("reports the build", async () => {
     const pkg = JSON.parse(readFileSync(join(__dirname, "../../package.json"), "utf8")) as { version: string };
-    expect(select(await scrape(), "gateway_build_info")).toEqual([
+    expect(select(await scrape(gateway.url), "gateway_build_info")).toEqual([
       { name: "gateway_build_info", labels: { version: pkg.version, node_version: process.version }, value: 1 },
     ]);
   });
@@ -143,11 +132,12 @@ describe("after mixed traffic to both backends", () => {
   });
 
   it("counts tokens of answered requests, per backend and type", () => {
-    // "Hello world" is 2 prompt tokens; "Echo: Hello world" and "Remote: Hello world" are 3 each.
+    // The echo backend's usage is the gateway's estimate, a token per word: "Hello world" 2, "Echo: Hello world" 3.
+    // The remote's is mock-remote's own, a token per started four characters: "Hello world" 3, "Remote: Hello world" 5.
     expect(total(samples, "gateway_tokens_total", { backend: "local", type: "prompt" })).toBe(8);
     expect(total(samples, "gateway_tokens_total", { backend: "local", type: "completion" })).toBe(12);
-    expect(total(samples, "gateway_tokens_total", { backend: "remote", type: "prompt" })).toBe(4);
-    expect(total(samples, "gateway_tokens_total", { backend: "remote", type: "completion" })).toBe(6);
+    expect(total(samples, "gateway_tokens_total", { backend: "remote", type: "prompt" })).toBe(6);
+    expect(total(samples, "gateway_tokens_total", { backend: "remote", type: "completion" })).toBe(10);
   });
 
   it("has nothing in flight once every answer is in", () => {
@@ -157,12 +147,12 @@ describe("after mixed traffic to both backends", () => {
 
 describe("requests in flight and clients that leave", () => {
   it("shows a slow backend call in flight while it waits", async () => {
-    const before = total(await scrape(), "gateway_requests_total");
+    const before = total(await scrape(gateway.url), "gateway_requests_total");
     const pending = chat(gateway.url, remote({ delay_ms: 300 }));
     let inFlight = 0;
     const deadline = Date.now() + 2000;
     for (let attempt = 0; attempt < 100 && inFlight === 0 && Date.now() < deadline; attempt++) {
-      inFlight = total(await scrape(), "gateway_in_flight_requests", { backend: "remote" });
+      inFlight = total(await scrape(gateway.url), "gateway_in_flight_requests", { backend: "remote" });
       if (inFlight === 0) await new Promise((resolve) => setTimeout(resolve, 10));
     }
     expect(inFlight).toBe(1);
@@ -172,7 +162,7 @@ describe("requests in flight and clients that leave", () => {
   });
 
   it("counts a client that left as 499, and not as a backend error", async () => {
-    const before = await scrape();
+    const before = await scrape(gateway.url);
     const controller = new AbortController();
     const request = fetch(`${gateway.url}/v1/chat/completions`, {
       method: "POST",
@@ -190,7 +180,7 @@ describe("requests in flight and clients that leave", () => {
     let inFlight = total(after, "gateway_in_flight_requests", { backend: "remote" });
     for (let attempt = 0; attempt < 100 && inFlight !== 0 && Date.now() < deadline; attempt++) {
       await new Promise((resolve) => setTimeout(resolve, 20));
-      inFlight = total(await scrape(), "gateway_in_flight_requests", { backend: "remote" });
+      inFlight = total(await scrape(gateway.url), "gateway_in_flight_requests", { backend: "remote" });
     }
     expect(inFlight).toBe(0);
   });
@@ -198,7 +188,7 @@ describe("requests in flight and clients that leave", () => {
 
 describe("label values stay bounded", () => {
   it("does not make a series per model name: 1000 unknown models all count as the default backend", async () => {
-    const before = await scrape();
+    const before = await scrape(gateway.url);
     const countedBefore = total(before, "gateway_requests_total");
     const localBefore = total(before, "gateway_requests_total", { backend: "local" });
     const names = Array.from({ length: 1000 }, (_, i) => `model-${i}-${Math.random().toString(36).slice(2)}`);

@@ -1,36 +1,9 @@
-import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { connect, type Socket } from "node:net";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { GATEWAY_MAIN, ROOT, startGatewayProcess, workDir } from "../support/process";
 import { chat, type RunningMock, startMock, twoBackendConfig, userMessage } from "../support/servers";
-
-/** These tests run the built program as users do (`make build` first; `make test` does it). */
-const ROOT = resolve(__dirname, "../..");
-const GATEWAY_MAIN = join(ROOT, "dist/gateway/src/main.js");
-
-interface Started {
-  readonly child: ChildProcess;
-  readonly url: string;
-  output(): string;
-  exited(): Promise<number | null>;
-}
-
-/** Starts the built gateway on an ephemeral port and waits for its "listening" log line (bounded). */
-async function startProcess(cwd: string, env: Record<string, string>): Promise<Started> {
-  const child = spawn(process.execPath, [GATEWAY_MAIN], { cwd, env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", ...env } });
-  let output = "";
-  child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  const exit = new Promise<number | null>((resolveExit) => child.once("exit", (code) => resolveExit(code)));
-  for (let i = 0; i < 200 && !/"port":\d+/.test(output) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 25));
-  const port = /"message":"gateway listening"[^\n]*"port":(\d+)|"port":(\d+)[^\n]*"message":"gateway listening"/.exec(output);
-  if (port === null) {
-    child.kill("SIGKILL");
-    throw new Error(`gateway did not start:\n${output}`);
-  }
-  return { child, url: `http://127.0.0.1:${port[1] ?? port[2]}`, output: () => output, exited: () => exit };
-}
 
 /** Runs smoke.sh without blocking this process: the mock-remote it reaches lives in this event loop. */
 function smoke(url: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
@@ -41,16 +14,9 @@ function smoke(url: string): Promise<{ status: number | null; stdout: string; st
   });
 }
 
-function workDir(configYaml: string): string {
-  const dir = mkdtempSync(join(tmpdir(), "gateway-proc-"));
-  writeFileSync(join(dir, "config.yaml"), configYaml);
-  return dir;
-}
-
 let mock: RunningMock;
 
 beforeAll(async () => {
-  if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} is missing: run \`make build\` (make test does) before these tests`);
   mock = await startMock();
 });
 
@@ -76,7 +42,7 @@ describe("the gateway process", () => {
   it("reads settings from .env, with the real environment winning", async () => {
     const dir = workDir(twoBackendConfig(mock.url));
     writeFileSync(join(dir, ".env"), "CONFIG_FILE=config.yaml\nLOG_LEVEL=warn\nHOST=0.0.0.0\n");
-    const started = await startProcess(dir, { HOST: "127.0.0.1", LOG_LEVEL: "info" });
+    const started = await startGatewayProcess(dir, { HOST: "127.0.0.1", LOG_LEVEL: "info" });
     try {
       expect(started.output()).toContain('"config":"config.yaml"');
       expect(started.output()).toContain('"host":"127.0.0.1"');
@@ -87,7 +53,7 @@ describe("the gateway process", () => {
   });
 
   it("passes the README's smoke test (test/smoke.sh)", async () => {
-    const started = await startProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml" });
+    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml" });
     try {
       const run = await smoke(started.url);
       expect(run.stderr).toBe("");
@@ -101,7 +67,7 @@ describe("the gateway process", () => {
   it("smoke test fails loudly against a wrong gateway", async () => {
     // A gateway whose default backend is the remote one answers the third curl wrongly.
     const config = twoBackendConfig(mock.url).replace("default_backend: local", "default_backend: remote");
-    const started = await startProcess(workDir(config), { CONFIG_FILE: "config.yaml" });
+    const started = await startGatewayProcess(workDir(config), { CONFIG_FILE: "config.yaml" });
     try {
       const run = await smoke(started.url);
       expect(run.status).toBe(1);
@@ -112,7 +78,7 @@ describe("the gateway process", () => {
   });
 
   it("on SIGTERM finishes the request in flight, refuses new connections, and exits 0", async () => {
-    const started = await startProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", DRAIN_DELAY: "0" });
+    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", DRAIN_DELAY: "0" });
     const inFlight = chat(started.url, { model: "remote", messages: userMessage("slow"), mock: { delay_ms: 1000 } });
     for (let i = 0; i < 100 && !mock.seen.some((r) => JSON.stringify(r.body).includes('"slow"')); i++) await new Promise((r) => setTimeout(r, 10));
     started.child.kill("SIGTERM");
@@ -126,7 +92,7 @@ describe("the gateway process", () => {
   });
 
   it("on SIGTERM gives up on a stuck request after SHUTDOWN_TIMEOUT and still exits 0", async () => {
-    const started = await startProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", SHUTDOWN_TIMEOUT: "1", DRAIN_DELAY: "0" });
+    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", SHUTDOWN_TIMEOUT: "1", DRAIN_DELAY: "0" });
     const stuck = chat(started.url, { model: "remote", messages: userMessage("stuck"), mock: { fault: "hang" } });
     stuck.catch(() => undefined);
     for (let i = 0; i < 100 && !mock.seen.some((r) => JSON.stringify(r.body).includes('"stuck"')); i++) await new Promise((r) => setTimeout(r, 10));
@@ -139,7 +105,7 @@ describe("the gateway process", () => {
   });
 
   it("on SIGTERM keeps serving for DRAIN_DELAY with /ready at 503, then closes the listener and exits 0", async () => {
-    const started = await startProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", DRAIN_DELAY: "2" });
+    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", DRAIN_DELAY: "2" });
     expect((await fetch(`${started.url}/ready`)).status).toBe(200);
     started.child.kill("SIGTERM");
     for (let i = 0; i < 100 && !started.output().includes("draining"); i++) await new Promise((r) => setTimeout(r, 10));
@@ -172,7 +138,7 @@ function rawSocket(url: string, first?: string): { socket: Socket; reply(): stri
 
 describe("slow and greedy clients", () => {
   it("answers 408 to a request whose headers do not arrive within HEADERS_TIMEOUT, and closes an idle connection", async () => {
-    const started = await startProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", HEADERS_TIMEOUT: "1" });
+    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", HEADERS_TIMEOUT: "1" });
     try {
       const partial = rawSocket(started.url, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n");
       const idle = rawSocket(started.url);
@@ -187,7 +153,7 @@ describe("slow and greedy clients", () => {
   });
 
   it("closes connections past MAX_CONNECTIONS at once and serves again once one is free", async () => {
-    const started = await startProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", MAX_CONNECTIONS: "3" });
+    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", MAX_CONNECTIONS: "3" });
     const held = [1, 2, 3].map(() => rawSocket(started.url, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"));
     try {
       await new Promise((r) => setTimeout(r, 200));

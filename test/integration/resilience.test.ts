@@ -1,7 +1,8 @@
 import { createServer as createHttpServer } from "node:http";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import OpenAI from "openai";
-import { parseExposition, type Sample, total } from "../support/exposition";
+import { total } from "../support/exposition";
+import { scrape, scrapeUntil } from "../support/metrics";
 import { type Answer, chat, type RunningGateway, type RunningMock, startGateway, startMock, userMessage } from "../support/servers";
 import { freePort } from "../support/ports";
 
@@ -75,20 +76,6 @@ async function askStream(gateway: RunningGateway, model: string, knobs: Record<s
     .map((event) => event.slice("data: ".length))
     .map((data) => (data === "[DONE]" ? data : (JSON.parse(data) as unknown)));
   return { status: response.status, events, requestId };
-}
-
-async function scrape(gateway: RunningGateway): Promise<Sample[]> {
-  return parseExposition(await (await fetch(`${gateway.url}/metrics`)).text());
-}
-
-/** Counters move when a response closes, a moment after the client read it: poll, bounded. */
-async function eventually(gateway: RunningGateway, check: (samples: Sample[]) => boolean): Promise<Sample[]> {
-  let samples = await scrape(gateway);
-  for (let attempt = 0; attempt < 100 && !check(samples); attempt++) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    samples = await scrape(gateway);
-  }
-  return samples;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -245,9 +232,9 @@ describe("retries", () => {
   });
 
   it("counts retries per backend", async () => {
-    const before = total(await scrape(gateway), "gateway_backend_retries_total", { backend: "remote" });
+    const before = total(await scrape(gateway.url), "gateway_backend_retries_total", { backend: "remote" });
     await ask(gateway, "remote", { fault: "reset", times: 2 });
-    expect(total(await scrape(gateway), "gateway_backend_retries_total", { backend: "remote" }) - before).toBe(2);
+    expect(total(await scrape(gateway.url), "gateway_backend_retries_total", { backend: "remote" }) - before).toBe(2);
   });
 
   it("waits as long as the upstream's retry-after asks before retrying", async () => {
@@ -323,12 +310,12 @@ describe("fallbacks", () => {
   });
 
   it("falls back from a backend that is down, after its own retries", async () => {
-    const before = total(await scrape(gateway), "gateway_fallbacks_total", { from: "down", to: "backup" });
+    const before = total(await scrape(gateway.url), "gateway_fallbacks_total", { from: "down", to: "backup" });
     const answer = await ask(gateway, "down");
     expect(answer.status).toBe(200);
     expect(answer.body).toMatchObject({ backend: "backup" });
-    expect(total(await scrape(gateway), "gateway_fallbacks_total", { from: "down", to: "backup" }) - before).toBe(1);
-    expect(total(await scrape(gateway), "gateway_backend_retries_total", { backend: "down" })).toBeGreaterThanOrEqual(1);
+    expect(total(await scrape(gateway.url), "gateway_fallbacks_total", { from: "down", to: "backup" }) - before).toBe(1);
+    expect(total(await scrape(gateway.url), "gateway_backend_retries_total", { backend: "down" })).toBeGreaterThanOrEqual(1);
   });
 
   it("does not fall back when the upstream rejects the request itself", async () => {
@@ -339,11 +326,11 @@ describe("fallbacks", () => {
   });
 
   it("goes down the list in order, counting each step from the backend asked for", async () => {
-    const before = await scrape(gateway);
+    const before = await scrape(gateway.url);
     const answer = await ask(gateway, "chain", { status: 503, times: 1 });
     expect(answer.status).toBe(200);
     expect(answer.body).toMatchObject({ backend: "backup" });
-    const after = await scrape(gateway);
+    const after = await scrape(gateway.url);
     for (const to of ["down", "backup"]) {
       expect(total(after, "gateway_fallbacks_total", { from: "chain", to }) - total(before, "gateway_fallbacks_total", { from: "chain", to })).toBe(1);
     }
@@ -358,9 +345,9 @@ describe("fallbacks", () => {
 
   it("counts the request under the backend that answered", async () => {
     const labels = { backend: "backup", code: "200", stream: "false" };
-    const before = total(await scrape(gateway), "gateway_requests_total", labels);
+    const before = total(await scrape(gateway.url), "gateway_requests_total", labels);
     await ask(gateway, "primary", { status: 500, times: 1 });
-    const after = await eventually(gateway, (samples) => total(samples, "gateway_requests_total", labels) > before);
+    const after = await scrapeUntil(gateway.url, (samples) => total(samples, "gateway_requests_total", labels) > before);
     expect(total(after, "gateway_requests_total", labels) - before).toBe(1);
   });
 
@@ -397,12 +384,12 @@ describe("circuit breaker", () => {
     expect(answer.headers.get("x-gateway-backend")).toBe("remote");
     expect(answer.body).toEqual({ error: { message: expect.stringContaining("Backend 'remote'"), type: "upstream_error", param: null, code: "backend_unavailable" } });
     expect(answer.upstream).toHaveLength(0);
-    expect(total(await scrape(gateway), "gateway_backend_up", { backend: "remote" })).toBe(0);
+    expect(total(await scrape(gateway.url), "gateway_backend_up", { backend: "remote" })).toBe(0);
   });
 
   it("shows every backend up while its circuit is closed", async () => {
     const gateway = await gatewayWith(httpBackend("remote", [BREAKER]));
-    const samples = await scrape(gateway);
+    const samples = await scrape(gateway.url);
     expect(total(samples, "gateway_backend_up", { backend: "remote" })).toBe(1);
     expect(total(samples, "gateway_backend_up", { backend: "local" })).toBe(1);
   });
@@ -414,7 +401,7 @@ describe("circuit breaker", () => {
     expect(trial.status).toBe(200);
     expect(trial.upstream).toHaveLength(1);
     expect((await ask(gateway, "remote")).status).toBe(200);
-    expect(total(await scrape(gateway), "gateway_backend_up", { backend: "remote" })).toBe(1);
+    expect(total(await scrape(gateway.url), "gateway_backend_up", { backend: "remote" })).toBe(1);
   });
 
   it("opens again for another cooldown when the trial fails", async () => {

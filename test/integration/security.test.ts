@@ -5,8 +5,9 @@
 import { createHash } from "node:crypto";
 import { connect } from "node:net";
 import OpenAI from "openai";
-import { parseExposition, type Sample, total } from "../support/exposition";
-import { type Answer, chat, type RunningGateway, type RunningMock, startGateway, startMock, userMessage } from "../support/servers";
+import { type Sample, total } from "../support/exposition";
+import { scrape, scrapeUntil } from "../support/metrics";
+import { type Answer, bearer, chat, type RunningGateway, type RunningMock, startGateway, startMock, userMessage } from "../support/servers";
 
 const APP_KEY = "gw-app-0123456789abcdef";
 const LIMITED_KEY = "gw-limited-fedcba9876543210";
@@ -44,26 +45,6 @@ function authConfig(mockUrl: string, extra: string[] = []): string {
     ...extra,
     "",
   ].join("\n");
-}
-
-function bearer(key: string): Record<string, string> {
-  return { authorization: `Bearer ${key}` };
-}
-
-async function scrape(gateway: RunningGateway, headers: Record<string, string> = {}): Promise<Sample[]> {
-  const response = await fetch(`${gateway.url}/metrics`, { headers });
-  expect(response.status).toBe(200);
-  return parseExposition(await response.text());
-}
-
-/** Counted when the response closes on the server, a moment after the client read it: poll, bounded. */
-async function scrapeUntil(gateway: RunningGateway, done: (samples: Sample[]) => boolean, headers: Record<string, string> = {}): Promise<Sample[]> {
-  let samples = await scrape(gateway, headers);
-  for (let attempt = 0; attempt < 100 && !done(samples); attempt++) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    samples = await scrape(gateway, headers);
-  }
-  return samples;
 }
 
 function expectError(answer: Answer, status: number, type: string, code: string, param: string | null = null): void {
@@ -197,12 +178,12 @@ describe("with auth on", () => {
 
   it("counts requests per key name and refusals by reason in /metrics", async () => {
     const headers = bearer(METRICS_KEY);
-    const before = await scrape(gateway, headers);
+    const before = await scrape(gateway.url, headers);
     await chat(gateway.url, { messages: userMessage("Hello") }, bearer(HASHED_KEY));
     await chat(gateway.url, { messages: userMessage("Hello") });
     await chat(gateway.url, { model: "remote", messages: userMessage("Hello") }, bearer(LIMITED_KEY));
     const count = (samples: Sample[], name: string, labels: Record<string, string>) => total(samples, name, labels) - total(before, name, labels);
-    const after = await scrapeUntil(gateway, (samples) => count(samples, "gateway_key_requests_total", { key: "limited", code: "403" }) >= 1, headers);
+    const after = await scrapeUntil(gateway.url, (samples) => count(samples, "gateway_key_requests_total", { key: "limited", code: "403" }) >= 1, { headers });
     expect(count(after, "gateway_key_requests_total", { key: "hashed", code: "200" })).toBe(1);
     expect(count(after, "gateway_key_tokens_total", { key: "hashed" })).toBeGreaterThan(0);
     expect(count(after, "gateway_key_requests_total", { key: "limited", code: "403" })).toBe(1);
@@ -268,7 +249,7 @@ describe("limits", () => {
     // Retryable: the SDK waits retry-after and tries again.
     expect(limited.headers.get("x-should-retry")).toBeNull();
     expect((await chat(gateway.url, { messages: userMessage("Hello") }, bearer(HASHED_KEY))).status).toBe(200);
-    const samples = await scrape(gateway);
+    const samples = await scrape(gateway.url);
     expect(total(samples, "gateway_rejected_requests_total", { key: "app", reason: "requests_per_minute" })).toBe(1);
   });
 
@@ -334,7 +315,7 @@ describe("limits", () => {
     const refused = await chat(gateway.url, { messages: userMessage("Hello") });
     expectError(refused, 503, "server_error", "too_many_concurrent_requests");
     for (const answer of await Promise.all(slow)) expect(answer.status).toBe(200);
-    const samples = await scrape(gateway);
+    const samples = await scrape(gateway.url);
     expect(total(samples, "gateway_rejected_requests_total", { key: "none", reason: "gateway_concurrency" })).toBe(1);
   });
 

@@ -1,5 +1,6 @@
 import OpenAI from "openai";
-import { parseExposition, type Sample, total } from "../support/exposition";
+import { total } from "../support/exposition";
+import { scrape, scrapeUntil } from "../support/metrics";
 import { type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
 
 let mock: RunningMock;
@@ -43,20 +44,6 @@ async function streamError(model: string, extra: object): Promise<unknown> {
   }
 }
 
-async function scrape(): Promise<Sample[]> {
-  return parseExposition(await (await fetch(`${gateway.url}/metrics`)).text());
-}
-
-/** Counters move when the response closes on the server, just after the client read the end: poll (bounded). */
-async function eventually(check: (samples: Sample[]) => boolean): Promise<Sample[]> {
-  let samples = await scrape();
-  for (let attempt = 0; attempt < 100 && !check(samples); attempt++) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    samples = await scrape();
-  }
-  return samples;
-}
-
 describe("streaming through the official openai SDK", () => {
   it("streams the echo backend word by word", async () => {
     const { text, chunks } = await streamText("local");
@@ -76,33 +63,39 @@ describe("streaming through the official openai SDK", () => {
     expect(chunks[chunks.length - 1]?.choices[0]?.finish_reason).toBe("stop");
   });
 
-  it.each([["local"], ["remote"]])("with include_usage, gives %s's usage once, in a last chunk without choices", async (model) => {
+  // local: the gateway's estimate, a token per word. remote: mock-remote's own count, a token per started
+  // four characters ("Hello world" 11, "Remote: Hello world" 19), which the gateway must pass through.
+  it.each([
+    ["local", { prompt_tokens: 2, completion_tokens: 3, total_tokens: 5 }],
+    ["remote", { prompt_tokens: 3, completion_tokens: 5, total_tokens: 8 }],
+  ])("with include_usage, gives %s's usage once, in a last chunk without choices", async (model, usage) => {
     const { chunks } = await streamText(model, { stream_options: { include_usage: true } });
     const withUsage = chunks.filter((chunk) => chunk.usage !== null && chunk.usage !== undefined);
     expect(withUsage).toHaveLength(1);
     expect(chunks[chunks.length - 1]).toBe(withUsage[0]);
     expect(withUsage[0]?.choices).toEqual([]);
-    expect(withUsage[0]?.usage).toEqual({ prompt_tokens: 2, completion_tokens: 3, total_tokens: 5 });
+    expect(withUsage[0]?.usage).toEqual(usage);
     expect(chunks.slice(0, -1).every((chunk) => chunk.usage === null)).toBe(true);
   });
 
   it("counts streamed tokens even when the client did not ask for usage", async () => {
-    const before = total(await scrape(), "gateway_tokens_total", { backend: "remote", type: "completion" });
+    const before = total(await scrape(gateway.url), "gateway_tokens_total", { backend: "remote", type: "completion" });
     await streamText("remote");
-    const after = total(await eventually((s) => total(s, "gateway_tokens_total", { backend: "remote", type: "completion" }) > before), "gateway_tokens_total", {
+    const after = total(await scrapeUntil(gateway.url, (s) => total(s, "gateway_tokens_total", { backend: "remote", type: "completion" }) > before), "gateway_tokens_total", {
       backend: "remote",
       type: "completion",
     });
-    expect(after - before).toBe(3);
+    // mock-remote's count for "Remote: Hello world" (the gateway's estimate would be 3).
+    expect(after - before).toBe(5);
     // mock-remote was asked for usage, though the client was not.
     const last = mock.seen[mock.seen.length - 1];
     expect((last?.body as { stream_options?: unknown }).stream_options).toEqual({ include_usage: true });
   });
 
   it("records time to first token per backend", async () => {
-    const before = total(await scrape(), "gateway_time_to_first_token_seconds_count", { backend: "local" });
+    const before = total(await scrape(gateway.url), "gateway_time_to_first_token_seconds_count", { backend: "local" });
     await streamText("local");
-    expect(total(await scrape(), "gateway_time_to_first_token_seconds_count", { backend: "local" })).toBe(before + 1);
+    expect(total(await scrape(gateway.url), "gateway_time_to_first_token_seconds_count", { backend: "local" })).toBe(before + 1);
   });
 
   it("flushes each event as it is made instead of buffering the answer", async () => {
@@ -157,12 +150,12 @@ describe("stream integrity: a broken stream never looks like a success", () => {
     ["an event nested a million levels deep", { fault: "deep", after: 1 }, "upstream_invalid_response", 502],
     ["a stall past the backend's timeout", { fault: "hang", after: 1 }, "upstream_timeout", 504],
   ])("%s raises an error in the SDK and counts as failed", async (_what, mockKnobs, code, status) => {
-    const before = await scrape();
+    const before = await scrape(gateway.url);
     const error = await streamError("remote", knobs(mockKnobs));
     expect(error).toBeInstanceOf(OpenAI.APIError);
     expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe(code);
     const labels = { backend: "remote", code: String(status), stream: "true" };
-    const after = await eventually((s) => total(s, "gateway_requests_total", labels) > total(before, "gateway_requests_total", labels));
+    const after = await scrapeUntil(gateway.url, (s) => total(s, "gateway_requests_total", labels) > total(before, "gateway_requests_total", labels));
     expect(total(after, "gateway_requests_total", labels) - total(before, "gateway_requests_total", labels)).toBe(1);
     const interrupted = { backend: "remote", reason: "stream_interrupted" };
     expect(total(after, "gateway_backend_errors_total", interrupted) - total(before, "gateway_backend_errors_total", interrupted)).toBe(1);
@@ -226,7 +219,7 @@ describe("client disconnect", () => {
     expect(upstream?.closedEarlyAt).toBeDefined();
     // 200 chunks at 50 ms would take 10 s: the upstream connection closed within a short bound instead.
     expect((upstream?.closedEarlyAt ?? Infinity) - abortedAt).toBeLessThan(1000);
-    const samples = await eventually((s) => total(s, "gateway_requests_total", { backend: "remote", code: "499", stream: "true" }) >= 1);
+    const samples = await scrapeUntil(gateway.url, (s) => total(s, "gateway_requests_total", { backend: "remote", code: "499", stream: "true" }) >= 1);
     expect(total(samples, "gateway_requests_total", { backend: "remote", code: "499", stream: "true" })).toBe(1);
     expect(total(samples, "gateway_in_flight_requests", { backend: "remote" })).toBe(0);
   });

@@ -1,5 +1,6 @@
 import OpenAI from "openai";
-import { parseExposition, total } from "../support/exposition";
+import { total } from "../support/exposition";
+import { scrape } from "../support/metrics";
 import { chat, type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
 import { freePort } from "../support/ports";
 
@@ -220,12 +221,11 @@ describe("size limits on upstream answers", () => {
 
   it("answers 502 upstream_invalid_response for a non-streamed answer over max_response_bytes, counted as invalid_response", async () => {
     const labels = { backend: "remote", reason: "invalid_response" };
-    const scrape = async () => parseExposition(await (await fetch(`${limited.url}/metrics`)).text());
-    const before = total(await scrape(), "gateway_backend_errors_total", labels);
+    const before = total(await scrape(limited.url), "gateway_backend_errors_total", labels);
     const answer = await chat(limited.url, { model: "remote", messages: userMessage("y".repeat(70_000)) });
     expect(answer.status).toBe(502);
     expect(answer.body).toMatchObject({ error: { code: "upstream_invalid_response", message: expect.stringContaining("larger than 65536 bytes") } });
-    expect(total(await scrape(), "gateway_backend_errors_total", labels) - before).toBe(1);
+    expect(total(await scrape(limited.url), "gateway_backend_errors_total", labels) - before).toBe(1);
   });
 
   it("answers 503 response_budget_exhausted past MAX_BUFFERED_BYTES, without opening the backend's breaker", async () => {

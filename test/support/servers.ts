@@ -131,6 +131,11 @@ export async function chat(baseUrl: string, payload: unknown, headers: Record<st
   return { status: response.status, headers: response.headers, body: (await response.json()) as Record<string, unknown> };
 }
 
+/** The header of a request made with API key `key`. */
+export function bearer(key: string): Record<string, string> {
+  return { authorization: `Bearer ${key}` };
+}
+
 export function userMessage(content: string): { role: "user"; content: string }[] {
   return [{ role: "user", content }];
 }

@@ -1,47 +1,22 @@
 import { Registry } from "prom-client";
-import type { Backend, BackendCall, BackendResult, StreamEvent } from "../../../gateway/src/backends/backend";
 import { ClientClosedError, UpstreamHttpError } from "../../../gateway/src/errors";
 import { createMetrics, type GatewayMetrics } from "../../../gateway/src/observability/metrics";
 import { InferenceService } from "../../../gateway/src/services/inference";
 import { parseExposition, total } from "../../support/exposition";
-
-/** A backend whose answer the test controls: resolves with `result`, or rejects with `failure`. */
-class ScriptedBackend implements Backend {
-  readonly type = "scripted";
-  readonly target = "in-process";
-  failure: Error | undefined;
-  result: BackendResult = { message: { role: "assistant", content: "one two three" }, finishReason: "stop" };
-  /** Set while a call waits, so a test can look at metrics mid-call. */
-  release: (() => void) | undefined;
-  holdCalls = false;
-
-  constructor(readonly name: string) {}
-
-  async complete(_call: BackendCall): Promise<BackendResult> {
-    if (this.holdCalls) await new Promise<void>((resolve) => (this.release = resolve));
-    if (this.failure !== undefined) throw this.failure;
-    return this.result;
-  }
-
-  async *stream(_call: BackendCall): AsyncGenerator<StreamEvent> {
-    if (this.failure !== undefined) throw this.failure;
-    yield { delta: this.result.message, finishReason: this.result.finishReason };
-  }
-
-  async close(): Promise<void> {}
-}
+import { FakeBackend } from "../../support/fake-backend";
 
 const options = { requestId: "req-1", signal: new AbortController().signal, startedAt: performance.now() };
 const request = { messages: [{ role: "user" as const, content: "Hello world" }] };
 
 let metrics: GatewayMetrics;
-let local: ScriptedBackend;
-let remote: ScriptedBackend;
+let local: FakeBackend;
+let remote: FakeBackend;
 let service: InferenceService;
 
 beforeEach(() => {
-  local = new ScriptedBackend("local");
-  remote = new ScriptedBackend("remote");
+  const answer = { message: { role: "assistant" as const, content: "one two three" }, finishReason: "stop" as const };
+  local = new FakeBackend("local", { result: answer });
+  remote = new FakeBackend("remote", { result: answer });
   metrics = createMetrics(new Registry(), ["local", "remote"]);
   service = new InferenceService([local, remote], local, metrics);
 });

@@ -1,30 +1,7 @@
-import type { Backend, BackendCall, BackendResult, StreamEvent } from "../../../gateway/src/backends/backend";
 import { BackendNotAllowedError } from "../../../gateway/src/errors";
 import { createMetrics } from "../../../gateway/src/observability/metrics";
 import { InferenceService } from "../../../gateway/src/services/inference";
-
-class FakeBackend implements Backend {
-  readonly type = "fake";
-  readonly target = "in-process";
-  calls: BackendCall[] = [];
-
-  constructor(
-    readonly name: string,
-    private readonly result: BackendResult = { message: { role: "assistant", content: `from ${name}` }, finishReason: "stop" },
-  ) {}
-
-  async complete(call: BackendCall): Promise<BackendResult> {
-    this.calls.push(call);
-    return this.result;
-  }
-
-  async *stream(call: BackendCall): AsyncGenerator<StreamEvent> {
-    this.calls.push(call);
-    yield { delta: this.result.message, finishReason: this.result.finishReason };
-  }
-
-  async close(): Promise<void> {}
-}
+import { FakeBackend } from "../../support/fake-backend";
 
 const options = { requestId: "req-1", signal: new AbortController().signal, startedAt: performance.now() };
 const messages = [{ role: "user", content: "Hello world" }];
@@ -73,7 +50,7 @@ describe("InferenceService.complete", () => {
 
   it("passes the backend's own usage through", async () => {
     const usage = { prompt_tokens: 10, completion_tokens: 20, total_tokens: 30 };
-    const remote = new FakeBackend("remote", { message: { role: "assistant", content: "x" }, finishReason: "length", usage });
+    const remote = new FakeBackend("remote", { result: { message: { role: "assistant", content: "x" }, finishReason: "length", usage } });
     const completion = await new InferenceService([remote], remote, createMetrics()).complete(remote, { messages }, options);
     expect(completion.usage).toEqual(usage);
     expect(completion.choices[0].finish_reason).toBe("length");
@@ -82,7 +59,7 @@ describe("InferenceService.complete", () => {
   it("hands the backend the prompt, request id and abort signal", async () => {
     const local = new FakeBackend("local");
     await new InferenceService([local], local, createMetrics()).complete(local, { messages }, options);
-    expect(local.calls[0]).toMatchObject({ prompt: "Hello world", requestId: "req-1", signal: options.signal });
+    expect(local.calls[0]?.call).toMatchObject({ prompt: "Hello world", requestId: "req-1", signal: options.signal });
   });
 });
 

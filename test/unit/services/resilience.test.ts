@@ -1,5 +1,5 @@
 import { Registry } from "prom-client";
-import type { Backend, BackendCall, BackendResult, StreamEvent } from "../../../gateway/src/backends/backend";
+import type { StreamEvent } from "../../../gateway/src/backends/backend";
 import {
   CircuitOpenError,
   ClientClosedError,
@@ -17,37 +17,11 @@ import type { ChatCompletionChunk } from "../../../gateway/src/schemas/chat";
 import { InferenceService } from "../../../gateway/src/services/inference";
 import { type BackoffOptions, DEFAULT_BACKOFF, judge, type ResilienceOptions, retryDelayMs } from "../../../gateway/src/services/resilience";
 import { parseExposition, total } from "../../support/exposition";
+import { FakeBackend } from "../../support/fake-backend";
 
-/** Answers each call with the next scripted outcome (the last one repeats); records what it was called with. */
-class ScriptedBackend implements Backend {
-  readonly type = "scripted";
-  readonly target = "in-process";
-  readonly calls: { call: BackendCall; at: number }[] = [];
-
-  constructor(
-    readonly name: string,
-    private readonly outcomes: (Error | "ok")[],
-    readonly timeoutSeconds?: number,
-  ) {}
-
-  private next(call: BackendCall): Error | "ok" {
-    this.calls.push({ call, at: performance.now() });
-    return this.outcomes[Math.min(this.calls.length - 1, this.outcomes.length - 1)] ?? "ok";
-  }
-
-  async complete(call: BackendCall): Promise<BackendResult> {
-    const outcome = this.next(call);
-    if (outcome !== "ok") throw outcome;
-    return { message: { role: "assistant", content: `from ${this.name}` }, finishReason: "stop" };
-  }
-
-  async *stream(call: BackendCall): AsyncGenerator<StreamEvent> {
-    const outcome = this.next(call);
-    if (outcome !== "ok") throw outcome;
-    yield { delta: { content: `from ${this.name}` } };
-  }
-
-  async close(): Promise<void> {}
+/** Answers each call with the next scripted outcome (the last one repeats), streaming `from {name}`. */
+function scripted(name: string, outcomes: (Error | "ok")[], timeoutSeconds?: number): FakeBackend {
+  return new FakeBackend(name, { outcomes, events: [{ delta: { content: `from ${name}` } }], ...(timeoutSeconds === undefined ? {} : { timeoutSeconds }) });
 }
 
 const FAST: BackoffOptions = { baseMs: 10, maxMs: 40, retryAfterCapMs: 500 };
@@ -62,7 +36,7 @@ beforeEach(() => {
   metrics = createMetrics(new Registry(), ["a", "b", "c"], new Map([["a", ["b", "c"]]]));
 });
 
-function service(backends: ScriptedBackend[], policies: Record<string, Partial<ResilienceOptions>>): InferenceService {
+function service(backends: FakeBackend[], policies: Record<string, Partial<ResilienceOptions>>): InferenceService {
   const first = backends[0];
   if (first === undefined) throw new Error("no backends");
   const map = new Map(Object.entries(policies).map(([name, options]) => [name, policy(options)]));
@@ -123,7 +97,7 @@ describe("retryDelayMs", () => {
 
 describe("retries", () => {
   it("calls the backend again after a retryable failure and answers from it", async () => {
-    const a = new ScriptedBackend("a", [refused(), new UpstreamHttpError("a", 503, "busy"), "ok"]);
+    const a = scripted("a", [refused(), new UpstreamHttpError("a", 503, "busy"), "ok"]);
     const completion = await service([a], { a: { retries: 2 } }).complete(a, { messages }, options());
     expect(completion.backend).toBe("a");
     expect(a.calls).toHaveLength(3);
@@ -132,7 +106,7 @@ describe("retries", () => {
   });
 
   it("waits with exponential backoff between calls", async () => {
-    const a = new ScriptedBackend("a", [refused(), refused(), "ok"]);
+    const a = scripted("a", [refused(), refused(), "ok"]);
     await service([a], { a: { retries: 2 } }).complete(a, { messages }, options());
     const gaps = a.calls.slice(1).map((call, index) => call.at - (a.calls[index]?.at ?? 0));
     // random 0.5 -> three quarters of each step: 7.5 ms, then 15 ms. Timers run on libuv's cached,
@@ -142,13 +116,13 @@ describe("retries", () => {
   });
 
   it("gives up after `retries` more calls and reports the last failure", async () => {
-    const a = new ScriptedBackend("a", [refused()]);
+    const a = scripted("a", [refused()]);
     await expect(service([a], { a: { retries: 2 } }).complete(a, { messages }, options())).rejects.toBeInstanceOf(UpstreamUnreachableError);
     expect(a.calls).toHaveLength(3);
   });
 
   it("does not retry without retries configured", async () => {
-    const a = new ScriptedBackend("a", [refused(), "ok"]);
+    const a = scripted("a", [refused(), "ok"]);
     await expect(service([a], {}).complete(a, { messages }, options())).rejects.toBeInstanceOf(UpstreamUnreachableError);
     expect(a.calls).toHaveLength(1);
   });
@@ -159,13 +133,13 @@ describe("retries", () => {
     ["a timeout", new UpstreamTimeoutError("a", 1)],
     ["an invalid answer", new UpstreamInvalidResponseError("a", "x")],
   ])("does not retry %s", async (_what, error) => {
-    const a = new ScriptedBackend("a", [error, "ok"]);
+    const a = scripted("a", [error, "ok"]);
     await expect(service([a], { a: { retries: 3 } }).complete(a, { messages }, options())).rejects.toBe(error);
     expect(a.calls).toHaveLength(1);
   });
 
   it("honours the upstream's retry-after", async () => {
-    const a = new ScriptedBackend("a", [new UpstreamClientError("a", 429, "slow", {}, 120), "ok"]);
+    const a = scripted("a", [new UpstreamClientError("a", 429, "slow", {}, 120), "ok"]);
     await service([a], { a: { retries: 1 } }).complete(a, { messages }, options());
     // 118, not 120: timers can fire up to ~1.5 ms early against performance.now() (whole-ms loop clock).
     expect((a.calls[1]?.at ?? 0) - (a.calls[0]?.at ?? 0)).toBeGreaterThanOrEqual(118);
@@ -173,13 +147,13 @@ describe("retries", () => {
 
   it("passes a 429 on instead of retrying when its retry-after is past the cap", async () => {
     const limited = new UpstreamClientError("a", 429, "slow", { "retry-after": "30" }, 30_000);
-    const a = new ScriptedBackend("a", [limited, "ok"]);
+    const a = scripted("a", [limited, "ok"]);
     await expect(service([a], { a: { retries: 1 } }).complete(a, { messages }, options())).rejects.toBe(limited);
     expect(a.calls).toHaveLength(1);
   });
 
   it("gives every call of one request the same deadline: the backend's timeout from the first call", async () => {
-    const a = new ScriptedBackend("a", [refused(), "ok"], 5);
+    const a = scripted("a", [refused(), "ok"], 5);
     const before = performance.now();
     await service([a], { a: { retries: 1 } }).complete(a, { messages }, options());
     const [first, second] = a.calls.map((call) => call.call.deadline);
@@ -189,14 +163,14 @@ describe("retries", () => {
   });
 
   it("does not schedule a retry past the deadline", async () => {
-    const a = new ScriptedBackend("a", [new UpstreamClientError("a", 429, "slow", {}, 400), "ok"], 0.2);
+    const a = scripted("a", [new UpstreamClientError("a", 429, "slow", {}, 400), "ok"], 0.2);
     await expect(service([a], { a: { retries: 1 } }).complete(a, { messages }, options())).rejects.toBeInstanceOf(UpstreamClientError);
     expect(a.calls).toHaveLength(1);
   });
 
   it("stops waiting, and does not call again, when the client leaves during the backoff", async () => {
     const controller = new AbortController();
-    const a = new ScriptedBackend("a", [new UpstreamClientError("a", 429, "slow", {}, 300), "ok"]);
+    const a = scripted("a", [new UpstreamClientError("a", 429, "slow", {}, 300), "ok"]);
     const pending = service([a], { a: { retries: 1 } }).complete(a, { messages }, options({ signal: controller.signal }));
     setTimeout(() => controller.abort(), 20);
     const started = performance.now();
@@ -208,8 +182,8 @@ describe("retries", () => {
 
 describe("fallbacks", () => {
   it("answers from the next backend when the first fails, and says which answered", async () => {
-    const a = new ScriptedBackend("a", [refused()]);
-    const b = new ScriptedBackend("b", ["ok"]);
+    const a = scripted("a", [refused()]);
+    const b = scripted("b", ["ok"]);
     const named: string[] = [];
     const completion = await service([a, b], { a: { fallbacks: ["b"] } }).complete(a, { model: "a", messages }, options({ onBackend: (name) => named.push(name) }));
     expect(completion).toMatchObject({ backend: "b", model: "a", choices: [{ message: { content: "from b" } }] });
@@ -218,18 +192,18 @@ describe("fallbacks", () => {
   });
 
   it("uses up the first backend's retries before falling back", async () => {
-    const a = new ScriptedBackend("a", [refused()]);
-    const b = new ScriptedBackend("b", ["ok"]);
+    const a = scripted("a", [refused()]);
+    const b = scripted("b", ["ok"]);
     await service([a, b], { a: { retries: 2, fallbacks: ["b"] } }).complete(a, { messages }, options());
     expect(a.calls).toHaveLength(3);
     expect(b.calls).toHaveLength(1);
   });
 
   it("goes down the list in order and reports the last failure when every backend fails", async () => {
-    const a = new ScriptedBackend("a", [refused()]);
-    const b = new ScriptedBackend("b", [new UpstreamTimeoutError("b", 1)]);
+    const a = scripted("a", [refused()]);
+    const b = scripted("b", [new UpstreamTimeoutError("b", 1)]);
     const last = new UpstreamHttpError("c", 500, "bug");
-    const c = new ScriptedBackend("c", [last]);
+    const c = scripted("c", [last]);
     await expect(service([a, b, c], { a: { fallbacks: ["b", "c"] } }).complete(a, { messages }, options())).rejects.toBe(last);
     expect([a.calls.length, b.calls.length, c.calls.length]).toEqual([1, 1, 1]);
     expect(await metric("gateway_fallbacks_total", { from: "a", to: "b" })).toBe(1);
@@ -237,29 +211,29 @@ describe("fallbacks", () => {
   });
 
   it("follows only the routed backend's list, never a fallback's own", async () => {
-    const a = new ScriptedBackend("a", [refused()]);
-    const b = new ScriptedBackend("b", [refused()]);
-    const c = new ScriptedBackend("c", ["ok"]);
+    const a = scripted("a", [refused()]);
+    const b = scripted("b", [refused()]);
+    const c = scripted("c", ["ok"]);
     await expect(service([a, b, c], { a: { fallbacks: ["b"] }, b: { fallbacks: ["a", "c"] } }).complete(a, { messages }, options())).rejects.toBeInstanceOf(UpstreamUnreachableError);
     expect([a.calls.length, b.calls.length, c.calls.length]).toEqual([1, 1, 0]);
   });
 
   it("does not fall back on a client error: the request itself is wrong", async () => {
-    const a = new ScriptedBackend("a", [new UpstreamClientError("a", 400, "bad")]);
-    const b = new ScriptedBackend("b", ["ok"]);
+    const a = scripted("a", [new UpstreamClientError("a", 400, "bad")]);
+    const b = scripted("b", ["ok"]);
     await expect(service([a, b], { a: { fallbacks: ["b"] } }).complete(a, { messages }, options())).rejects.toBeInstanceOf(UpstreamClientError);
     expect(b.calls).toHaveLength(0);
   });
 
   it("falls back on a rate limit", async () => {
-    const a = new ScriptedBackend("a", [new UpstreamClientError("a", 429, "slow", {}, 30_000)]);
-    const b = new ScriptedBackend("b", ["ok"]);
+    const a = scripted("a", [new UpstreamClientError("a", 429, "slow", {}, 30_000)]);
+    const b = scripted("b", ["ok"]);
     expect((await service([a, b], { a: { fallbacks: ["b"] } }).complete(a, { messages }, options())).backend).toBe("b");
   });
 
   it("falls back for streams before the first event, and the chunks name the backend that answered", async () => {
-    const a = new ScriptedBackend("a", [refused()]);
-    const b = new ScriptedBackend("b", ["ok"]);
+    const a = scripted("a", [refused()]);
+    const b = scripted("b", ["ok"]);
     const chunks: ChatCompletionChunk[] = [];
     for await (const chunk of await service([a, b], { a: { fallbacks: ["b"] } }).openStream(a, { model: "a", messages }, options())) chunks.push(chunk);
     expect(chunks.every((chunk) => chunk.backend === "b" && chunk.model === "a")).toBe(true);
@@ -271,7 +245,7 @@ describe("circuit breaker", () => {
   const breaker = { failures: 2, cooldownSeconds: 0.2 };
 
   it("refuses at once with 503 and retry-after once the backend failed enough times in a row", async () => {
-    const a = new ScriptedBackend("a", [refused()]);
+    const a = scripted("a", [refused()]);
     const subject = service([a], { a: { circuitBreaker: breaker } });
     for (let i = 0; i < 2; i++) await expect(subject.complete(a, { messages }, options())).rejects.toBeInstanceOf(UpstreamUnreachableError);
     const refusal = await subject.complete(a, { messages }, options()).catch((error: unknown) => error);
@@ -283,8 +257,8 @@ describe("circuit breaker", () => {
   });
 
   it("sends requests straight to the fallback while open", async () => {
-    const a = new ScriptedBackend("a", [refused()]);
-    const b = new ScriptedBackend("b", ["ok"]);
+    const a = scripted("a", [refused()]);
+    const b = scripted("b", ["ok"]);
     const subject = service([a, b], { a: { circuitBreaker: breaker, fallbacks: ["b"] } });
     for (let i = 0; i < 3; i++) expect((await subject.complete(a, { messages }, options())).backend).toBe("b");
     expect(a.calls).toHaveLength(2);
@@ -292,28 +266,34 @@ describe("circuit breaker", () => {
   });
 
   it("stops retrying once its own retries opened the circuit", async () => {
-    const a = new ScriptedBackend("a", [refused()]);
+    const a = scripted("a", [refused()]);
     await expect(service([a], { a: { retries: 5, circuitBreaker: breaker } }).complete(a, { messages }, options())).rejects.toBeInstanceOf(CircuitOpenError);
     expect(a.calls).toHaveLength(2);
   });
 
   it("closes again after the cooldown when the trial call succeeds", async () => {
-    const a = new ScriptedBackend("a", [refused(), refused(), "ok"]);
+    const a = scripted("a", [refused(), refused(), "ok"]);
     const subject = service([a], { a: { circuitBreaker: breaker } });
     for (let i = 0; i < 2; i++) await subject.complete(a, { messages }, options()).catch(() => undefined);
-    await new Promise((resolve) => setTimeout(resolve, 220));
-    expect((await subject.complete(a, { messages }, options())).backend).toBe("a");
+    // The breaker reads performance.now(): move that clock past the 0.2 s cooldown instead of sleeping.
+    const realNow = performance.now.bind(performance);
+    const clock = jest.spyOn(performance, "now").mockImplementation(() => realNow() + 220);
+    try {
+      expect((await subject.complete(a, { messages }, options())).backend).toBe("a");
+    } finally {
+      clock.mockRestore();
+    }
     expect(await metric("gateway_backend_up", { backend: "a" })).toBe(1);
   });
 
   it("counts a stream that breaks after its first event as a failure", async () => {
-    class Breaking extends ScriptedBackend {
+    class Breaking extends FakeBackend {
       override async *stream(): AsyncGenerator<StreamEvent> {
         yield { delta: { content: "x" } };
         throw new UpstreamStreamError("a", "cut");
       }
     }
-    const a = new Breaking("a", ["ok"]);
+    const a = new Breaking("a");
     const subject = service([a], { a: { circuitBreaker: breaker } });
     for (let i = 0; i < 2; i++) {
       const stream = await subject.openStream(a, { messages }, options());

@@ -1,41 +1,11 @@
 import { Registry } from "prom-client";
-import type { Backend, BackendCall, BackendResult, StreamEvent } from "../../../gateway/src/backends/backend";
+import type { StreamEvent } from "../../../gateway/src/backends/backend";
 import { UpstreamStreamError, UpstreamUnreachableError } from "../../../gateway/src/errors";
 import { createMetrics, type GatewayMetrics } from "../../../gateway/src/observability/metrics";
 import type { ChatCompletionChunk } from "../../../gateway/src/schemas/chat";
 import { InferenceService } from "../../../gateway/src/services/inference";
 import { parseExposition, total } from "../../support/exposition";
-
-/** Streams `events`, then throws `failAfter`'s error once that many events are out (if set). */
-class ScriptedStream implements Backend {
-  readonly type = "scripted";
-  readonly target = "in-process";
-  returned = false;
-
-  constructor(
-    readonly name: string,
-    private readonly events: StreamEvent[],
-    private readonly failure?: { after: number; error: Error },
-  ) {}
-
-  async complete(): Promise<BackendResult> {
-    throw new Error("not used");
-  }
-
-  async *stream(_call: BackendCall): AsyncGenerator<StreamEvent> {
-    try {
-      for (let index = 0; index < this.events.length; index++) {
-        if (this.failure !== undefined && index === this.failure.after) throw this.failure.error;
-        yield this.events[index] as StreamEvent;
-      }
-      if (this.failure !== undefined && this.failure.after >= this.events.length) throw this.failure.error;
-    } finally {
-      this.returned = true;
-    }
-  }
-
-  async close(): Promise<void> {}
-}
+import { FakeBackend } from "../../support/fake-backend";
 
 const options = { requestId: "r", signal: new AbortController().signal, startedAt: performance.now() };
 const messages = [{ role: "user", content: "Hello world" }];
@@ -58,7 +28,7 @@ async function metric(name: string, labels: Record<string, string>): Promise<num
 
 describe("InferenceService.openStream", () => {
   it("makes OpenAI chunks: one id, role first, finish_reason last", async () => {
-    const backend = new ScriptedStream("s", words);
+    const backend = new FakeBackend("s", { events: words });
     const chunks = await collect(await new InferenceService([backend], backend, metrics).openStream(backend, { model: "m", messages }, options));
     expect(new Set(chunks.map((chunk) => chunk.id)).size).toBe(1);
     expect(new Set(chunks.map((chunk) => chunk.created)).size).toBe(1);
@@ -69,13 +39,13 @@ describe("InferenceService.openStream", () => {
   });
 
   it("keeps the backend's own finish reason and does not add a second one", async () => {
-    const backend = new ScriptedStream("s", [...words, { finishReason: "length" }]);
+    const backend = new FakeBackend("s", { events: [...words, { finishReason: "length" }] });
     const chunks = await collect(await new InferenceService([backend], backend, metrics).openStream(backend, { messages }, options));
     expect(chunks.map((chunk) => chunk.choices[0]?.finish_reason)).toEqual([null, null, "length"]);
   });
 
   it("with include_usage, ends with exactly one usage chunk and nulls elsewhere", async () => {
-    const backend = new ScriptedStream("s", words);
+    const backend = new FakeBackend("s", { events: words });
     const request = { messages, stream: true, stream_options: { include_usage: true } };
     const chunks = await collect(await new InferenceService([backend], backend, metrics).openStream(backend, request, options));
     const last = chunks[chunks.length - 1];
@@ -86,7 +56,7 @@ describe("InferenceService.openStream", () => {
 
   it("prefers the backend's usage and counts tokens either way", async () => {
     const usage = { prompt_tokens: 11, completion_tokens: 22, total_tokens: 33 };
-    const backend = new ScriptedStream("s", [...words, { usage }]);
+    const backend = new FakeBackend("s", { events: [...words, { usage }] });
     const chunks = await collect(await new InferenceService([backend], backend, metrics).openStream(backend, { messages, stream_options: { include_usage: true } }, options));
     expect(chunks[chunks.length - 1]?.usage).toEqual(usage);
     expect(await metric("gateway_tokens_total", { backend: "s", type: "completion" })).toBe(22);
@@ -94,14 +64,14 @@ describe("InferenceService.openStream", () => {
   });
 
   it("rejects before anything is sent when the backend fails at once", async () => {
-    const backend = new ScriptedStream("s", words, { after: 0, error: new UpstreamUnreachableError("s", "refused") });
+    const backend = new FakeBackend("s", { events: words, streamFailure: { after: 0, error: new UpstreamUnreachableError("s", "refused") } });
     await expect(new InferenceService([backend], backend, metrics).openStream(backend, { messages }, options)).rejects.toBeInstanceOf(UpstreamUnreachableError);
     expect(await metric("gateway_backend_errors_total", { backend: "s", reason: "connection" })).toBe(1);
     expect(await metric("gateway_backend_errors_total", { backend: "s", reason: "stream_interrupted" })).toBe(0);
   });
 
   it("throws mid-stream when the backend breaks later, counted as stream_interrupted", async () => {
-    const backend = new ScriptedStream("s", words, { after: 1, error: new UpstreamStreamError("s", "cut") });
+    const backend = new FakeBackend("s", { events: words, streamFailure: { after: 1, error: new UpstreamStreamError("s", "cut") } });
     const stream = await new InferenceService([backend], backend, metrics).openStream(backend, { messages }, options);
     const seen: ChatCompletionChunk[] = [];
     await expect(
@@ -115,7 +85,7 @@ describe("InferenceService.openStream", () => {
   });
 
   it("releases the backend when the consumer stops early", async () => {
-    const backend = new ScriptedStream("s", [...words, ...words]);
+    const backend = new FakeBackend("s", { events: [...words, ...words] });
     const stream = await new InferenceService([backend], backend, metrics).openStream(backend, { messages }, options);
     for await (const _chunk of stream) break;
     expect(backend.returned).toBe(true);
