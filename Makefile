@@ -4,10 +4,10 @@
 SHELL := /bin/bash
 NODE_MAJOR_MIN := 22
 
-.PHONY: help install build typecheck run run-mock smoke bench test test-unit test-integration test-containers test-load check-node check-docker up down logs clean
+.PHONY: help install build typecheck lint format run run-mock smoke bench test test-unit test-integration test-containers test-load check-node check-docker up down logs clean
 
 help:
-	@echo "make install | build | run | smoke | bench | test | test-unit | test-integration | test-containers | test-load | up | down | logs | clean"
+	@echo "make install | build | lint | format | run | smoke | bench | test | test-unit | test-integration | test-containers | test-load | up | down | logs | clean"
 
 check-node:
 	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<22 || (a===22 && b<22)) { console.error("Node >= 22.22 is needed (found " + process.version + "). Install Node 24 LTS, or on the CI machines: export PATH=\"$$(bash ../shared/ci/host-node.sh):$$PATH\""); process.exit(1) }'
@@ -23,6 +23,14 @@ build: install
 
 typecheck: install
 	npx tsc --noEmit -p tsconfig.json
+
+# typescript-eslint (typed rules), Prettier and dependency-cruiser (the layering of docs/architecture.md).
+lint: install
+	npm run lint
+
+# Rewrites files the way `make lint` wants them (Prettier; eslint --fix for what it can).
+format: install
+	npx prettier --write . && npx eslint --fix .
 
 # Gateway on :8080 (PORT) in the foreground, mock-remote on :8081 (MOCK_PORT) in the background; Ctrl-C stops both.
 run: build
@@ -48,7 +56,7 @@ check-docker:
 	@docker compose version >/dev/null 2>&1 || { echo "make test: Docker Compose v2 is missing (the compose test needs 'docker compose'). Install docker-compose-plugin." >&2; exit 1; }
 
 # Every jest project (unit, integration, containers, load: see jest.config.js); the targets below run one each.
-test: build typecheck check-docker
+test: lint build typecheck check-docker
 	TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 npx jest $(JEST_ARGS)
 
 test-unit: install

@@ -13,7 +13,10 @@ export default tseslint.config(
       "@typescript-eslint/no-non-null-assertion": "error",
       "@typescript-eslint/ban-ts-comment": "error",
       // `_next` is how Express tells an error handler apart; `_` marks what a signature must take but not use.
-      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_", ignoreRestSiblings: true }],
+      "@typescript-eslint/no-unused-vars": [
+        "error",
+        { argsIgnorePattern: "^_", varsIgnorePattern: "^_", ignoreRestSiblings: true },
+      ],
       // A Backend's methods are async by contract; an in-process one (echo, the tests' fakes) has nothing to await.
       "@typescript-eslint/require-await": "off",
     },

@@ -13,7 +13,12 @@ const LOAD = "<rootDir>/test/integration/load.test.ts";
 /** @type {import('jest').Config} */
 module.exports = {
   projects: [
-    { ...shared, displayName: "unit", roots: ["<rootDir>/test/unit", "<rootDir>/test/support"], testMatch: ["**/*.test.ts"] },
+    {
+      ...shared,
+      displayName: "unit",
+      roots: ["<rootDir>/test/unit", "<rootDir>/test/support"],
+      testMatch: ["**/*.test.ts"],
+    },
     {
       ...shared,
       displayName: "integration",
@@ -23,6 +28,12 @@ module.exports = {
       globalSetup: "<rootDir>/test/support/global-setup-build.ts",
     },
     { ...shared, displayName: "containers", roots: ["<rootDir>/test/containers"], testMatch: ["**/*.test.ts"] },
-    { ...shared, displayName: "load", roots: ["<rootDir>/test/integration"], testMatch: [LOAD], globalSetup: "<rootDir>/test/support/global-setup-build.ts" },
+    {
+      ...shared,
+      displayName: "load",
+      roots: ["<rootDir>/test/integration"],
+      testMatch: [LOAD],
+      globalSetup: "<rootDir>/test/support/global-setup-build.ts",
+    },
   ],
 };

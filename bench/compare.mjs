@@ -32,7 +32,11 @@ for (const arg of process.argv.slice(2)) {
     // label=path/to/main.js[,KEY=VALUE...]: per-variant environment, e.g. LOG_LEVEL=warn to price the access log.
     const [spec, ...envPairs] = arg.split(",");
     const [label, main] = spec.split("=");
-    variants.push({ label, main: resolve(ROOT, main), env: Object.fromEntries(envPairs.map((pair) => [pair.split("=")[0], pair.split("=").slice(1).join("=")])) });
+    variants.push({
+      label,
+      main: resolve(ROOT, main),
+      env: Object.fromEntries(envPairs.map((pair) => [pair.split("=")[0], pair.split("=").slice(1).join("=")])),
+    });
   } else if (option[1] === "env") {
     const [key, ...value] = option[2].split("=");
     options.env[key] = value.join("=");
@@ -41,7 +45,9 @@ for (const arg of process.argv.slice(2)) {
   }
 }
 if (variants.length === 0) {
-  process.stderr.write("usage: node bench/compare.mjs [--path=http|echo] [--rounds=N] [--seconds=S] label=path/to/main.js ...\n");
+  process.stderr.write(
+    "usage: node bench/compare.mjs [--path=http|echo] [--rounds=N] [--seconds=S] label=path/to/main.js ...\n",
+  );
   process.exit(2);
 }
 
@@ -57,7 +63,13 @@ try {
   for (const variant of variants) {
     // `{upstream}` in a variant's environment is the bench upstream's URL: UPSTREAM={upstream} for bench/proxy.mjs.
     for (const key of Object.keys(variant.env)) variant.env[key] = variant.env[key].replace("{upstream}", upstream.url);
-    variant.server = await startServer({ name: variant.label, cpus: plan.server, args: [...GATEWAY_NODE_FLAGS, variant.main], env: { ...gatewayEnv(config), ...options.env, ...variant.env }, logFile: `${dir}/${variant.label}.log` });
+    variant.server = await startServer({
+      name: variant.label,
+      cpus: plan.server,
+      args: [...GATEWAY_NODE_FLAGS, variant.main],
+      env: { ...gatewayEnv(config), ...options.env, ...variant.env },
+      logFile: `${dir}/${variant.label}.log`,
+    });
     variant.runs = [];
   }
   await sleep(300);
@@ -66,14 +78,25 @@ try {
     for (let i = 0; i < variants.length; i++) {
       const variant = variants[(i + round) % variants.length];
       repin([variant.server.pid], plan.server);
-      variant.runs.push(await throughput(plan, variant.server, { body: BODY, connections: options.connections, warmupSeconds: options.warmup, seconds: options.seconds }));
+      variant.runs.push(
+        await throughput(plan, variant.server, {
+          body: BODY,
+          connections: options.connections,
+          warmupSeconds: options.warmup,
+          seconds: options.seconds,
+        }),
+      );
     }
   }
   // Paired by round: each variant against the first one's run of the same round, minutes apart at most,
   // so that drift in a noisy machine's speed cancels out of the ratio.
   const ratio = (variant, key) => median(variant.runs.map((run, round) => run[key] / variants[0].runs[round][key]));
-  process.stdout.write(`\n${options.path} path, ${options.rounds} rounds of ${options.seconds} s, ${options.connections} connections; ratios are medians of per-round ratios\n`);
-  process.stdout.write(`${"variant".padEnd(24)} ${"req/s (median)".padStart(15)} ${"vs first".padStart(9)} ${"CPU µs/req".padStart(11)} ${"vs first".padStart(9)}   req/s of each round\n`);
+  process.stdout.write(
+    `\n${options.path} path, ${options.rounds} rounds of ${options.seconds} s, ${options.connections} connections; ratios are medians of per-round ratios\n`,
+  );
+  process.stdout.write(
+    `${"variant".padEnd(24)} ${"req/s (median)".padStart(15)} ${"vs first".padStart(9)} ${"CPU µs/req".padStart(11)} ${"vs first".padStart(9)}   req/s of each round\n`,
+  );
   for (const variant of variants) {
     const rps = median(variant.runs.map((run) => run.rps));
     const cpu = median(variant.runs.map((run) => run.cpuPerRequestUs));

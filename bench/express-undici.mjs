@@ -13,7 +13,12 @@ const app = express();
 app.disable("x-powered-by");
 app.disable("etag");
 app.post("/v1/chat/completions", express.json(), async (req, res) => {
-  const answer = await pool.request({ method: "POST", path: "/v1/chat/completions", headers: { "content-type": "application/json" }, body: JSON.stringify(req.body) });
+  const answer = await pool.request({
+    method: "POST",
+    path: "/v1/chat/completions",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(req.body),
+  });
   const completion = await answer.body.json();
   res.status(answer.statusCode).json({ ...completion, backend: "bench" });
 });

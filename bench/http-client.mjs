@@ -10,7 +10,12 @@ const FIRST_CHUNK_END = Buffer.from("0\r\n\r\n");
 
 /** `POST path` with `body`, as the bytes sent for every request. */
 export function buildRequest({ host, port, path, body, headers = {} }) {
-  const lines = [`POST ${path} HTTP/1.1`, `host: ${host}:${port}`, "content-type: application/json", `content-length: ${Buffer.byteLength(body)}`];
+  const lines = [
+    `POST ${path} HTTP/1.1`,
+    `host: ${host}:${port}`,
+    "content-type: application/json",
+    `content-length: ${Buffer.byteLength(body)}`,
+  ];
   for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
   return Buffer.from(`${lines.join("\r\n")}\r\n\r\n${body}`);
 }
@@ -71,7 +76,8 @@ export class Connection {
       if (this.buffer.length >= this.headerEnd + this.contentLength) complete = this.headerEnd + this.contentLength;
     } else if (this.chunked) {
       // The terminating zero-length chunk: either the whole body is empty or it follows a chunk's CRLF.
-      if (this.buffer.indexOf(FIRST_CHUNK_END, this.headerEnd) === this.headerEnd) complete = this.headerEnd + FIRST_CHUNK_END.length;
+      if (this.buffer.indexOf(FIRST_CHUNK_END, this.headerEnd) === this.headerEnd)
+        complete = this.headerEnd + FIRST_CHUNK_END.length;
       else {
         const last = this.buffer.indexOf(LAST_CHUNK, this.headerEnd);
         if (last !== -1) complete = last + LAST_CHUNK.length;

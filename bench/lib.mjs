@@ -58,13 +58,22 @@ export function sleep(ms) {
 export function cpuPlan() {
   const cores = availableParallelism();
   const hasTaskset = spawnSync("taskset", ["-c", "0", "true"]).status === 0;
-  if (!hasTaskset || cores < 2) return { pinned: false, cores, server: null, serverPair: null, load: null, behind: null };
+  if (!hasTaskset || cores < 2)
+    return { pinned: false, cores, server: null, serverPair: null, load: null, behind: null };
   const last = cores - 1;
-  return { pinned: true, cores, server: "0", serverPair: "0,1", load: String(last), behind: cores >= 3 ? "1" : String(last) };
+  return {
+    pinned: true,
+    cores,
+    server: "0",
+    serverPair: "0,1",
+    load: String(last),
+    behind: cores >= 3 ? "1" : String(last),
+  };
 }
 
 export function describePlan(plan) {
-  if (!plan.pinned) return `not pinned (${plan.cores} core(s), taskset ${plan.cores < 2 ? "present but one core" : "missing"}): every process shares every core`;
+  if (!plan.pinned)
+    return `not pinned (${plan.cores} core(s), taskset ${plan.cores < 2 ? "present but one core" : "missing"}): every process shares every core`;
   return `pinned with taskset: server under test on CPU ${plan.server}; load generator on CPU ${plan.load}; the upstream behind a proxy or gateway on CPU ${plan.behind}; WORKERS=2 runs on CPUs ${plan.serverPair}`;
 }
 
@@ -110,14 +119,19 @@ export async function startServer({ name, cpus, args, env = {}, logFile }) {
   const port = await freePort();
   const [command, argv] = pinnedCommand(cpus, process.execPath, args);
   const out = openSync(logFile ?? "/dev/null", "w");
-  const child = spawn(command, argv, { cwd: ROOT, env: { PATH: process.env.PATH ?? "", ...env, PORT: String(port) }, stdio: ["ignore", out, "pipe"] });
+  const child = spawn(command, argv, {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? "", ...env, PORT: String(port) },
+    stdio: ["ignore", out, "pipe"],
+  });
   closeSync(out);
   children.add(child);
   let stderr = "";
   child.stderr.on("data", (chunk) => (stderr += chunk.toString()));
   for (let i = 0; i < 200 && child.exitCode === null; i++) {
     // With taskset in front, the pid we hold is taskset's until it execs node: the same pid either way.
-    if (await answers(port)) return { name, child, pid: child.pid, port, url: `http://${HOST}:${port}`, logFile, stderr: () => stderr };
+    if (await answers(port))
+      return { name, child, pid: child.pid, port, url: `http://${HOST}:${port}`, logFile, stderr: () => stderr };
     await sleep(50);
   }
   child.kill("SIGKILL");
@@ -177,7 +191,10 @@ export function memoryMiB(pids) {
  * start and end of the measured window, so the caller can read the server's CPU time over exactly that span.
  */
 export function loadgen(plan, spec, onWindow = () => undefined) {
-  const [command, argv] = pinnedCommand(plan.load, process.execPath, [join(BENCH_DIR, "loadgen.mjs"), JSON.stringify(spec)]);
+  const [command, argv] = pinnedCommand(plan.load, process.execPath, [
+    join(BENCH_DIR, "loadgen.mjs"),
+    JSON.stringify(spec),
+  ]);
   const child = spawn(command, argv, { stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   let stderr = "";
@@ -204,12 +221,21 @@ export async function throughput(plan, server, { body = BODY, connections, warmu
   const pids = processTree(server.pid);
   let cpuStart = 0;
   let cpuEnd = 0;
-  const result = await loadgen(plan, { mode: "closed", host: HOST, port: server.port, path: PATH, body, connections, warmupSeconds, seconds }, (edge) => {
-    if (edge === "window-start") cpuStart = cpuSeconds(pids);
-    else cpuEnd = cpuSeconds(pids);
-  });
-  if (result.failed > 0 || result.ok === 0) throw new Error(`${server.name}: ${result.failed} failed of ${result.ok + result.failed} requests`);
-  return { rps: result.rps, cpuPerRequestUs: ((cpuEnd - cpuStart) * 1e6) / result.ok, cpuUse: (cpuEnd - cpuStart) / result.seconds };
+  const result = await loadgen(
+    plan,
+    { mode: "closed", host: HOST, port: server.port, path: PATH, body, connections, warmupSeconds, seconds },
+    (edge) => {
+      if (edge === "window-start") cpuStart = cpuSeconds(pids);
+      else cpuEnd = cpuSeconds(pids);
+    },
+  );
+  if (result.failed > 0 || result.ok === 0)
+    throw new Error(`${server.name}: ${result.failed} failed of ${result.ok + result.failed} requests`);
+  return {
+    rps: result.rps,
+    cpuPerRequestUs: ((cpuEnd - cpuStart) * 1e6) / result.ok,
+    cpuUse: (cpuEnd - cpuStart) / result.seconds,
+  };
 }
 
 export function median(values) {
@@ -225,7 +251,10 @@ export function tempDir() {
 /** A gateway config whose one backend, `bench`, is the given type: so every server gets the same body. */
 export function writeGatewayConfig(dir, name, backendYaml) {
   const file = join(dir, `${name}.yaml`);
-  writeFileSync(file, `default_backend: bench\nbackends:\n  - name: bench\n${backendYaml.map((line) => `    ${line}`).join("\n")}\n`);
+  writeFileSync(
+    file,
+    `default_backend: bench\nbackends:\n  - name: bench\n${backendYaml.map((line) => `    ${line}`).join("\n")}\n`,
+  );
   return file;
 }
 

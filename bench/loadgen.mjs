@@ -26,7 +26,14 @@ function percentile(sorted, p) {
 
 function summary(latencies) {
   const sorted = Float64Array.from(latencies).sort();
-  return { count: sorted.length, p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99), p999: percentile(sorted, 99.9), max: sorted.length === 0 ? null : sorted[sorted.length - 1] };
+  return {
+    count: sorted.length,
+    p50: percentile(sorted, 50),
+    p90: percentile(sorted, 90),
+    p99: percentile(sorted, 99),
+    p999: percentile(sorted, 99.9),
+    max: sorted.length === 0 ? null : sorted[sorted.length - 1],
+  };
 }
 
 async function closed() {
@@ -112,7 +119,8 @@ async function open() {
       connection = idle.pop();
     }
     if (connection !== undefined) issue(connection);
-    else if (opened < MAX_CONNECTIONS) newConnection().then(issue, () => (failed++, ++answered === warmup + total && allAnswered()));
+    else if (opened < MAX_CONNECTIONS)
+      newConnection().then(issue, () => (failed++, ++answered === warmup + total && allAnswered()));
     else (failed++, ++answered === warmup + total && allAnswered());
   };
 
@@ -144,7 +152,18 @@ async function open() {
   await Promise.race([finished, new Promise((resolve) => setTimeout(resolve, 10_000))]);
   say("window-end");
   const measuredSeconds = Math.max(sendEnd - (start + warmup * interval), 1) / 1000;
-  say({ mode: "open", rate: spec.rate, sent: total, ok: latencies.length, failed, achievedRps: latencies.length / measuredSeconds, connectionsOpened: opened, maxInFlight, maxGeneratorLateMs: maxLateMs, latencyMs: summary(latencies) });
+  say({
+    mode: "open",
+    rate: spec.rate,
+    sent: total,
+    ok: latencies.length,
+    failed,
+    achievedRps: latencies.length / measuredSeconds,
+    connectionsOpened: opened,
+    maxInFlight,
+    maxGeneratorLateMs: maxLateMs,
+    latencyMs: summary(latencies),
+  });
   process.exit(0);
 }
 

@@ -23,7 +23,9 @@ for (let i = 0; i < profile.samples.length - 1; i++) {
   self.set(id, (self.get(id) ?? 0) + profile.timeDeltas[i + 1]);
 }
 const totalUs = [...self.values()].reduce((a, b) => a + b, 0);
-const idleUs = [...self].filter(([id]) => byId.get(id).callFrame.functionName === "(idle)").reduce((a, [, us]) => a + us, 0);
+const idleUs = [...self]
+  .filter(([id]) => byId.get(id).callFrame.functionName === "(idle)")
+  .reduce((a, [, us]) => a + us, 0);
 const busyUs = totalUs - idleUs;
 
 function where(frame) {
@@ -61,7 +63,9 @@ for (const [id, us] of self) {
 }
 
 const top = (map, n) => [...map].sort((a, b) => b[1] - a[1]).slice(0, n);
-process.stdout.write(`busy ${(busyUs / 1e6).toFixed(2)} s of ${(totalUs / 1e6).toFixed(2)} s sampled\n\nself time by package or file\n`);
+process.stdout.write(
+  `busy ${(busyUs / 1e6).toFixed(2)} s of ${(totalUs / 1e6).toFixed(2)} s sampled\n\nself time by package or file\n`,
+);
 for (const [key, us] of top(selfByFile, 25)) process.stdout.write(`${pct(us)}  ${key}\n`);
 process.stdout.write(`\nself time by function\n`);
 for (const [key, us] of top(selfByFunction, rows)) process.stdout.write(`${pct(us)}  ${key}\n`);

@@ -36,7 +36,15 @@ import {
   writeGatewayConfig,
 } from "./lib.mjs";
 
-const options = { rounds: 3, seconds: 3, warmup: 1, latencySeconds: 8, connections: 32, out: join(BENCH_DIR, "RESULTS.md"), gatewayNodeOptions: "" };
+const options = {
+  rounds: 3,
+  seconds: 3,
+  warmup: 1,
+  latencySeconds: 8,
+  connections: 32,
+  out: join(BENCH_DIR, "RESULTS.md"),
+  gatewayNodeOptions: "",
+};
 for (const arg of process.argv.slice(2)) {
   const match = /^--([\w-]+)(?:=(.*))?$/.exec(arg);
   if (match === null) throw new Error(`unknown argument ${arg}`);
@@ -70,12 +78,46 @@ const httpConfig = writeGatewayConfig(dir, "http", ["type: http", `url: ${upstre
 const gatewayLog = (name) => join(dir, `${name}.log`);
 const servers = {
   upstream,
-  proxy: await startServer({ name: "proxy", cpus: plan.server, args: ["bench/proxy.mjs"], env: { UPSTREAM: upstream.url } }),
-  expressUndici: await startServer({ name: "expressUndici", cpus: plan.server, args: ["bench/express-undici.mjs"], env: { UPSTREAM: upstream.url } }),
-  echo: await startServer({ name: "echo", cpus: plan.server, args: GATEWAY_ARGS, env: gatewayEnv(echoConfig, gatewayExtra), logFile: gatewayLog("echo") }),
-  http: await startServer({ name: "http", cpus: plan.server, args: GATEWAY_ARGS, env: gatewayEnv(httpConfig, gatewayExtra), logFile: gatewayLog("http") }),
-  echo2: await startServer({ name: "echo2", cpus: plan.serverPair, args: GATEWAY_ARGS, env: gatewayEnv(echoConfig, { ...gatewayExtra, WORKERS: "2" }), logFile: gatewayLog("echo2") }),
-  http2: await startServer({ name: "http2", cpus: plan.serverPair, args: GATEWAY_ARGS, env: gatewayEnv(httpConfig, { ...gatewayExtra, WORKERS: "2" }), logFile: gatewayLog("http2") }),
+  proxy: await startServer({
+    name: "proxy",
+    cpus: plan.server,
+    args: ["bench/proxy.mjs"],
+    env: { UPSTREAM: upstream.url },
+  }),
+  expressUndici: await startServer({
+    name: "expressUndici",
+    cpus: plan.server,
+    args: ["bench/express-undici.mjs"],
+    env: { UPSTREAM: upstream.url },
+  }),
+  echo: await startServer({
+    name: "echo",
+    cpus: plan.server,
+    args: GATEWAY_ARGS,
+    env: gatewayEnv(echoConfig, gatewayExtra),
+    logFile: gatewayLog("echo"),
+  }),
+  http: await startServer({
+    name: "http",
+    cpus: plan.server,
+    args: GATEWAY_ARGS,
+    env: gatewayEnv(httpConfig, gatewayExtra),
+    logFile: gatewayLog("http"),
+  }),
+  echo2: await startServer({
+    name: "echo2",
+    cpus: plan.serverPair,
+    args: GATEWAY_ARGS,
+    env: gatewayEnv(echoConfig, { ...gatewayExtra, WORKERS: "2" }),
+    logFile: gatewayLog("echo2"),
+  }),
+  http2: await startServer({
+    name: "http2",
+    cpus: plan.serverPair,
+    args: GATEWAY_ARGS,
+    env: gatewayEnv(httpConfig, { ...gatewayExtra, WORKERS: "2" }),
+    logFile: gatewayLog("http2"),
+  }),
 };
 // A cluster answers once its first worker listens; give the second one time to join before measuring.
 await sleep(1500);
@@ -101,7 +143,8 @@ const signal = (server, name) => {
  * path's p99 at 1000 req/s read 12-56 ms over the upstream's with its neighbours running, 3-4 ms without).
  */
 function place(name) {
-  for (const [other, server] of Object.entries(servers)) signal(server, other === name || (other === "upstream" && name !== "upstream") ? "SIGCONT" : "SIGSTOP");
+  for (const [other, server] of Object.entries(servers))
+    signal(server, other === name || (other === "upstream" && name !== "upstream") ? "SIGCONT" : "SIGSTOP");
   const server = servers[name];
   repin(processTree(server.pid), isCluster(name) ? plan.serverPair : plan.server);
   if (name !== "upstream") repin([upstream.pid], plan.behind);
@@ -112,7 +155,16 @@ const idle = {};
 for (const [name, server] of Object.entries(servers)) {
   place(name);
   // A few requests first, so that what is measured is a server that has served, not one still loading.
-  await loadgen(plan, { mode: "closed", host: HOST, port: server.port, path: PATH, body: BODY, connections: 1, warmupSeconds: 0, seconds: 0.3 });
+  await loadgen(plan, {
+    mode: "closed",
+    host: HOST,
+    port: server.port,
+    path: PATH,
+    body: BODY,
+    connections: 1,
+    warmupSeconds: 0,
+    seconds: 0.3,
+  });
 }
 await sleep(500);
 for (const [name, server] of Object.entries(servers)) idle[name] = memoryMiB(processTree(server.pid)).rss;
@@ -127,14 +179,34 @@ const latency = {};
 say("bench: warming up for the latency runs");
 for (const name of latencyTargets) {
   place(name);
-  await loadgen(plan, { mode: "open", host: HOST, port: servers[name].port, path: PATH, body: BODY, rate: 1000, warmupSeconds: 0, seconds: 3 * options.warmup, preconnect: 4 });
+  await loadgen(plan, {
+    mode: "open",
+    host: HOST,
+    port: servers[name].port,
+    path: PATH,
+    body: BODY,
+    rate: 1000,
+    warmupSeconds: 0,
+    seconds: 3 * options.warmup,
+    preconnect: 4,
+  });
 }
 for (const rate of [200, 1000]) {
   latency[rate] = {};
   for (const name of latencyTargets) {
     say(`bench: latency at ${rate} req/s: ${name}`);
     place(name);
-    latency[rate][name] = await loadgen(plan, { mode: "open", host: HOST, port: servers[name].port, path: PATH, body: BODY, rate, warmupSeconds: 1, seconds: options.latencySeconds, preconnect: 4 });
+    latency[rate][name] = await loadgen(plan, {
+      mode: "open",
+      host: HOST,
+      port: servers[name].port,
+      path: PATH,
+      body: BODY,
+      rate,
+      warmupSeconds: 1,
+      seconds: options.latencySeconds,
+      preconnect: 4,
+    });
   }
 }
 
@@ -143,7 +215,16 @@ say("bench: time to first byte of a stream");
 const ttfb = {};
 for (const name of ["upstream", "http"]) {
   place(name);
-  ttfb[name] = await loadgen(plan, { mode: "ttfb", host: HOST, port: servers[name].port, path: PATH, body: STREAM_BODY, warmup: 50, count: options.rounds * 100, gapMs: 5 });
+  ttfb[name] = await loadgen(plan, {
+    mode: "ttfb",
+    host: HOST,
+    port: servers[name].port,
+    path: PATH,
+    body: STREAM_BODY,
+    warmup: 50,
+    count: options.rounds * 100,
+    gapMs: 5,
+  });
 }
 
 // ---- throughput: closed loop, interleaved rounds -----------------------------------------------------
@@ -152,7 +233,12 @@ const order = Object.keys(servers);
 say("bench: warming up every server");
 for (const name of order) {
   place(name);
-  await throughput(plan, servers[name], { body: BODY, connections: options.connections, warmupSeconds: 0, seconds: options.warmup * 2 });
+  await throughput(plan, servers[name], {
+    body: BODY,
+    connections: options.connections,
+    warmupSeconds: 0,
+    seconds: options.warmup * 2,
+  });
 }
 const runs = Object.fromEntries(order.map((name) => [name, []]));
 for (let round = 0; round < options.rounds; round++) {
@@ -161,7 +247,14 @@ for (let round = 0; round < options.rounds; round++) {
     // Each round starts one server later, so a slow spell of a shared machine does not always hit the same one.
     const name = order[(i + round) % order.length];
     place(name);
-    runs[name].push(await throughput(plan, servers[name], { body: BODY, connections: options.connections, warmupSeconds: options.warmup, seconds: options.seconds }));
+    runs[name].push(
+      await throughput(plan, servers[name], {
+        body: BODY,
+        connections: options.connections,
+        warmupSeconds: options.warmup,
+        seconds: options.seconds,
+      }),
+    );
   }
 }
 const rps = (name) => median(runs[name].map((run) => run.rps));
@@ -169,9 +262,16 @@ const cpuUs = (name) => median(runs[name].map((run) => run.cpuPerRequestUs));
 const baseline = rps("upstream");
 
 // ---- memory at peak, and the access log written all along --------------------------------------------
-const peak = Object.fromEntries(Object.entries(servers).map(([name, server]) => [name, memoryMiB(processTree(server.pid)).peak]));
+const peak = Object.fromEntries(
+  Object.entries(servers).map(([name, server]) => [name, memoryMiB(processTree(server.pid)).peak]),
+);
 const accessLines = Object.fromEntries(
-  ["echo", "http", "echo2", "http2"].map((name) => [name, readFileSync(gatewayLog(name), "utf8").split("\n").filter((line) => line.includes('"message":"request"')).length]),
+  ["echo", "http", "echo2", "http2"].map((name) => [
+    name,
+    readFileSync(gatewayLog(name), "utf8")
+      .split("\n")
+      .filter((line) => line.includes('"message":"request"')).length,
+  ]),
 );
 for (const server of Object.values(servers)) signal(server, "SIGCONT");
 stopAll();
@@ -182,7 +282,12 @@ const elapsedSeconds = (Date.now() - started) / 1000;
 const f0 = (n) => (n === null || n === undefined ? "–" : n.toFixed(0));
 const f2 = (n) => (n === null || n === undefined ? "–" : n.toFixed(2));
 const ratio = (n) => `${n.toFixed(3)}x`;
-const table = (header, rows) => [`| ${header.join(" | ")} |`, `| ${header.map(() => "---").join(" | ")} |`, ...rows.map((row) => `| ${row.join(" | ")} |`)].join("\n");
+const table = (header, rows) =>
+  [
+    `| ${header.join(" | ")} |`,
+    `| ${header.map(() => "---").join(" | ")} |`,
+    ...rows.map((row) => `| ${row.join(" | ")} |`),
+  ].join("\n");
 
 const throughputTable = table(
   ["server", "req/s (median)", "rounds", "vs upstream", "CPU µs/req", "RSS idle MiB", "RSS peak MiB"],
@@ -215,11 +320,28 @@ for (const rate of [200, 1000]) {
     ]);
   }
 }
-const latencyTable = table(["req/s offered", "server", "req/s answered", "p50 / p99 / p99.9 ms", "added over upstream, ms", "most in flight", "failed"], latencyRows);
+const latencyTable = table(
+  [
+    "req/s offered",
+    "server",
+    "req/s answered",
+    "p50 / p99 / p99.9 ms",
+    "added over upstream, ms",
+    "most in flight",
+    "failed",
+  ],
+  latencyRows,
+);
 
 const ttfbTable = table(
   ["stream", "first byte p50 ms", "first byte p99 ms", "whole stream p50 ms", "failed"],
-  ["upstream", "http"].map((name) => [name === "upstream" ? "upstream directly" : "through the gateway (http backend)", f2(ttfb[name].firstByteMs.p50), f2(ttfb[name].firstByteMs.p99), f2(ttfb[name].totalMs.p50), String(ttfb[name].failed)]),
+  ["upstream", "http"].map((name) => [
+    name === "upstream" ? "upstream directly" : "through the gateway (http backend)",
+    f2(ttfb[name].firstByteMs.p50),
+    f2(ttfb[name].firstByteMs.p99),
+    f2(ttfb[name].totalMs.p50),
+    String(ttfb[name].failed),
+  ]),
 );
 const ttfbAdded = ttfb.http.firstByteMs.p50 - ttfb.upstream.firstByteMs.p50;
 
@@ -239,12 +361,24 @@ const targets = table(
   [
     ["http path >= 0.13x upstream", ratio(rps("http") / baseline), check(rps("http") / baseline >= 0.13)],
     ["echo path >= 0.15x upstream", ratio(rps("echo") / baseline), check(rps("echo") / baseline >= 0.15)],
-    ["http added p50 <= 1 ms at 200 req/s", `${f2(lat200.http.latencyMs.p50 - lat200.upstream.latencyMs.p50)} ms`, check(lat200.http.latencyMs.p50 - lat200.upstream.latencyMs.p50 <= 1)],
-    ["http added p99 <= 5 ms at 200 req/s", `${f2(lat200.http.latencyMs.p99 - lat200.upstream.latencyMs.p99)} ms`, check(lat200.http.latencyMs.p99 - lat200.upstream.latencyMs.p99 <= 5)],
+    [
+      "http added p50 <= 1 ms at 200 req/s",
+      `${f2(lat200.http.latencyMs.p50 - lat200.upstream.latencyMs.p50)} ms`,
+      check(lat200.http.latencyMs.p50 - lat200.upstream.latencyMs.p50 <= 1),
+    ],
+    [
+      "http added p99 <= 5 ms at 200 req/s",
+      `${f2(lat200.http.latencyMs.p99 - lat200.upstream.latencyMs.p99)} ms`,
+      check(lat200.http.latencyMs.p99 - lat200.upstream.latencyMs.p99 <= 5),
+    ],
     [
       "http sustains 1000 req/s without queueing",
       `${f0(lat1000.http.achievedRps)} req/s answered, ${lat1000.http.failed} failed, at most ${lat1000.http.maxInFlight} in flight, p99 ${f2(lat1000.http.latencyMs.p99 - lat1000.upstream.latencyMs.p99)} ms over the upstream's (Express + undici alone: ${f2(lat1000.expressUndici.latencyMs.p99 - lat1000.upstream.latencyMs.p99)} ms, at most ${lat1000.expressUndici.maxInFlight} in flight)`,
-      check(lat1000.http.achievedRps >= 990 && lat1000.http.failed === 0 && lat1000.http.latencyMs.p99 - lat1000.upstream.latencyMs.p99 <= 5),
+      check(
+        lat1000.http.achievedRps >= 990 &&
+          lat1000.http.failed === 0 &&
+          lat1000.http.latencyMs.p99 - lat1000.upstream.latencyMs.p99 <= 5,
+      ),
     ],
     ["RSS < 100 MiB idle (http, one process)", `${f0(idle.http)} MiB`, check(idle.http < 100)],
     ["RSS < 160 MiB at peak (http, one process)", `${f0(peak.http)} MiB`, check(peak.http < 160)],
@@ -273,7 +407,11 @@ How to read each number: [bench/README.md](README.md).
 - Machine: ${cpu}, ${cpus().length} cores seen by Node, ${f0(totalmem() / 2 ** 30)} GiB, Linux ${release()}; load average ${loadBefore.map((n) => n.toFixed(2)).join(" ")} before, ${loadAfter.map((n) => n.toFixed(2)).join(" ")} after (the benchmark's own load included).
 - Pinning: ${describePlan(plan)}; every server not being measured (the upstream apart, when it is behind the one measured) is stopped with SIGSTOP meanwhile.
 - Versions: Node ${process.version}; gateway ${JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version} at ${commit || "unknown commit"}${dirty ? " with uncommitted changes" : ""}; express ${version("express")}, undici ${version("undici")}, prom-client ${version("prom-client")}, winston ${version("winston")}.
-- Gateway: \`node ${GATEWAY_NODE_FLAGS.join(" ")} dist/gateway/src/main.js\` (as shipped) with NODE_ENV=production${options.gatewayNodeOptions === "" ? "" : `, NODE_OPTIONS=${options.gatewayNodeOptions}`}, LOG_LEVEL=info (an access log line per request, to a file: ${Object.entries(accessLines).map(([name, count]) => `${name} ${count}`).join(", ")} lines), /metrics on, request validation on.
+- Gateway: \`node ${GATEWAY_NODE_FLAGS.join(" ")} dist/gateway/src/main.js\` (as shipped) with NODE_ENV=production${options.gatewayNodeOptions === "" ? "" : `, NODE_OPTIONS=${options.gatewayNodeOptions}`}, LOG_LEVEL=info (an access log line per request, to a file: ${Object.entries(
+  accessLines,
+)
+  .map(([name, count]) => `${name} ${count}`)
+  .join(", ")} lines), /metrics on, request validation on.
 - Load: closed loop with ${options.connections} keep-alive connections, ${options.rounds} interleaved rounds of ${options.warmup} s warm-up + ${options.seconds} s measured per server; latency from an open-loop generator on a fixed schedule, ${options.latencySeconds} s per rate after 1 s of warm-up, timed from each request's scheduled send time. Request body (the same for every server): \`${BODY}\`.
 
 ## Throughput on one core

@@ -12,14 +12,30 @@ const COMPLETION = Buffer.from(
     object: "chat.completion",
     created: 1700000000,
     model: "bench-upstream",
-    choices: [{ index: 0, message: { role: "assistant", content: "Hello! I am doing well, thank you for asking. How can I help you today?" }, finish_reason: "stop", logprobs: null }],
+    choices: [
+      {
+        index: 0,
+        message: {
+          role: "assistant",
+          content: "Hello! I am doing well, thank you for asking. How can I help you today?",
+        },
+        finish_reason: "stop",
+        logprobs: null,
+      },
+    ],
     usage: { prompt_tokens: 23, completion_tokens: 17, total_tokens: 40 },
   }),
 );
 
 const WORDS = ["Hello!", " I", " am", " doing", " well,", " thank", " you."];
 function chunk(delta, finishReason, usage) {
-  const body = { id: "chatcmpl-bench-0001", object: "chat.completion.chunk", created: 1700000000, model: "bench-upstream", choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }] };
+  const body = {
+    id: "chatcmpl-bench-0001",
+    object: "chat.completion.chunk",
+    created: 1700000000,
+    model: "bench-upstream",
+    choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
+  };
   if (usage !== undefined) body.usage = usage;
   return `data: ${JSON.stringify(body)}\n\n`;
 }
@@ -27,7 +43,9 @@ function chunk(delta, finishReason, usage) {
 // model's first token also leaves before the others exist.
 const STREAM_FIRST = chunk({ role: "assistant", content: WORDS[0] }, null);
 const STREAM_REST =
-  WORDS.slice(1).map((word) => chunk({ content: word }, null)).join("") +
+  WORDS.slice(1)
+    .map((word) => chunk({ content: word }, null))
+    .join("") +
   chunk({}, "stop") +
   `data: ${JSON.stringify({ id: "chatcmpl-bench-0001", object: "chat.completion.chunk", created: 1700000000, model: "bench-upstream", choices: [], usage: { prompt_tokens: 23, completion_tokens: 7, total_tokens: 30 } })}\n\n` +
   "data: [DONE]\n\n";

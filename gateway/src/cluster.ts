@@ -1,7 +1,14 @@
 import cluster, { type Worker } from "node:cluster";
 import type { Registry } from "prom-client";
 import type { Logger } from "winston";
-import { ClusterMetrics, SNAPSHOT_REPLY, SNAPSHOT_REQUEST, type Snapshot, type SnapshotReply, type SnapshotRequest } from "./cluster-metrics";
+import {
+  ClusterMetrics,
+  SNAPSHOT_REPLY,
+  SNAPSHOT_REQUEST,
+  type Snapshot,
+  type SnapshotReply,
+  type SnapshotRequest,
+} from "./cluster-metrics";
 
 /**
  * WORKERS > 1: a primary process forks the workers, each of which is the whole gateway (config, backends,
@@ -127,7 +134,8 @@ export function runPrimary(options: PrimaryOptions): void {
       };
       metrics.scrape().then(
         (text) => answer({ type: SCRAPE_REPLY, id: message.id, text }),
-        (error: unknown) => answer({ type: SCRAPE_REPLY, id: message.id, error: error instanceof Error ? error.message : String(error) }),
+        (error: unknown) =>
+          answer({ type: SCRAPE_REPLY, id: message.id, error: error instanceof Error ? error.message : String(error) }),
       );
     });
     return worker;

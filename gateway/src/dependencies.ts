@@ -34,16 +34,28 @@ export function buildDependencies(options: {
   const { config, registry, logger, env } = options;
   // One budget for the whole process: every backend's buffered answers count against it together.
   const responseBudget = new ResponseBudget(options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES);
-  const backends = config.backends.map((backendConfig) => registry.create(backendConfig, { env, logger, responseBudget }));
+  const backends = config.backends.map((backendConfig) =>
+    registry.create(backendConfig, { env, logger, responseBudget }),
+  );
   const defaultBackend = backends.find((backend) => backend.name === config.defaultBackend);
   // parseConfig guarantees the default exists; this guards against a config built by hand in a test.
   if (defaultBackend === undefined) throw new Error(`default backend '${config.defaultBackend}' is not configured`);
   const policies = new Map(config.backends.map((backendConfig) => [backendConfig.name, backendConfig.resilience]));
-  const fallbacks = new Map(config.backends.map((backendConfig) => [backendConfig.name, backendConfig.resilience.fallbacks]));
+  const fallbacks = new Map(
+    config.backends.map((backendConfig) => [backendConfig.name, backendConfig.resilience.fallbacks]),
+  );
   // One Registry per app: building two apps in one process (as tests do) never collides.
-  const metrics = createMetrics(new Registry(), backends.map((backend) => backend.name), fallbacks);
+  const metrics = createMetrics(
+    new Registry(),
+    backends.map((backend) => backend.name),
+    fallbacks,
+  );
   const admission = new Admission(config.access);
-  const accessMetrics = createAccessMetrics(metrics.registry, config.access.keys.map((key) => key.name), () => admission.requestsInFlight);
+  const accessMetrics = createAccessMetrics(
+    metrics.registry,
+    config.access.keys.map((key) => key.name),
+    () => admission.requestsInFlight,
+  );
   return {
     logger,
     backends,

@@ -39,7 +39,12 @@ function main(): void {
     const logger = createLogger({ level: settings.logLevel, service: "gateway" });
     for (const warning of secretFileWarnings(settings.configFile, config, ".env", process.env)) logger.warn(warning);
     if (workers > 1) {
-      runPrimary({ workers, logger, shutdownTimeoutSeconds: settings.shutdownTimeoutSeconds, drainDelaySeconds: settings.drainDelaySeconds });
+      runPrimary({
+        workers,
+        logger,
+        shutdownTimeoutSeconds: settings.shutdownTimeoutSeconds,
+        drainDelaySeconds: settings.drainDelaySeconds,
+      });
       return;
     }
   }
@@ -88,7 +93,9 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
     // At most one line per 10 s: a flood of refused connections must not become a flood of log lines.
     if (Date.now() - droppedWarned < 10_000) return;
     droppedWarned = Date.now();
-    logger.warn("connection limit reached: new connections are being closed", { maxConnections: settings.maxConnections });
+    logger.warn("connection limit reached: new connections are being closed", {
+      maxConnections: settings.maxConnections,
+    });
   });
   const cannotListen = (error: Error): void => {
     process.stderr.write(`gateway: cannot listen on ${settings.host}:${settings.port}: ${error.message}\n`);
@@ -101,8 +108,15 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
     const port = typeof address === "object" && address !== null ? address.port : settings.port;
     // Under WORKERS > 1 each worker says which it is, so its lines can be told apart.
     const worker = cluster.isWorker ? { worker: cluster.worker?.id, pid: process.pid } : {};
-    logger.info("gateway listening", { host: settings.host, port, config: settings.configFile, defaultBackend: config.defaultBackend, ...worker });
-    for (const backend of deps.backends) logger.info("backend ready", { backend: backend.name, type: backend.type, target: backend.target });
+    logger.info("gateway listening", {
+      host: settings.host,
+      port,
+      config: settings.configFile,
+      defaultBackend: config.defaultBackend,
+      ...worker,
+    });
+    for (const backend of deps.backends)
+      logger.info("backend ready", { backend: backend.name, type: backend.type, target: backend.target });
   });
   answerClientErrors(server);
 
@@ -117,11 +131,17 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
       closeListener(signal);
       return;
     }
-    logger.info("draining: /ready answers 503, still serving new connections until the delay ends", { signal, drainDelaySeconds: delay });
+    logger.info("draining: /ready answers 503, still serving new connections until the delay ends", {
+      signal,
+      drainDelaySeconds: delay,
+    });
     setTimeout(() => closeListener(signal), delay * 1000);
   };
   const closeListener = (signal: NodeJS.Signals): void => {
-    logger.info("shutting down: no new connections, waiting for requests in flight", { signal, timeoutSeconds: settings.shutdownTimeoutSeconds });
+    logger.info("shutting down: no new connections, waiting for requests in flight", {
+      signal,
+      timeoutSeconds: settings.shutdownTimeoutSeconds,
+    });
     const force = setTimeout(() => {
       logger.warn("shutdown timeout reached; closing remaining connections");
       server.closeAllConnections();

@@ -97,7 +97,9 @@ function readKnobs(req: Request, options: MockOptions): Knobs {
   const fromBody = record(record(req.body).mock);
   const pick = (bodyKey: string, header: string): string | undefined => {
     const value = fromBody[bodyKey] ?? req.get(header);
-    return value === undefined || value === null ? undefined : String(value);
+    return typeof value === "string" || typeof value === "number" || typeof value === "boolean"
+      ? String(value)
+      : undefined;
   };
   const status = Number(pick("status", "x-mock-status"));
   const fault = pick("fault", "x-mock-fault");
@@ -110,7 +112,11 @@ function readKnobs(req: Request, options: MockOptions): Knobs {
     faultAfter: bounded(pick("after", "x-mock-after"), 0, MAX_CHUNKS),
     retryAfter: pick("retry_after", "x-mock-retry-after"),
     chunks: chunks === undefined ? undefined : Math.max(1, bounded(chunks, 1, MAX_CHUNKS)),
-    chunkDelayMs: bounded(pick("chunk_delay_ms", "x-mock-chunk-delay-ms"), options.defaultChunkDelayMs ?? 0, MAX_DELAY_MS),
+    chunkDelayMs: bounded(
+      pick("chunk_delay_ms", "x-mock-chunk-delay-ms"),
+      options.defaultChunkDelayMs ?? 0,
+      MAX_DELAY_MS,
+    ),
     times: times === undefined ? undefined : bounded(times, 0, MAX_CHUNKS),
     key: pick("key", "x-mock-key"),
   };
@@ -160,8 +166,14 @@ async function streamAnswer(
     if (knobs.fault !== undefined && index === knobs.faultAfter) {
       if (knobs.fault === "reset") res.socket?.destroy();
       if (knobs.fault === "malformed") res.end('data: {"id": "broken", "choices": [\n\n');
-      if (knobs.fault === "deep") res.end(`data: {"choices":[{"index":0,"delta":{"content":"x","extra":${deepJson()}},"finish_reason":null}]}\n\ndata: [DONE]\n\n`);
-      if (knobs.fault === "error") res.end(`event: error\ndata: ${JSON.stringify({ error: { message: keyMessage(req), type: "mock_error", param: null, code: "mock_fault" } })}\n\n`);
+      if (knobs.fault === "deep")
+        res.end(
+          `data: {"choices":[{"index":0,"delta":{"content":"x","extra":${deepJson()}},"finish_reason":null}]}\n\ndata: [DONE]\n\n`,
+        );
+      if (knobs.fault === "error")
+        res.end(
+          `event: error\ndata: ${JSON.stringify({ error: { message: keyMessage(req), type: "mock_error", param: null, code: "mock_fault" } })}\n\n`,
+        );
       return; // hang (and empty): send nothing more, keep the socket open until the caller leaves
     }
     if (index > 0) await wait(knobs.chunkDelayMs, res);
@@ -170,7 +182,9 @@ async function streamAnswer(
   }
   res.write(chunk({}, "stop"));
   if (includeUsage) {
-    res.write(`data: ${JSON.stringify({ ...answer, object: "chat.completion.chunk", choices: [], usage: mockUsage(prompt, parts.join("")) })}\n\n`);
+    res.write(
+      `data: ${JSON.stringify({ ...answer, object: "chat.completion.chunk", choices: [], usage: mockUsage(prompt, parts.join("")) })}\n\n`,
+    );
   }
   res.end("data: [DONE]\n\n");
 }
@@ -192,7 +206,13 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
   app.use(express.json({ limit: "10mb" }));
   app.use((req, res, next) => {
     if (req.path.startsWith("/v1/")) {
-      const entry: SeenRequest = { method: req.method, path: req.path, headers: { ...req.headers }, body: req.body, receivedAt: Date.now() };
+      const entry: SeenRequest = {
+        method: req.method,
+        path: req.path,
+        headers: { ...req.headers },
+        body: req.body,
+        receivedAt: Date.now(),
+      };
       res.once("close", () => {
         if (!res.writableFinished) entry.closedEarlyAt = Date.now();
       });
@@ -212,7 +232,8 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
 
   app.post("/v1/chat/completions", async (req, res) => {
     let knobs = readKnobs(req, options);
-    if (knobs.times !== undefined && countOnce(knobs.key ?? req.get("x-request-id") ?? "") > knobs.times) knobs = withoutFaults(knobs, options);
+    if (knobs.times !== undefined && countOnce(knobs.key ?? req.get("x-request-id") ?? "") > knobs.times)
+      knobs = withoutFaults(knobs, options);
     const body = record(req.body);
     const streaming = body.stream === true;
     // A streamed fault placed after some chunks happens mid-stream, in streamAnswer.
@@ -229,7 +250,12 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
       return;
     }
     if (faultNow && knobs.fault === "deep" && !streaming) {
-      res.status(200).type("application/json").send(`{"choices":[{"index":0,"message":{"role":"assistant","content":"x","extra":${deepJson()}},"finish_reason":"stop"}]}`);
+      res
+        .status(200)
+        .type("application/json")
+        .send(
+          `{"choices":[{"index":0,"message":{"role":"assistant","content":"x","extra":${deepJson()}},"finish_reason":"stop"}]}`,
+        );
       return;
     }
     if (faultNow && knobs.fault === "empty") {
@@ -243,7 +269,11 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
       return;
     }
     const prompt = promptOf(body.messages);
-    const answer = { id: `chatcmpl-${randomUUID()}`, created: Math.floor(Date.now() / 1000), model: typeof body.model === "string" ? body.model : options.modelId };
+    const answer = {
+      id: `chatcmpl-${randomUUID()}`,
+      created: Math.floor(Date.now() / 1000),
+      model: typeof body.model === "string" ? body.model : options.modelId,
+    };
     if (streaming) {
       await streamAnswer(req, res, answer, prompt, knobs, record(body.stream_options).include_usage === true);
       return;
@@ -263,12 +293,22 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
   });
 
   app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    const status = typeof (error as { status?: unknown }).status === "number" ? (error as { status: number }).status : 500;
-    res.status(status).json({ error: { message: error instanceof Error ? error.message : String(error), type: "invalid_request_error", param: null, code: null } });
+    const status =
+      typeof (error as { status?: unknown }).status === "number" ? (error as { status: number }).status : 500;
+    res.status(status).json({
+      error: {
+        message: error instanceof Error ? error.message : String(error),
+        type: "invalid_request_error",
+        param: null,
+        code: null,
+      },
+    });
   });
 
   app.use((_req, res) => {
-    res.status(404).json({ error: { message: "not found", type: "invalid_request_error", param: null, code: "unknown_url" } });
+    res
+      .status(404)
+      .json({ error: { message: "not found", type: "invalid_request_error", param: null, code: "unknown_url" } });
   });
   return { app, seen };
 }

@@ -37,5 +37,9 @@ export function mockTokens(text: string): number {
 export function mockUsage(prompt: string, completion: string): MockUsage {
   const promptTokens = mockTokens(prompt);
   const completionTokens = mockTokens(completion);
-  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+  };
 }

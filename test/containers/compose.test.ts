@@ -3,7 +3,12 @@
  * be healthy), published on 127.0.0.1 at a free port, and checked end to end through that port.
  * Needs Docker with Compose v2; run with TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1.
  */
-import { DockerComposeEnvironment, getContainerRuntimeClient, type StartedDockerComposeEnvironment, Wait } from "testcontainers";
+import {
+  DockerComposeEnvironment,
+  getContainerRuntimeClient,
+  type StartedDockerComposeEnvironment,
+  Wait,
+} from "testcontainers";
 import { chat, CONTAINER_TEST_TIMEOUT_MS, freePort, REPO_ROOT, request, THREE_CURLS } from "./support";
 
 jest.setTimeout(CONTAINER_TEST_TIMEOUT_MS);

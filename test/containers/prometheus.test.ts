@@ -13,7 +13,15 @@
  */
 import { GenericContainer, type StartedTestContainer, Wait } from "testcontainers";
 import { eventually } from "../support/eventually";
-import { chat, type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
+import {
+  chat,
+  type RunningGateway,
+  type RunningMock,
+  startGateway,
+  startMock,
+  twoBackendConfig,
+  userMessage,
+} from "../support/servers";
 import { composeImage, CONTAINER_TEST_TIMEOUT_MS, freePort } from "./support";
 
 const SCRAPE_INTERVAL = "1s";
@@ -77,26 +85,49 @@ interface VectorResult {
 /** One instant query; the result vector, or an error that quotes what Prometheus said. */
 async function query(promql: string): Promise<VectorResult[]> {
   const response = await fetch(`${prometheusUrl}/api/v1/query?query=${encodeURIComponent(promql)}`);
-  const body = (await response.json()) as { status: string; error?: string; data?: { resultType: string; result: VectorResult[] } };
-  if (body.status !== "success" || body.data?.resultType !== "vector") throw new Error(`query ${promql} failed: ${body.error ?? JSON.stringify(body)}`);
+  const body = (await response.json()) as {
+    status: string;
+    error?: string;
+    data?: { resultType: string; result: VectorResult[] };
+  };
+  if (body.status !== "success" || body.data?.resultType !== "vector")
+    throw new Error(`query ${promql} failed: ${body.error ?? JSON.stringify(body)}`);
   return body.data.result;
 }
 
 /** `{backend: value}` from a query that sums by backend. */
 async function byBackend(promql: string): Promise<Record<string, number>> {
-  return Object.fromEntries((await query(promql)).map((sample) => [sample.metric.backend ?? "", Number(sample.value[1])]));
+  return Object.fromEntries(
+    (await query(promql)).map((sample) => [sample.metric.backend ?? "", Number(sample.value[1])]),
+  );
 }
 
 /** Prometheus' own answers, waited for; a read that fails (Prometheus still starting) is tried again. */
 function untilPrometheus<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
-  return eventually(what, read, done, { timeoutMs: WAIT_MS, intervalMs: POLL_MS, context: () => `prometheus log tail:\n${prometheusLog.slice(-3000)}` });
+  return eventually(what, read, done, {
+    timeoutMs: WAIT_MS,
+    intervalMs: POLL_MS,
+    context: () => `prometheus log tail:\n${prometheusLog.slice(-3000)}`,
+  });
 }
 
 beforeAll(async () => {
   mock = await startMock();
   gateway = await startGateway(twoBackendConfig(mock.url, "timeout: 5"));
   keyed = await startGateway(
-    ["default_backend: local", "backends:", "  - name: local", "    type: echo", "auth:", "  keys:", "    - name: app", "      key_env: API_KEY", "  metrics_key:", "    key_env: METRICS_KEY", ""].join("\n"),
+    [
+      "default_backend: local",
+      "backends:",
+      "  - name: local",
+      "    type: echo",
+      "auth:",
+      "  keys:",
+      "    - name: app",
+      "      key_env: API_KEY",
+      "  metrics_key:",
+      "    key_env: METRICS_KEY",
+      "",
+    ].join("\n"),
     { env: { API_KEY, METRICS_KEY } },
   );
 
@@ -107,12 +138,20 @@ beforeAll(async () => {
     // The official image's entrypoint is /bin/prometheus, the stand-in's command starts with `prometheus`:
     // naming it here runs the same flags on both.
     .withEntrypoint(["prometheus"])
-    .withCommand([`--config.file=${CONFIG_FILE}`, `--storage.tsdb.path=${DATA_DIR}`, `--web.listen-address=127.0.0.1:${port}`])
+    .withCommand([
+      `--config.file=${CONFIG_FILE}`,
+      `--storage.tsdb.path=${DATA_DIR}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+    ])
     .withTmpFs({ [DATA_DIR]: "rw,mode=1777" })
     // Copied in as root: world-readable, since the images run Prometheus as different users (nobody, prometheus).
     // The key is a test value, in a container only this test can reach.
     .withCopyContentToContainer([
-      { content: scrapeConfig(`127.0.0.1:${gateway.port}`, `127.0.0.1:${keyed.port}`, CREDENTIALS_FILE), target: CONFIG_FILE, mode: 0o444 },
+      {
+        content: scrapeConfig(`127.0.0.1:${gateway.port}`, `127.0.0.1:${keyed.port}`, CREDENTIALS_FILE),
+        target: CONFIG_FILE,
+        mode: 0o444,
+      },
       { content: METRICS_KEY, target: CREDENTIALS_FILE, mode: 0o444 },
     ])
     .withLogConsumer((stream) => {
@@ -124,7 +163,11 @@ beforeAll(async () => {
     .withStartupTimeout(120_000)
     .start();
 
-  await untilPrometheus("Prometheus to be ready", async () => (await fetch(`${prometheusUrl}/-/ready`)).status, (status) => status === 200);
+  await untilPrometheus(
+    "Prometheus to be ready",
+    async () => (await fetch(`${prometheusUrl}/-/ready`)).status,
+    (status) => status === 200,
+  );
   // Traffic goes out only after a first scrape has seen every series at 0, so rate() counts all of it.
   await untilPrometheus(
     "the first scrape of the gateway",
@@ -132,11 +175,18 @@ beforeAll(async () => {
     (result) => result.length === 1 && result[0]?.value[1] === "1",
   );
 
-  for (let i = 0; i < 3; i++) expect((await chat(gateway.url, { model: "local", messages: userMessage("Hello world") })).status).toBe(200);
-  for (let i = 0; i < 2; i++) expect((await chat(gateway.url, { model: "remote", messages: userMessage("Hello world") })).status).toBe(200);
-  expect((await chat(gateway.url, { model: "remote", messages: userMessage("x"), mock: { status: 500 } })).status).toBe(502);
+  for (let i = 0; i < 3; i++)
+    expect((await chat(gateway.url, { model: "local", messages: userMessage("Hello world") })).status).toBe(200);
+  for (let i = 0; i < 2; i++)
+    expect((await chat(gateway.url, { model: "remote", messages: userMessage("Hello world") })).status).toBe(200);
+  expect((await chat(gateway.url, { model: "remote", messages: userMessage("x"), mock: { status: 500 } })).status).toBe(
+    502,
+  );
   expect((await chat(gateway.url, "{not json")).status).toBe(400);
-  for (let i = 0; i < 2; i++) expect((await chat(keyed.url, { messages: userMessage("Hello") }, { authorization: `Bearer ${API_KEY}` })).status).toBe(200);
+  for (let i = 0; i < 2; i++)
+    expect(
+      (await chat(keyed.url, { messages: userMessage("Hello") }, { authorization: `Bearer ${API_KEY}` })).status,
+    ).toBe(200);
 }, CONTAINER_TEST_TIMEOUT_MS);
 
 afterAll(async () => {
@@ -147,35 +197,57 @@ afterAll(async () => {
 }, 15_000);
 
 describe("a real Prometheus scraping a gateway whose /metrics needs a key", () => {
-  it("scrapes it with the key from a credentials file, and is refused without", async () => {
-    const up = await untilPrometheus(
-      "both keyed jobs scraped",
-      async () => Object.fromEntries((await query('up{job=~"gateway-keyed.*"}')).map((sample) => [sample.metric.job ?? "", sample.value[1]])),
-      (seen) => Object.keys(seen).length === 2,
-    );
-    expect(up).toEqual({ "gateway-keyed": "1", "gateway-keyed-without-credentials": "0" });
-  }, WAIT_MS + 5000);
+  it(
+    "scrapes it with the key from a credentials file, and is refused without",
+    async () => {
+      const up = await untilPrometheus(
+        "both keyed jobs scraped",
+        async () =>
+          Object.fromEntries(
+            (await query('up{job=~"gateway-keyed.*"}')).map((sample) => [sample.metric.job ?? "", sample.value[1]]),
+          ),
+        (seen) => Object.keys(seen).length === 2,
+      );
+      expect(up).toEqual({ "gateway-keyed": "1", "gateway-keyed-without-credentials": "0" });
+    },
+    WAIT_MS + 5000,
+  );
 
-  it("sees requests per API key name", async () => {
-    const perKey = await untilPrometheus(
-      "the key's request count",
-      async () => Object.fromEntries((await query('sum by (key) (gateway_key_requests_total{job="gateway-keyed",code="200"})')).map((sample) => [sample.metric.key ?? "", Number(sample.value[1])])),
-      (seen) => seen.app === 2,
-    );
-    expect(perKey).toEqual({ app: 2 });
-  }, WAIT_MS + 5000);
+  it(
+    "sees requests per API key name",
+    async () => {
+      const perKey = await untilPrometheus(
+        "the key's request count",
+        async () =>
+          Object.fromEntries(
+            (await query('sum by (key) (gateway_key_requests_total{job="gateway-keyed",code="200"})')).map((sample) => [
+              sample.metric.key ?? "",
+              Number(sample.value[1]),
+            ]),
+          ),
+        (seen) => seen.app === 2,
+      );
+      expect(perKey).toEqual({ app: 2 });
+    },
+    WAIT_MS + 5000,
+  );
 });
 
 describe("a real Prometheus scraping the gateway", () => {
-  it("sees the requests per backend, 'none' for the refused one", async () => {
-    const expected = { local: 3, remote: 3, none: 1 };
-    const counts = await untilPrometheus(
-      "per-backend request counts",
-      () => byBackend("sum by (backend) (gateway_requests_total)"),
-      (seen) => JSON.stringify(seen, Object.keys(expected).sort()) === JSON.stringify(expected, Object.keys(expected).sort()),
-    );
-    expect(counts).toEqual(expected);
-  }, WAIT_MS + 5000);
+  it(
+    "sees the requests per backend, 'none' for the refused one",
+    async () => {
+      const expected = { local: 3, remote: 3, none: 1 };
+      const counts = await untilPrometheus(
+        "per-backend request counts",
+        () => byBackend("sum by (backend) (gateway_requests_total)"),
+        (seen) =>
+          JSON.stringify(seen, Object.keys(expected).sort()) === JSON.stringify(expected, Object.keys(expected).sort()),
+      );
+      expect(counts).toEqual(expected);
+    },
+    WAIT_MS + 5000,
+  );
 
   it("sees the remote backend's failure by reason", async () => {
     const errors = await byBackend('sum by (backend) (gateway_backend_errors_total{reason="http_status"})');
@@ -184,51 +256,76 @@ describe("a real Prometheus scraping the gateway", () => {
 
   it("sees tokens per backend", async () => {
     // remote: mock-remote's own count, 5 for each "Remote: Hello world" (the gateway's estimate would say 3).
-    expect(await byBackend('sum by (backend) (gateway_tokens_total{type="completion"})')).toEqual({ local: 9, remote: 10 });
+    expect(await byBackend('sum by (backend) (gateway_tokens_total{type="completion"})')).toEqual({
+      local: 9,
+      remote: 10,
+    });
   });
 
-  it("answers the README's request rate query per backend", async () => {
-    const rates = await untilPrometheus(
-      "a request rate for each backend",
-      () => byBackend("sum by (backend) (rate(gateway_requests_total[5m]))"),
-      (seen) => (seen.local ?? 0) > 0 && (seen.remote ?? 0) > 0,
-    );
-    expect(Object.keys(rates).sort()).toEqual(["local", "none", "remote"]);
-  }, WAIT_MS + 5000);
+  it(
+    "answers the README's request rate query per backend",
+    async () => {
+      const rates = await untilPrometheus(
+        "a request rate for each backend",
+        () => byBackend("sum by (backend) (rate(gateway_requests_total[5m]))"),
+        (seen) => (seen.local ?? 0) > 0 && (seen.remote ?? 0) > 0,
+      );
+      expect(Object.keys(rates).sort()).toEqual(["local", "none", "remote"]);
+    },
+    WAIT_MS + 5000,
+  );
 
-  it("answers the README's p99 latency query per backend", async () => {
-    const p99 = await untilPrometheus(
-      "a p99 latency for each backend",
-      () => byBackend("histogram_quantile(0.99, sum by (backend, le) (rate(gateway_request_duration_seconds_bucket[5m])))"),
-      (seen) => Number.isFinite(seen.local) && Number.isFinite(seen.remote),
-    );
-    expect(p99.local).toBeGreaterThan(0);
-    expect(p99.remote).toBeGreaterThan(0);
-  }, WAIT_MS + 5000);
+  it(
+    "answers the README's p99 latency query per backend",
+    async () => {
+      const p99 = await untilPrometheus(
+        "a p99 latency for each backend",
+        () =>
+          byBackend(
+            "histogram_quantile(0.99, sum by (backend, le) (rate(gateway_request_duration_seconds_bucket[5m])))",
+          ),
+        (seen) => Number.isFinite(seen.local) && Number.isFinite(seen.remote),
+      );
+      expect(p99.local).toBeGreaterThan(0);
+      expect(p99.remote).toBeGreaterThan(0);
+    },
+    WAIT_MS + 5000,
+  );
 
-  it("answers the README's error ratio query per backend", async () => {
-    const ratio = await untilPrometheus(
-      "an error ratio for each backend",
-      () => byBackend('sum by (backend) (rate(gateway_requests_total{code=~"5.."}[5m])) / sum by (backend) (rate(gateway_requests_total[5m]))'),
-      (seen) => seen.local !== undefined && (seen.remote ?? 0) > 0,
-    );
-    expect(ratio.local).toBe(0);
-    // One 502 in three remote requests; each backend's 502 count existed at 0 before, so rate() saw it.
-    expect(ratio.remote).toBeCloseTo(1 / 3, 5);
-  }, WAIT_MS + 5000);
+  it(
+    "answers the README's error ratio query per backend",
+    async () => {
+      const ratio = await untilPrometheus(
+        "an error ratio for each backend",
+        () =>
+          byBackend(
+            'sum by (backend) (rate(gateway_requests_total{code=~"5.."}[5m])) / sum by (backend) (rate(gateway_requests_total[5m]))',
+          ),
+        (seen) => seen.local !== undefined && (seen.remote ?? 0) > 0,
+      );
+      expect(ratio.local).toBe(0);
+      // One 502 in three remote requests; each backend's 502 count existed at 0 before, so rate() saw it.
+      expect(ratio.remote).toBeCloseTo(1 / 3, 5);
+    },
+    WAIT_MS + 5000,
+  );
 
-  it("answers the README's gateway overhead query per backend", async () => {
-    const overhead = await untilPrometheus(
-      "the mean gateway overhead for each backend",
-      () =>
-        byBackend(
-          "(sum by (backend) (rate(gateway_request_duration_seconds_sum[5m])) - sum by (backend) (rate(gateway_backend_request_duration_seconds_sum[5m]))) / sum by (backend) (rate(gateway_request_duration_seconds_count[5m]))",
-        ),
-      (seen) => Number.isFinite(seen.local) && Number.isFinite(seen.remote),
-    );
-    // Requests refused before routing never wait on a backend, so 'none' has no overhead figure.
-    expect(Object.keys(overhead).sort()).toEqual(["local", "remote"]);
-    expect(overhead.local).toBeGreaterThan(0);
-    expect(overhead.remote).toBeGreaterThan(0);
-  }, WAIT_MS + 5000);
+  it(
+    "answers the README's gateway overhead query per backend",
+    async () => {
+      const overhead = await untilPrometheus(
+        "the mean gateway overhead for each backend",
+        () =>
+          byBackend(
+            "(sum by (backend) (rate(gateway_request_duration_seconds_sum[5m])) - sum by (backend) (rate(gateway_backend_request_duration_seconds_sum[5m]))) / sum by (backend) (rate(gateway_request_duration_seconds_count[5m]))",
+          ),
+        (seen) => Number.isFinite(seen.local) && Number.isFinite(seen.remote),
+      );
+      // Requests refused before routing never wait on a backend, so 'none' has no overhead figure.
+      expect(Object.keys(overhead).sort()).toEqual(["local", "remote"]);
+      expect(overhead.local).toBeGreaterThan(0);
+      expect(overhead.remote).toBeGreaterThan(0);
+    },
+    WAIT_MS + 5000,
+  );
 });

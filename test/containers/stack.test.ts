@@ -14,7 +14,16 @@ import {
 } from "testcontainers";
 import type { SeenRequest } from "../../mock-remote/src/app";
 import { eventually } from "../support/eventually";
-import { type Answer, chat, CONTAINER_TEST_TIMEOUT_MS, InitContainer, REPO_ROOT, request, THREE_CURLS, userMessage } from "./support";
+import {
+  type Answer,
+  chat,
+  CONTAINER_TEST_TIMEOUT_MS,
+  InitContainer,
+  REPO_ROOT,
+  request,
+  THREE_CURLS,
+  userMessage,
+} from "./support";
 
 jest.setTimeout(CONTAINER_TEST_TIMEOUT_MS);
 
@@ -40,12 +49,17 @@ let mockUrl = "";
  * The gateway image as compose runs it, on our network. The main gateway waits for Docker to call it
  * healthy (which checks the image's HEALTHCHECK, at 5 s intervals); the extra ones only for /health, to save time.
  */
-function gatewayContainer(configFile = "config/compose.yaml", waitFor: "healthcheck" | "http" = "http"): GenericContainer {
+function gatewayContainer(
+  configFile = "config/compose.yaml",
+  waitFor: "healthcheck" | "http" = "http",
+): GenericContainer {
   return new InitContainer(GATEWAY_IMAGE)
     .withNetwork(requireValue(network, "network"))
     .withEnvironment({ CONFIG_FILE: configFile, SHUTDOWN_TIMEOUT: "10" })
     .withExposedPorts(8080)
-    .withWaitStrategy(waitFor === "healthcheck" ? Wait.forHealthCheck() : Wait.forHttp("/health", 8080).forStatusCode(200))
+    .withWaitStrategy(
+      waitFor === "healthcheck" ? Wait.forHealthCheck() : Wait.forHttp("/health", 8080).forStatusCode(200),
+    )
     .withStartupTimeout(60_000);
 }
 
@@ -71,8 +85,12 @@ function remote(mock: Record<string, unknown>, prompt = "Hello world"): Record<s
 beforeAll(async () => {
   // Built once for this file and shared. mock-remote first: with the classic builder testcontainers uses,
   // building `gateway` then reuses every cached stage.
-  const mockImage = await GenericContainer.fromDockerfile(REPO_ROOT, "Dockerfile").withTarget("mock-remote").build(MOCK_IMAGE, BUILD_OPTIONS);
-  await GenericContainer.fromDockerfile(REPO_ROOT, "Dockerfile").withTarget("gateway").build(GATEWAY_IMAGE, BUILD_OPTIONS);
+  const mockImage = await GenericContainer.fromDockerfile(REPO_ROOT, "Dockerfile")
+    .withTarget("mock-remote")
+    .build(MOCK_IMAGE, BUILD_OPTIONS);
+  await GenericContainer.fromDockerfile(REPO_ROOT, "Dockerfile")
+    .withTarget("gateway")
+    .build(GATEWAY_IMAGE, BUILD_OPTIONS);
 
   network = await new Network().start();
   // Side by side: the gateway does not call mock-remote until a request asks it to.
@@ -95,11 +113,15 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  const containers = [...extraContainers, gateway, mockRemote].filter((c): c is StartedTestContainer => c !== undefined);
+  const containers = [...extraContainers, gateway, mockRemote].filter(
+    (c): c is StartedTestContainer => c !== undefined,
+  );
   await Promise.allSettled(containers.map((container) => container.stop()));
   // stop() does nothing more for a container a test already stopped without removing: remove those here.
   const client = await getContainerRuntimeClient();
-  await Promise.allSettled(containers.map((container) => client.container.getById(container.getId()).remove({ force: true, v: true })));
+  await Promise.allSettled(
+    containers.map((container) => client.container.getById(container.getId()).remove({ force: true, v: true })),
+  );
   await network?.stop();
 });
 
@@ -118,17 +140,20 @@ describe("the images", () => {
   it.each([
     ["gateway", () => gateway, true],
     ["mock-remote", () => mockRemote, false],
-  ])("%s runs as node with NODE_ENV=production and production dependencies only", async (_name, container, hasConfig) => {
-    const result = await requireValue(container(), "container").exec(["node", "-e", PROBE]);
-    expect(result.exitCode).toBe(0);
-    expect(JSON.parse(result.stdout)).toEqual({
-      user: "node",
-      nodeEnv: "production",
-      devDependencies: [],
-      prodDependencies: ["express", "undici", "yaml"],
-      composeConfig: hasConfig,
-    });
-  });
+  ])(
+    "%s runs as node with NODE_ENV=production and production dependencies only",
+    async (_name, container, hasConfig) => {
+      const result = await requireValue(container(), "container").exec(["node", "-e", PROBE]);
+      expect(result.exitCode).toBe(0);
+      expect(JSON.parse(result.stdout)).toEqual({
+        user: "node",
+        nodeEnv: "production",
+        devDependencies: [],
+        prodDependencies: ["express", "undici", "yaml"],
+        composeConfig: hasConfig,
+      });
+    },
+  );
 
   it("reports the gateway healthy through the image's HEALTHCHECK", async () => {
     const client = await getContainerRuntimeClient();
@@ -152,11 +177,18 @@ describe("the remote backend, answered by the mock-remote container", () => {
     const answer = await chat(gatewayUrl, remote({}, "through the network"), { "x-request-id": requestId });
     expect(answer.status).toBe(200);
     expect(answer.headers.get("x-request-id")).toBe(requestId);
-    expect(answer.body).toMatchObject({ backend: "remote", choices: [{ message: { content: "Remote: through the network" } }] });
+    expect(answer.body).toMatchObject({
+      backend: "remote",
+      choices: [{ message: { content: "Remote: through the network" } }],
+    });
 
     const forwarded = (await seenByMock()).filter((seen) => seen.headers["x-request-id"] === requestId);
     expect(forwarded).toHaveLength(1);
-    expect(forwarded[0]).toMatchObject({ method: "POST", path: "/v1/chat/completions", body: { messages: userMessage("through the network") } });
+    expect(forwarded[0]).toMatchObject({
+      method: "POST",
+      path: "/v1/chat/completions",
+      body: { messages: userMessage("through the network") },
+    });
   });
 
   it.each([
@@ -166,7 +198,9 @@ describe("the remote backend, answered by the mock-remote container", () => {
   ])("turns %s (%j) into %i with an OpenAI error body", async (_what, knobs, status, code) => {
     const answer = await chat(gatewayUrl, remote(knobs));
     expect(answer.status).toBe(status);
-    expect(answer.body).toEqual({ error: { message: expect.stringContaining("Backend 'remote'"), type: "upstream_error", param: null, code } });
+    expect(answer.body).toEqual({
+      error: { message: expect.stringContaining("Backend 'remote'"), type: "upstream_error", param: null, code },
+    });
   });
 
   describe("with a backend timeout of 1 s", () => {
@@ -196,7 +230,12 @@ describe("the remote backend, answered by the mock-remote container", () => {
       const answer = await chat(shortTimeoutUrl, remote({ delay_ms: 3000 }));
       expect(answer.status).toBe(504);
       expect(answer.body).toEqual({
-        error: { message: expect.stringContaining("Backend 'remote'"), type: "upstream_error", param: null, code: "upstream_timeout" },
+        error: {
+          message: expect.stringContaining("Backend 'remote'"),
+          type: "upstream_error",
+          param: null,
+          code: "upstream_timeout",
+        },
       });
       // It gave up at the timeout instead of waiting for the 3 s answer.
       expect(performance.now() - started).toBeLessThan(2800);
@@ -205,7 +244,10 @@ describe("the remote backend, answered by the mock-remote container", () => {
     it("still answers quick requests", async () => {
       const answer = await chat(shortTimeoutUrl, remote({ delay_ms: 100 }));
       expect(answer.status).toBe(200);
-      expect(answer.body).toMatchObject({ backend: "remote", choices: [{ message: { content: "Remote: Hello world" } }] });
+      expect(answer.body).toMatchObject({
+        backend: "remote",
+        choices: [{ message: { content: "Remote: Hello world" } }],
+      });
     });
   });
 });
@@ -230,7 +272,9 @@ describe("streaming through the containers", () => {
   it("relays mock-remote's stream chunk by chunk, ending with [DONE]", async () => {
     const events = await streamEvents(remote({}, "Hello world"));
     expect(events[events.length - 1]).toBe("[DONE]");
-    const chunks = events.slice(0, -1).map((event) => JSON.parse(event) as { backend: string; choices: { delta: { content?: string } }[] });
+    const chunks = events
+      .slice(0, -1)
+      .map((event) => JSON.parse(event) as { backend: string; choices: { delta: { content?: string } }[] });
     expect(chunks.map((chunk) => chunk.choices[0]?.delta.content ?? "").join("")).toBe("Remote: Hello world");
     expect(chunks.every((chunk) => chunk.backend === "remote")).toBe(true);
   });
@@ -238,7 +282,9 @@ describe("streaming through the containers", () => {
   it("reports a stream cut mid-way as an error event before [DONE]", async () => {
     const events = await streamEvents(remote({ fault: "reset", after: 1 }));
     expect(events[events.length - 1]).toBe("[DONE]");
-    expect(JSON.parse(events[events.length - 2] ?? "{}")).toMatchObject({ error: { type: "upstream_error", code: "upstream_stream_error" } });
+    expect(JSON.parse(events[events.length - 2] ?? "{}")).toMatchObject({
+      error: { type: "upstream_error", code: "upstream_stream_error" },
+    });
   });
 });
 
@@ -283,7 +329,9 @@ describe("auth on, in the container", () => {
   it("refuses a request without a key with 401 and OpenAI's error body", async () => {
     const answer = await chat(authUrl, { messages: userMessage("Hello world") });
     expect(answer.status).toBe(401);
-    expect(answer.body).toEqual({ error: { message: expect.any(String), type: "invalid_request_error", param: null, code: "missing_api_key" } });
+    expect(answer.body).toEqual({
+      error: { message: expect.any(String), type: "invalid_request_error", param: null, code: "missing_api_key" },
+    });
     expect(answer.headers.get("x-should-retry")).toBe("false");
   });
 
@@ -295,7 +343,10 @@ describe("auth on, in the container", () => {
 
   it("sends mock-remote the upstream key, not the client's", async () => {
     const requestId = `auth-${randomUUID()}`;
-    const answer = await chat(authUrl, remote({}), { authorization: `Bearer ${GATEWAY_KEY}`, "x-request-id": requestId });
+    const answer = await chat(authUrl, remote({}), {
+      authorization: `Bearer ${GATEWAY_KEY}`,
+      "x-request-id": requestId,
+    });
     expect(answer.status).toBe(200);
     const forwarded = (await seenByMock()).filter((seen) => seen.headers["x-request-id"] === requestId);
     expect(forwarded).toHaveLength(1);
@@ -315,7 +366,12 @@ describe("auth on, in the container", () => {
   });
 
   it("logged key names and the permission warning, and no secret", async () => {
-    await eventually("the access line of the limited key's 429", async () => logs, (text) => text.includes('"status":429'), { timeoutMs: 10_000, intervalMs: 100 });
+    await eventually(
+      "the access line of the limited key's 429",
+      async () => logs,
+      (text) => text.includes('"status":429'),
+      { timeoutMs: 10_000, intervalMs: 100 },
+    );
     expect(logs).toContain('"key":"app"');
     expect(logs).toContain('"key":"limited"');
     expect(logs).toContain("config/auth.yaml holds API key hashes and is readable by every user");
@@ -348,7 +404,13 @@ describe("health and readiness", () => {
   it("lists the backends of config/compose.yaml as models", async () => {
     const answer = await request(`${gatewayUrl}/v1/models`);
     expect(answer.status).toBe(200);
-    expect(answer.body).toMatchObject({ object: "list", data: [{ id: "local", owned_by: "echo" }, { id: "remote", owned_by: "http" }] });
+    expect(answer.body).toMatchObject({
+      object: "list",
+      data: [
+        { id: "local", owned_by: "echo" },
+        { id: "remote", owned_by: "http" },
+      ],
+    });
   });
 });
 
@@ -361,15 +423,22 @@ describe("docker stop", () => {
 
     const requestId = `graceful-${randomUUID()}`;
     let answeredAt = 0;
-    const slow: Promise<Answer> = chat(urlOf(draining, 8080), remote({ delay_ms: 3000 }), { "x-request-id": requestId }).then((answer) => {
+    const slow: Promise<Answer> = chat(urlOf(draining, 8080), remote({ delay_ms: 3000 }), {
+      "x-request-id": requestId,
+    }).then((answer) => {
       answeredAt = performance.now();
       return answer;
     });
     // Stop only once the request has reached mock-remote, so it is truly in flight.
-    await eventually("the slow request to reach mock-remote", seenByMock, (seen) => seen.some((one) => one.headers["x-request-id"] === requestId), {
-      timeoutMs: 10_000,
-      intervalMs: 100,
-    });
+    await eventually(
+      "the slow request to reach mock-remote",
+      seenByMock,
+      (seen) => seen.some((one) => one.headers["x-request-id"] === requestId),
+      {
+        timeoutMs: 10_000,
+        intervalMs: 100,
+      },
+    );
 
     const stopIssuedAt = performance.now();
     // 20 s of grace (as compose gives), with the default 5 s DRAIN_DELAY first: long enough that only a gateway that never exits meets SIGKILL.
@@ -377,7 +446,10 @@ describe("docker stop", () => {
     const answer = await slow;
 
     expect(answer.status).toBe(200);
-    expect(answer.body).toMatchObject({ backend: "remote", choices: [{ message: { content: "Remote: Hello world" } }] });
+    expect(answer.body).toMatchObject({
+      backend: "remote",
+      choices: [{ message: { content: "Remote: Hello world" } }],
+    });
     expect(answeredAt).toBeGreaterThan(stopIssuedAt);
 
     const state = (await client.container.inspect(dockerContainer)).State;

@@ -13,7 +13,8 @@ export const REPO_ROOT = path.resolve(__dirname, "..", "..");
  */
 export function composeImage(service: string): string {
   const compose: unknown = parse(readFileSync(path.join(REPO_ROOT, "docker-compose.yml"), "utf8"));
-  const image = (compose as { services?: Record<string, { image?: unknown } | undefined> } | null)?.services?.[service]?.image;
+  const image = (compose as { services?: Record<string, { image?: unknown } | undefined> } | null)?.services?.[service]
+    ?.image;
   if (typeof image !== "string") throw new Error(`docker-compose.yml has no image for service ${service}`);
   return image;
 }
@@ -31,14 +32,21 @@ export interface Answer {
 }
 
 /** GET or POST JSON and read a JSON answer. */
-export async function request(url: string, init: { body?: unknown; headers?: Record<string, string> } = {}): Promise<Answer> {
+export async function request(
+  url: string,
+  init: { body?: unknown; headers?: Record<string, string> } = {},
+): Promise<Answer> {
   const response = await fetch(url, {
     method: init.body === undefined ? "GET" : "POST",
     headers: { "content-type": "application/json", ...init.headers },
     ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
     signal: AbortSignal.timeout(HTTP_TIMEOUT_MS),
   });
-  return { status: response.status, headers: response.headers, body: (await response.json()) as Record<string, unknown> };
+  return {
+    status: response.status,
+    headers: response.headers,
+    body: (await response.json()) as Record<string, unknown>,
+  };
 }
 
 export function chat(baseUrl: string, body: unknown, headers: Record<string, string> = {}): Promise<Answer> {
@@ -67,12 +75,20 @@ export const THREE_CURLS: readonly (readonly [string, Record<string, unknown>, R
   [
     "model 'remote' -> mock-remote",
     { model: "remote", messages: userMessage("Hello world") },
-    { object: "chat.completion", backend: "remote", choices: [{ message: { role: "assistant", content: "Remote: Hello world" } }] },
+    {
+      object: "chat.completion",
+      backend: "remote",
+      choices: [{ message: { role: "assistant", content: "Remote: Hello world" } }],
+    },
   ],
   [
     "no model -> the default backend",
     { messages: userMessage("Hello world") },
-    { object: "chat.completion", backend: "local", choices: [{ message: { role: "assistant", content: "Echo: Hello world" } }] },
+    {
+      object: "chat.completion",
+      backend: "local",
+      choices: [{ message: { role: "assistant", content: "Echo: Hello world" } }],
+    },
   ],
 ];
 
@@ -86,4 +102,3 @@ export class InitContainer extends GenericContainer {
     this.hostConfig.Init = true;
   }
 }
-

@@ -1,4 +1,12 @@
-import { chat, type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
+import {
+  chat,
+  type RunningGateway,
+  type RunningMock,
+  startGateway,
+  startMock,
+  twoBackendConfig,
+  userMessage,
+} from "../support/servers";
 
 let mock: RunningMock;
 let gateway: RunningGateway;
@@ -32,13 +40,21 @@ describe("routing by model (the README's three curls)", () => {
   it("answers model 'remote' through the http backend", async () => {
     const { status, body } = await chat(gateway.url, { model: "remote", messages: userMessage("Hello world") });
     expect(status).toBe(200);
-    expect(body).toMatchObject({ model: "remote", backend: "remote", choices: [{ message: { role: "assistant", content: "Remote: Hello world" } }] });
+    expect(body).toMatchObject({
+      model: "remote",
+      backend: "remote",
+      choices: [{ message: { role: "assistant", content: "Remote: Hello world" } }],
+    });
   });
 
   it("sends a request without a model to the default backend", async () => {
     const { status, body } = await chat(gateway.url, { messages: userMessage("Hello world") });
     expect(status).toBe(200);
-    expect(body).toMatchObject({ model: "local", backend: "local", choices: [{ message: { content: "Echo: Hello world" } }] });
+    expect(body).toMatchObject({
+      model: "local",
+      backend: "local",
+      choices: [{ message: { content: "Echo: Hello world" } }],
+    });
   });
 
   it("sends an unknown model to the default backend and reports the model asked for", async () => {
@@ -51,12 +67,21 @@ describe("routing by model (the README's three curls)", () => {
       model: "local",
       messages: [
         { role: "system", content: "ignored" },
-        { role: "user", content: [{ type: "text", text: "a b" }, { type: "image_url", image_url: { url: "data:," } }] },
+        {
+          role: "user",
+          content: [
+            { type: "text", text: "a b" },
+            { type: "image_url", image_url: { url: "data:," } },
+          ],
+        },
         { role: "assistant", content: null, tool_calls: [] },
         { role: "user", content: "c" },
       ],
     });
-    expect(body).toMatchObject({ choices: [{ message: { content: "Echo: a b\nc" } }], usage: { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 } });
+    expect(body).toMatchObject({
+      choices: [{ message: { content: "Echo: a b\nc" } }],
+      usage: { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 },
+    });
   });
 });
 
@@ -77,7 +102,13 @@ describe("the http backend", () => {
     expect(headers.get("x-request-id")).toBe("trace-forward-1");
     const seen = mock.seen.find((request) => request.headers["x-request-id"] === "trace-forward-1");
     expect(seen?.path).toBe("/v1/chat/completions");
-    expect(seen?.body).toEqual({ model: "remote", messages: userMessage("fwd"), temperature: 0.5, top_k: 40, user: "u-1" });
+    expect(seen?.body).toEqual({
+      model: "remote",
+      messages: userMessage("fwd"),
+      temperature: 0.5,
+      top_k: 40,
+      user: "u-1",
+    });
   });
 });
 
@@ -103,13 +134,23 @@ describe("request ids", () => {
     await new Promise((resolve) => setTimeout(resolve, 20));
     const lines = gateway.logLines().filter((line) => line.requestId === "logged-id-1");
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatchObject({ message: "request", method: "POST", path: "/v1/chat/completions", status: 200, backend: "local", service: "gateway" });
+    expect(lines[0]).toMatchObject({
+      message: "request",
+      method: "POST",
+      path: "/v1/chat/completions",
+      status: 200,
+      backend: "local",
+      service: "gateway",
+    });
     expect(typeof lines[0]?.durationMs).toBe("number");
   });
 });
 
 describe("bad input", () => {
-  function expectOpenAIError(body: Record<string, unknown>, fields: { type: string; param?: string | null; code?: string | null }) {
+  function expectOpenAIError(
+    body: Record<string, unknown>,
+    fields: { type: string; param?: string | null; code?: string | null },
+  ) {
     const error = body.error as Record<string, unknown>;
     expect(Object.keys(error).sort()).toEqual(["code", "message", "param", "type"]);
     expect(typeof error.message).toBe("string");
@@ -128,15 +169,50 @@ describe("bad input", () => {
     ["messages that is not an array", { messages: "hi" }, "messages", "messages must be a non-empty array"],
     ["a message that is not an object", { messages: ["hi"] }, "messages[0]", "each message must be an object"],
     ["an unknown role", { messages: [{ role: "robot", content: "x" }] }, "messages[0].role", "role must be one of"],
-    ["user content of the wrong type", { messages: [{ role: "user", content: 5 }] }, "messages[0].content", "must be a string or an array"],
-    ["user content missing", { messages: [{ role: "user" }] }, "messages[0].content", "messages[0].content is required"],
-    ["a content part without type", { messages: [{ role: "user", content: [{ text: "x" }] }] }, "messages[0].content", "[0] must be an object"],
+    [
+      "user content of the wrong type",
+      { messages: [{ role: "user", content: 5 }] },
+      "messages[0].content",
+      "must be a string or an array",
+    ],
+    [
+      "user content missing",
+      { messages: [{ role: "user" }] },
+      "messages[0].content",
+      "messages[0].content is required",
+    ],
+    [
+      "a content part without type",
+      { messages: [{ role: "user", content: [{ text: "x" }] }] },
+      "messages[0].content",
+      "[0] must be an object",
+    ],
     ["a model that is not a string", { model: 7, messages: userMessage("x") }, "model", "model must be a string"],
-    ["a temperature out of range", { temperature: 3, messages: userMessage("x") }, "temperature", "temperature must be a number from 0 to 2"],
-    ["a max_tokens that is not an integer", { max_tokens: 1.5, messages: userMessage("x") }, "max_tokens", "max_tokens must be an integer"],
+    [
+      "a temperature out of range",
+      { temperature: 3, messages: userMessage("x") },
+      "temperature",
+      "temperature must be a number from 0 to 2",
+    ],
+    [
+      "a max_tokens that is not an integer",
+      { max_tokens: 1.5, messages: userMessage("x") },
+      "max_tokens",
+      "max_tokens must be an integer",
+    ],
     ["n other than 1", { n: 2, messages: userMessage("x") }, "n", "n must be 1"],
-    ["stream_options that is not an object", { stream: true, stream_options: "yes", messages: userMessage("x") }, "stream_options", "must be an object"],
-    ["a stream flag that is not a boolean", { stream: "yes", messages: userMessage("x") }, "stream", "stream must be a boolean"],
+    [
+      "stream_options that is not an object",
+      { stream: true, stream_options: "yes", messages: userMessage("x") },
+      "stream_options",
+      "must be an object",
+    ],
+    [
+      "a stream flag that is not a boolean",
+      { stream: "yes", messages: userMessage("x") },
+      "stream",
+      "stream must be a boolean",
+    ],
   ])("rejects %s with 400 naming the field", async (_what, payload, param, message) => {
     const { status, body } = await chat(gateway.url, payload);
     expect(status).toBe(400);
@@ -144,7 +220,11 @@ describe("bad input", () => {
     expect((body.error as { message: string }).message).toContain(message);
   });
 
-  it.each([["an array", "[1,2]"], ["a string", '"hello"'], ["null", "null"]])("rejects %s as the body", async (_what, raw) => {
+  it.each([
+    ["an array", "[1,2]"],
+    ["a string", '"hello"'],
+    ["null", "null"],
+  ])("rejects %s as the body", async (_what, raw) => {
     const { status, body } = await chat(gateway.url, raw);
     expect(status).toBe(400);
     expectOpenAIError(body, { type: "invalid_request_error" });
@@ -166,18 +246,24 @@ describe("bad input", () => {
       });
       expect(response.status).toBe(415);
       expect(response.headers.get("x-should-retry")).toBe("false");
-      expectOpenAIError((await response.json()) as Record<string, unknown>, { type: "invalid_request_error", code: "unsupported_media_type" });
+      expectOpenAIError((await response.json()) as Record<string, unknown>, {
+        type: "invalid_request_error",
+        code: "unsupported_media_type",
+      });
     },
   );
 
-  it.each(["application/json", "application/json; charset=utf-8", "APPLICATION/JSON", "application/vnd.api+json"])("reads a body sent as %s", async (contentType) => {
-    const response = await fetch(`${gateway.url}/v1/chat/completions`, {
-      method: "POST",
-      headers: { "content-type": contentType },
-      body: JSON.stringify({ messages: userMessage("Hello world") }),
-    });
-    expect(response.status).toBe(200);
-  });
+  it.each(["application/json", "application/json; charset=utf-8", "APPLICATION/JSON", "application/vnd.api+json"])(
+    "reads a body sent as %s",
+    async (contentType) => {
+      const response = await fetch(`${gateway.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": contentType },
+        body: JSON.stringify({ messages: userMessage("Hello world") }),
+      });
+      expect(response.status).toBe(200);
+    },
+  );
 
   it("reads a body sent without a Content-Type as JSON", async () => {
     const response = await fetch(`${gateway.url}/v1/chat/completions`, {
@@ -188,7 +274,9 @@ describe("bad input", () => {
   });
 
   it("allows an assistant turn without content", async () => {
-    const { status } = await chat(gateway.url, { messages: [{ role: "assistant", content: null, tool_calls: [] }, ...userMessage("x")] });
+    const { status } = await chat(gateway.url, {
+      messages: [{ role: "assistant", content: null, tool_calls: [] }, ...userMessage("x")],
+    });
     expect(status).toBe(200);
   });
 
@@ -207,7 +295,10 @@ describe("bad input", () => {
   it("answers 404 for an unknown path", async () => {
     const response = await fetch(`${gateway.url}/v1/completions`, { method: "POST" });
     expect(response.status).toBe(404);
-    expectOpenAIError((await response.json()) as Record<string, unknown>, { type: "invalid_request_error", code: "unknown_url" });
+    expectOpenAIError((await response.json()) as Record<string, unknown>, {
+      type: "invalid_request_error",
+      code: "unknown_url",
+    });
     expect(response.headers.get("x-request-id")).not.toBeNull();
   });
 
@@ -219,7 +310,10 @@ describe("bad input", () => {
     const response = await fetch(`${gateway.url}${path}`, { method });
     expect(response.status).toBe(405);
     expect(response.headers.get("allow")).toBe(allow);
-    expectOpenAIError((await response.json()) as Record<string, unknown>, { type: "invalid_request_error", code: "method_not_allowed" });
+    expectOpenAIError((await response.json()) as Record<string, unknown>, {
+      type: "invalid_request_error",
+      code: "method_not_allowed",
+    });
   });
 
   it("keeps serving others while bad requests pour in", async () => {
@@ -241,12 +335,20 @@ describe("models and health", () => {
     expect(body.object).toBe("list");
     expect(body.data.map((model) => model.id)).toEqual(["local", "remote"]);
     for (const model of body.data) {
-      expect(model).toEqual({ id: model.id, object: "model", created: expect.any(Number), owned_by: expect.any(String) });
+      expect(model).toEqual({
+        id: model.id,
+        object: "model",
+        created: expect.any(Number),
+        owned_by: expect.any(String),
+      });
     }
   });
 
   it("retrieves one model, and 404s an unknown one", async () => {
-    expect(await (await fetch(`${gateway.url}/v1/models/remote`)).json()).toMatchObject({ id: "remote", object: "model" });
+    expect(await (await fetch(`${gateway.url}/v1/models/remote`)).json()).toMatchObject({
+      id: "remote",
+      object: "model",
+    });
     const missing = await fetch(`${gateway.url}/v1/models/nope`);
     expect(missing.status).toBe(404);
     expect(await missing.json()).toMatchObject({ error: { code: "model_not_found", param: "model" } });

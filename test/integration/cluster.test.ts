@@ -40,7 +40,12 @@ function listening(output: string): Record<string, unknown>[] {
 }
 
 function waitFor(condition: () => boolean, what: string, output: () => string): Promise<boolean> {
-  return eventually(what, async () => condition(), (holds) => holds, { timeoutMs: 7500, intervalMs: 25, context: output });
+  return eventually(
+    what,
+    async () => condition(),
+    (holds) => holds,
+    { timeoutMs: 7500, intervalMs: 25, context: output },
+  );
 }
 
 /** The built gateway with WORKERS=2 on an ephemeral port, once both workers listen (bounded wait). */
@@ -48,7 +53,14 @@ async function startCluster(): Promise<Cluster> {
   const dir = clusterDir(ECHO_CONFIG);
   const child = spawn(process.execPath, [GATEWAY_MAIN], {
     cwd: dir,
-    env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", CONFIG_FILE: "config.yaml", WORKERS: "2", DRAIN_DELAY: "0" },
+    env: {
+      PATH: process.env.PATH ?? "",
+      PORT: "0",
+      HOST: "127.0.0.1",
+      CONFIG_FILE: "config.yaml",
+      WORKERS: "2",
+      DRAIN_DELAY: "0",
+    },
   });
   let output = "";
   let stdout = "";
@@ -59,7 +71,11 @@ async function startCluster(): Promise<Cluster> {
   child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
   const exit = new Promise<number | null>((resolveExit) => child.once("exit", (code) => resolveExit(code)));
   try {
-    await waitFor(() => listening(output).length >= 2 || child.exitCode !== null, "two workers to listen", () => output);
+    await waitFor(
+      () => listening(output).length >= 2 || child.exitCode !== null,
+      "two workers to listen",
+      () => output,
+    );
   } catch (error) {
     child.kill("SIGKILL");
     throw error;
@@ -71,11 +87,21 @@ async function startCluster(): Promise<Cluster> {
 /** One request on a connection of its own, so that node:cluster hands it to the next worker in turn. */
 function send(port: number, method: string, path: string, body?: string): Promise<{ status: number; text: string }> {
   return new Promise((resolveSend, reject) => {
-    const req = request({ host: "127.0.0.1", port, method, path, agent: false, headers: body === undefined ? {} : { "content-type": "application/json" } }, (res) => {
-      let text = "";
-      res.on("data", (chunk: Buffer) => (text += chunk.toString()));
-      res.on("end", () => resolveSend({ status: res.statusCode ?? 0, text }));
-    });
+    const req = request(
+      {
+        host: "127.0.0.1",
+        port,
+        method,
+        path,
+        agent: false,
+        headers: body === undefined ? {} : { "content-type": "application/json" },
+      },
+      (res) => {
+        let text = "";
+        res.on("data", (chunk: Buffer) => (text += chunk.toString()));
+        res.on("end", () => resolveSend({ status: res.statusCode ?? 0, text }));
+      },
+    );
     req.on("error", reject);
     req.end(body);
   });
@@ -85,7 +111,10 @@ const CHAT = JSON.stringify({ messages: [{ role: "user", content: "Hello world" 
 
 async function countedRequests(port: number): Promise<number> {
   const samples = parseExposition((await send(port, "GET", "/metrics")).text);
-  return select(samples, "gateway_requests_total", { backend: "local", code: "200" }).reduce((sum, sample) => sum + sample.value, 0);
+  return select(samples, "gateway_requests_total", { backend: "local", code: "200" }).reduce(
+    (sum, sample) => sum + sample.value,
+    0,
+  );
 }
 
 /**
@@ -96,7 +125,10 @@ async function settledCounts(port: number): Promise<{ requests: number; duration
   let previous = "";
   for (let attempt = 0; attempt < 40; attempt++) {
     const samples = parseExposition((await send(port, "GET", "/metrics")).text);
-    const counts = { requests: total(samples, "gateway_requests_total", { backend: "local" }), durations: total(samples, "gateway_request_duration_seconds_count", { backend: "local" }) };
+    const counts = {
+      requests: total(samples, "gateway_requests_total", { backend: "local" }),
+      durations: total(samples, "gateway_request_duration_seconds_count", { backend: "local" }),
+    };
     if (counts.requests === counts.durations && JSON.stringify(counts) === previous) return counts;
     previous = JSON.stringify(counts);
     await sleep(25);
@@ -135,7 +167,8 @@ describe("WORKERS=2", () => {
   it("serves /metrics summed over the workers, whichever worker answers the scrape", async () => {
     const before = await countedRequests(gateway.port);
     // New connections alternate between the workers, so each serves about half of these.
-    for (let i = 0; i < 10; i++) expect((await send(gateway.port, "POST", "/v1/chat/completions", CHAT)).status).toBe(200);
+    for (let i = 0; i < 10; i++)
+      expect((await send(gateway.port, "POST", "/v1/chat/completions", CHAT)).status).toBe(200);
     // A request is counted when its response closes, a moment after the client has read it: retry briefly.
     let counts: number[] = [];
     for (let attempt = 0; attempt < 40; attempt++) {
@@ -153,14 +186,19 @@ describe("WORKERS=2", () => {
   });
 
   it("replaces a worker that dies, and keeps its counts: summed counters never go backwards", async () => {
-    for (let i = 0; i < 10; i++) expect((await send(gateway.port, "POST", "/v1/chat/completions", CHAT)).status).toBe(200);
+    for (let i = 0; i < 10; i++)
+      expect((await send(gateway.port, "POST", "/v1/chat/completions", CHAT)).status).toBe(200);
     const before = await settledCounts(gateway.port);
     // Ten requests on fresh connections alternate between the two workers: the victim served some of them.
     expect(before.requests).toBeGreaterThanOrEqual(10);
 
     const victim = Number(listening(gateway.output())[0]?.pid);
     process.kill(victim, "SIGKILL");
-    await waitFor(() => listening(gateway.output()).length >= 3, "a replacement worker", gateway.output);
+    await waitFor(
+      () => listening(gateway.output()).length >= 3,
+      "a replacement worker",
+      () => gateway.output(),
+    );
     expect(gateway.output()).toContain('"message":"worker died; starting another"');
 
     // Nothing was served since `before`: the dead worker's last counts stay in the sum, once.
@@ -172,7 +210,8 @@ describe("WORKERS=2", () => {
     expect(select(after, "gateway_backend_up", { backend: "local" }).map((sample) => sample.value)).toEqual([1]);
     expect(total(after, "gateway_in_flight_requests", { backend: "local" })).toBe(0);
 
-    for (let i = 0; i < 4; i++) expect((await send(gateway.port, "POST", "/v1/chat/completions", CHAT)).status).toBe(200);
+    for (let i = 0; i < 4; i++)
+      expect((await send(gateway.port, "POST", "/v1/chat/completions", CHAT)).status).toBe(200);
     expect((await settledCounts(gateway.port)).requests).toBe(before.requests + 4);
   });
 
@@ -220,7 +259,10 @@ describe("WORKERS=2 logging requests with 14 KB paths", () => {
     // A line is logged when its response closes, a moment after the client has read it: wait briefly.
     const logged = () => gateway.stdout().split('"message":"request"').length - 1;
     for (let i = 0; i < 200 && logged() < requests; i++) await sleep(25);
-    const lines = gateway.stdout().split("\n").filter((line) => line !== "");
+    const lines = gateway
+      .stdout()
+      .split("\n")
+      .filter((line) => line !== "");
     const unparsed = lines.filter((line) => {
       try {
         JSON.parse(line);
@@ -230,7 +272,9 @@ describe("WORKERS=2 logging requests with 14 KB paths", () => {
       }
     });
     expect(unparsed.map((line) => `${line.slice(0, 80)}… (${line.length} chars)`)).toEqual([]);
-    const paths = lines.map((line) => JSON.parse(line) as { message?: string; path?: string }).filter((line) => line.message === "request");
+    const paths = lines
+      .map((line) => JSON.parse(line) as { message?: string; path?: string })
+      .filter((line) => line.message === "request");
     expect(paths).toHaveLength(requests);
     for (const { path } of paths) expect(path).toMatch(/^\/v1\/\d{4}\/p+…$/);
   });
@@ -239,7 +283,12 @@ describe("WORKERS=2 logging requests with 14 KB paths", () => {
 describe("WORKERS with a bad config", () => {
   it("fails once, in the primary, with the usual one line", () => {
     const dir = clusterDir("default_backend: nowhere\nbackends:\n  - name: local\n    type: echo\n");
-    const result = spawnSync(process.execPath, [GATEWAY_MAIN], { cwd: dir, env: { PATH: process.env.PATH ?? "", CONFIG_FILE: "config.yaml", WORKERS: "2" }, encoding: "utf8", timeout: 10000 });
+    const result = spawnSync(process.execPath, [GATEWAY_MAIN], {
+      cwd: dir,
+      env: { PATH: process.env.PATH ?? "", CONFIG_FILE: "config.yaml", WORKERS: "2" },
+      encoding: "utf8",
+      timeout: 10000,
+    });
     expect(result.status).toBe(1);
     expect(result.stdout).toBe("");
     expect(result.stderr.split("\n").filter((line) => line !== "")).toHaveLength(1);

@@ -2,7 +2,15 @@ import { connect, type Socket } from "node:net";
 import { brotliCompressSync, deflateSync, gzipSync } from "node:zlib";
 import { total } from "../support/exposition";
 import { scrape } from "../support/metrics";
-import { chat, type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
+import {
+  chat,
+  type RunningGateway,
+  type RunningMock,
+  startGateway,
+  startMock,
+  twoBackendConfig,
+  userMessage,
+} from "../support/servers";
 
 /**
  * What a client can do to the gateway with the request alone: bodies built to break it, bodies that never
@@ -34,14 +42,20 @@ function nestedBody(depth: number): string {
 }
 
 function post(gateway: RunningGateway, body: Buffer | string, headers: Record<string, string>): Promise<Response> {
-  return fetch(`${gateway.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
+  return fetch(`${gateway.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body,
+  });
 }
 
 describe("request bodies nested too deep", () => {
   let gateway: RunningGateway;
 
   beforeAll(async () => {
-    gateway = await gatewayWith(twoBackendConfig(mock.url, "retries: 2\nfallbacks: [local]\ncircuit_breaker: {failures: 2, cooldown: 60}"));
+    gateway = await gatewayWith(
+      twoBackendConfig(mock.url, "retries: 2\nfallbacks: [local]\ncircuit_breaker: {failures: 2, cooldown: 60}"),
+    );
   });
 
   it("are the client's 400, never retried, never sent to a fallback, never counted against the backend", async () => {
@@ -50,7 +64,14 @@ describe("request bodies nested too deep", () => {
       const response = await post(gateway, nestedBody(5000), {});
       expect(response.status).toBe(400);
       expect(response.headers.get("x-should-retry")).toBe("false");
-      expect(await response.json()).toEqual({ error: { message: expect.stringContaining("deeper than 128"), type: "invalid_request_error", param: null, code: "nesting_too_deep" } });
+      expect(await response.json()).toEqual({
+        error: {
+          message: expect.stringContaining("deeper than 128"),
+          type: "invalid_request_error",
+          param: null,
+          code: "nesting_too_deep",
+        },
+      });
     }
     expect(mock.seen.length).toBe(seenBefore);
     // The breaker (two failures) would be open by now had any of them counted.
@@ -89,16 +110,27 @@ describe("compressed request bodies", () => {
   });
 
   it.each(["gzip", "deflate", "br"])("are the client's 400 when they are not what %s says", async (encoding) => {
-    const response = await post(gateway, Buffer.from("this is not compressed at all, just text"), { "content-encoding": encoding });
+    const response = await post(gateway, Buffer.from("this is not compressed at all, just text"), {
+      "content-encoding": encoding,
+    });
     expect(response.status).toBe(400);
-    expect(await response.json()).toEqual({ error: { message: `The request body is not valid ${encoding} data.`, type: "invalid_request_error", param: null, code: "invalid_body" } });
+    expect(await response.json()).toEqual({
+      error: {
+        message: `The request body is not valid ${encoding} data.`,
+        type: "invalid_request_error",
+        param: null,
+        code: "invalid_body",
+      },
+    });
     expect(gateway.logText()).not.toContain('"level":"error"');
   });
 
   it("get 415 for an encoding the gateway does not decode", async () => {
     const response = await post(gateway, Buffer.from(body), { "content-encoding": "compress" });
     expect(response.status).toBe(415);
-    expect(await response.json()).toMatchObject({ error: { type: "invalid_request_error", code: "unsupported_encoding" } });
+    expect(await response.json()).toMatchObject({
+      error: { type: "invalid_request_error", code: "unsupported_encoding" },
+    });
   });
 
   it("get 415 for a charset other than UTF-8", async () => {
@@ -121,7 +153,14 @@ describe("request paths", () => {
     const gateway = await gatewayWith(twoBackendConfig(mock.url));
     const response = await fetch(`${gateway.url}/v1/models/%`);
     expect(response.status).toBe(400);
-    expect(await response.json()).toEqual({ error: { message: expect.stringContaining("decode"), type: "invalid_request_error", param: null, code: "invalid_request" } });
+    expect(await response.json()).toEqual({
+      error: {
+        message: expect.stringContaining("decode"),
+        type: "invalid_request_error",
+        param: null,
+        code: "invalid_request",
+      },
+    });
     expect(gateway.logText()).not.toContain('"level":"error"');
   });
 });
@@ -130,7 +169,10 @@ describe("request paths", () => {
 function trickle(port: number, localAddress: string): Promise<Socket> {
   return new Promise((resolveOpen, rejectOpen) => {
     const socket = connect({ port, host: "127.0.0.1", localAddress }, () => {
-      socket.write("POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{", () => resolveOpen(socket));
+      socket.write(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        () => resolveOpen(socket),
+      );
     });
     socket.on("error", rejectOpen);
   });
@@ -146,18 +188,29 @@ describe("request bodies that arrive slowly", () => {
     expect(reply).toMatch(/^HTTP\/1\.1 408 /);
     expect(reply.toLowerCase()).toContain("connection: close");
     expect(JSON.parse(reply.slice(reply.indexOf("\r\n\r\n") + 4))).toEqual({
-      error: { message: "The request body did not arrive within 1 s.", type: "invalid_request_error", param: null, code: "request_timeout" },
+      error: {
+        message: "The request body did not arrive within 1 s.",
+        type: "invalid_request_error",
+        param: null,
+        code: "request_timeout",
+      },
     });
   });
 
   it("hold no slot: a thousand trickling sockets leave completions answered", async () => {
-    const gateway = await gatewayWith(["max_concurrent_requests: 100", twoBackendConfig(mock.url)].join("\n"), { bodyTimeoutSeconds: 60 });
+    const gateway = await gatewayWith(["max_concurrent_requests: 100", twoBackendConfig(mock.url)].join("\n"), {
+      bodyTimeoutSeconds: 60,
+    });
     const sockets: Socket[] = [];
     try {
       // From another loopback address than the well-behaved client below, as an attacker would be.
       for (let i = 0; i < 1000; i++) sockets.push(await trickle(gateway.port, "127.0.0.2"));
       await new Promise((resolveWait) => setTimeout(resolveWait, 200));
-      const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => chat(gateway.url, { model: i % 2 === 0 ? "local" : "remote", messages: userMessage(`ok ${i}`) })));
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          chat(gateway.url, { model: i % 2 === 0 ? "local" : "remote", messages: userMessage(`ok ${i}`) }),
+        ),
+      );
       expect(answers.map((answer) => answer.status)).toEqual(Array.from({ length: 20 }, () => 200));
       const samples = await scrape(gateway.url);
       expect(total(samples, "gateway_admitted_requests_in_flight", {})).toBe(0);

@@ -14,7 +14,6 @@ import { freePort } from "../support/ports";
 import { startGatewayProcess } from "../support/process";
 import { bearer, type RunningMock, startMock, userMessage } from "../support/servers";
 
-
 const APP_KEY = "gw-leak-app-6b1f0c2d9e8a7f34";
 const HASHED_KEY = "gw-leak-hashed-0e4d8c2b6a9f1e37";
 const METRICS_KEY = "gw-leak-metrics-5c7a9e1b3d2f4a68";
@@ -45,7 +44,11 @@ async function call(url: string, init: RequestInit = {}): Promise<number> {
 }
 
 function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<number> {
-  return call(`${url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+  return call(`${url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
 }
 
 beforeAll(async () => {
@@ -92,7 +95,12 @@ beforeAll(async () => {
   writeFileSync(join(dir, ".env"), `APP_KEY=${APP_KEY}\nMETRICS_KEY=${METRICS_KEY}\n`);
   chmodSync(join(dir, ".env"), 0o644);
 
-  const started = await startGatewayProcess(dir, { CONFIG_FILE: "config.yaml", LOG_LEVEL: "silly", DRAIN_DELAY: "0", UPSTREAM_KEY });
+  const started = await startGatewayProcess(dir, {
+    CONFIG_FILE: "config.yaml",
+    LOG_LEVEL: "silly",
+    DRAIN_DELAY: "0",
+    UPSTREAM_KEY,
+  });
   child = started.child;
   const url = started.url;
 
@@ -107,22 +115,49 @@ beforeAll(async () => {
   // Upstream failures, one of which quotes the upstream key; a broken stream; bad input.
   await post(url, { model: "remote", messages: userMessage("Hello"), mock: { status: 401 } }, bearer(APP_KEY));
   await post(url, { model: "remote", messages: userMessage("Hello"), mock: { status: 500 } }, bearer(APP_KEY));
-  await post(url, { model: "remote", stream: true, messages: userMessage("Hello"), mock: { fault: "reset", after: 1 } }, bearer(APP_KEY));
+  await post(
+    url,
+    { model: "remote", stream: true, messages: userMessage("Hello"), mock: { fault: "reset", after: 1 } },
+    bearer(APP_KEY),
+  );
   // The upstream quotes the client's `user` before the key: every placement of the key around the point
   // where the gateway cuts quoted messages (300 characters), in an error answer and in a stream's error event.
   const before = "User : Incorrect API key provided: ".length;
   for (let offset = QUOTE_LIMIT - UPSTREAM_KEY.length - 2; offset <= QUOTE_LIMIT + 2; offset++) {
     const user = "u".repeat(offset - before);
     await post(url, { model: "quoting", user, messages: userMessage("Hello"), mock: { status: 401 } }, bearer(APP_KEY));
-    await post(url, { model: "quoting", user, stream: true, messages: userMessage("Hello"), mock: { fault: "error", after: 1 } }, bearer(APP_KEY));
+    await post(
+      url,
+      { model: "quoting", user, stream: true, messages: userMessage("Hello"), mock: { fault: "error", after: 1 } },
+      bearer(APP_KEY),
+    );
   }
-  await call(`${url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json", ...bearer(APP_KEY) }, body: "{ not json" });
-  await call(`${url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "text/plain", ...bearer(APP_KEY) }, body: "{}" });
+  await call(`${url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...bearer(APP_KEY) },
+    body: "{ not json",
+  });
+  await call(`${url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "text/plain", ...bearer(APP_KEY) },
+    body: "{}",
+  });
   // Wrong keys: near misses, keys in the wrong place, the wrong scheme.
-  for (const key of [`${APP_KEY}x`, APP_KEY.slice(0, -1), APP_KEY.toUpperCase(), METRICS_KEY, UPSTREAM_KEY, HASHED_KEY_SHA256]) {
+  for (const key of [
+    `${APP_KEY}x`,
+    APP_KEY.slice(0, -1),
+    APP_KEY.toUpperCase(),
+    METRICS_KEY,
+    UPSTREAM_KEY,
+    HASHED_KEY_SHA256,
+  ]) {
     await post(url, { messages: userMessage("Hello") }, bearer(key));
   }
-  await post(url, { messages: userMessage("Hello") }, { authorization: `Basic ${Buffer.from(`app:${APP_KEY}`).toString("base64")}` });
+  await post(
+    url,
+    { messages: userMessage("Hello") },
+    { authorization: `Basic ${Buffer.from(`app:${APP_KEY}`).toString("base64")}` },
+  );
   await post(url, { messages: userMessage("Hello") }, { authorization: APP_KEY });
   await post(url, { messages: userMessage("Hello") });
   await call(`${url}/v1/models`, { headers: bearer(`${HASHED_KEY}0`) });
@@ -164,7 +199,9 @@ describe("no secret leaks", () => {
   });
 
   it("no 4-character piece of the upstream key is printed or answered, wherever the upstream quoted it", () => {
-    expect(answers.filter((answer) => answer.includes("Incorrect API key provided: [redacted]")).length).toBeGreaterThan(0);
+    expect(
+      answers.filter((answer) => answer.includes("Incorrect API key provided: [redacted]")).length,
+    ).toBeGreaterThan(0);
     const pieces = piecesOf(UPSTREAM_KEY);
     expect(pieces.filter((piece) => output.includes(piece))).toEqual([]);
     for (const answer of answers) expect(pieces.filter((piece) => answer.includes(piece))).toEqual([]);

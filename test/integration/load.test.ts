@@ -100,18 +100,88 @@ interface Kind {
 const KINDS: readonly Kind[] = [
   { name: "echo", weight: 10, model: "local", stream: false, mock: {}, allowed: [200] },
   { name: "ok", weight: 25, model: "primary", stream: false, mock: {}, allowed: [200] },
-  { name: "ok stream", weight: 12, model: "primary", stream: true, mock: { chunks: 5, chunk_delay_ms: 2 }, allowed: [200] },
+  {
+    name: "ok stream",
+    weight: 12,
+    model: "primary",
+    stream: true,
+    mock: { chunks: 5, chunk_delay_ms: 2 },
+    allowed: [200],
+  },
   { name: "slow", weight: 3, model: "primary", stream: false, mock: { delay_ms: 50 }, allowed: [200] },
-  { name: "503 then ok (retry)", weight: 6, model: "primary", stream: false, mock: { status: 503, times: 1 }, allowed: [200] },
-  { name: "reset then ok (retry)", weight: 5, model: "primary", stream: false, mock: { fault: "reset", times: 1 }, allowed: [200] },
-  { name: "429 then ok (retry)", weight: 4, model: "primary", stream: false, mock: { status: 429, retry_after: "0", times: 1 }, allowed: [200] },
-  { name: "500 then ok (fallback)", weight: 4, model: "primary", stream: false, mock: { status: 500, times: 1 }, allowed: [200] },
-  { name: "hang then ok (timeout, fallback)", weight: 3, model: "primary", stream: false, mock: { fault: "hang", times: 1 }, allowed: [200] },
-  { name: "stream 500 then ok (fallback)", weight: 3, model: "primary", stream: true, mock: { status: 500, times: 1 }, allowed: [200] },
-  { name: "malformed everywhere", weight: 4, model: "primary", stream: false, mock: { fault: "malformed" }, allowed: [502] },
+  {
+    name: "503 then ok (retry)",
+    weight: 6,
+    model: "primary",
+    stream: false,
+    mock: { status: 503, times: 1 },
+    allowed: [200],
+  },
+  {
+    name: "reset then ok (retry)",
+    weight: 5,
+    model: "primary",
+    stream: false,
+    mock: { fault: "reset", times: 1 },
+    allowed: [200],
+  },
+  {
+    name: "429 then ok (retry)",
+    weight: 4,
+    model: "primary",
+    stream: false,
+    mock: { status: 429, retry_after: "0", times: 1 },
+    allowed: [200],
+  },
+  {
+    name: "500 then ok (fallback)",
+    weight: 4,
+    model: "primary",
+    stream: false,
+    mock: { status: 500, times: 1 },
+    allowed: [200],
+  },
+  {
+    name: "hang then ok (timeout, fallback)",
+    weight: 3,
+    model: "primary",
+    stream: false,
+    mock: { fault: "hang", times: 1 },
+    allowed: [200],
+  },
+  {
+    name: "stream 500 then ok (fallback)",
+    weight: 3,
+    model: "primary",
+    stream: true,
+    mock: { status: 500, times: 1 },
+    allowed: [200],
+  },
+  {
+    name: "malformed everywhere",
+    weight: 4,
+    model: "primary",
+    stream: false,
+    mock: { fault: "malformed" },
+    allowed: [502],
+  },
   { name: "upstream 400", weight: 4, model: "primary", stream: false, mock: { status: 400 }, allowed: [400] },
-  { name: "stream cut after 2 chunks", weight: 4, model: "primary", stream: true, mock: { fault: "reset", after: 2 }, allowed: [502] },
-  { name: "stream stalls after 1 chunk", weight: 2, model: "primary", stream: true, mock: { fault: "hang", after: 1 }, allowed: [504] },
+  {
+    name: "stream cut after 2 chunks",
+    weight: 4,
+    model: "primary",
+    stream: true,
+    mock: { fault: "reset", after: 2 },
+    allowed: [502],
+  },
+  {
+    name: "stream stalls after 1 chunk",
+    weight: 2,
+    model: "primary",
+    stream: true,
+    mock: { fault: "hang", after: 1 },
+    allowed: [504],
+  },
   // Half of these fail; the breaker opens often, so 503s with retry-after appear too.
   { name: "fragile", weight: 7, model: "fragile", stream: false, mock: {}, allowed: [200, 502, 503] },
   { name: "fragile 503", weight: 7, model: "fragile", stream: false, mock: { status: 503 }, allowed: [502, 503] },
@@ -158,7 +228,12 @@ function isErrorBody(value: unknown): boolean {
   const error = (value as { error?: unknown }).error;
   if (typeof error !== "object" || error === null) return false;
   const fields = error as Record<string, unknown>;
-  return typeof fields.message === "string" && typeof fields.type === "string" && (fields.code === null || typeof fields.code === "string") && "param" in fields;
+  return (
+    typeof fields.message === "string" &&
+    typeof fields.type === "string" &&
+    (fields.code === null || typeof fields.code === "string") &&
+    "param" in fields
+  );
 }
 
 /** The status the gateway records for a stream whose in-band error has this code. */
@@ -172,7 +247,12 @@ async function send(pool: Pool, kind: Kind, requestId: string): Promise<Outcome>
     method: "POST",
     path: "/v1/chat/completions",
     headers: { "content-type": "application/json", "x-request-id": requestId },
-    body: JSON.stringify({ model: kind.model, stream: kind.stream, messages: userMessage("Hello load"), mock: kind.mock }),
+    body: JSON.stringify({
+      model: kind.model,
+      stream: kind.stream,
+      messages: userMessage("Hello load"),
+      mock: kind.mock,
+    }),
     signal: AbortSignal.timeout(HUNG_AFTER_MS),
   });
   const text = await response.body.text();
@@ -189,12 +269,20 @@ async function send(pool: Pool, kind: Kind, requestId: string): Promise<Outcome>
     }
     if (response.statusCode === 200) {
       const choices = (body as { choices?: { message?: { content?: unknown } }[] }).choices;
-      const ok = (body as { object?: unknown }).object === "chat.completion" && typeof choices?.[0]?.message?.content === "string" && (body as { backend?: unknown }).backend === backend;
+      const ok =
+        (body as { object?: unknown }).object === "chat.completion" &&
+        typeof choices?.[0]?.message?.content === "string" &&
+        (body as { backend?: unknown }).backend === backend;
       return { ...base, status: 200, ...(ok ? {} : { malformed: "not a chat.completion naming its backend" }) };
     }
-    return { ...base, status: response.statusCode, ...(isErrorBody(body) ? {} : { malformed: "not an OpenAI error body" }) };
+    return {
+      ...base,
+      status: response.statusCode,
+      ...(isErrorBody(body) ? {} : { malformed: "not an OpenAI error body" }),
+    };
   }
-  if (!contentType.startsWith("text/event-stream")) return { ...base, status: 200, malformed: `stream with content-type ${contentType}` };
+  if (!contentType.startsWith("text/event-stream"))
+    return { ...base, status: 200, malformed: `stream with content-type ${contentType}` };
   const events = text.split("\n\n").filter((event) => event !== "");
   if (events[events.length - 1] !== "data: [DONE]" || events.filter((event) => event === "data: [DONE]").length !== 1) {
     return { ...base, status: 200, malformed: "stream does not end with exactly one [DONE]" };
@@ -203,7 +291,8 @@ async function send(pool: Pool, kind: Kind, requestId: string): Promise<Outcome>
   for (const [index, event] of events.slice(0, -1).entries()) {
     const payload = JSON.parse(event.replace(/^data: /, "")) as Record<string, unknown>;
     if (isErrorBody(payload)) {
-      if (index !== events.length - 2) return { ...base, status, malformed: "an error event that is not the last before [DONE]" };
+      if (index !== events.length - 2)
+        return { ...base, status, malformed: "an error event that is not the last before [DONE]" };
       status = inBandStatus((payload.error as { code?: unknown }).code);
     } else if (payload.object !== "chat.completion.chunk" || payload.backend !== backend) {
       return { ...base, status, malformed: "a chunk that is not a chat.completion.chunk naming its backend" };
@@ -223,7 +312,14 @@ async function run(pool: Pool, kinds: readonly Kind[], concurrency: number, labe
       try {
         outcomes[index] = await send(pool, kind, `${label}-${index}`);
       } catch (error) {
-        outcomes[index] = { kind, status: 0, backend: "none", stream: kind.stream, ms: HUNG_AFTER_MS, malformed: `no answer: ${String(error)}` };
+        outcomes[index] = {
+          kind,
+          status: 0,
+          backend: "none",
+          stream: kind.stream,
+          ms: HUNG_AFTER_MS,
+          malformed: `no answer: ${String(error)}`,
+        };
       }
     }
   };
@@ -237,11 +333,18 @@ interface Started {
   output(): string;
 }
 
-
 /** Starts a built program on a free loopback port and waits (bounded) until `readyPath` answers 2xx. */
-async function startProcess(args: readonly string[], env: Record<string, string>, cwd: string, readyPath: string): Promise<Started> {
+async function startProcess(
+  args: readonly string[],
+  env: Record<string, string>,
+  cwd: string,
+  readyPath: string,
+): Promise<Started> {
   const port = await freePort();
-  const child = spawn(process.execPath, args, { cwd, env: { PATH: process.env.PATH ?? "", PORT: String(port), HOST: "127.0.0.1", ...env } });
+  const child = spawn(process.execPath, args, {
+    cwd,
+    env: { PATH: process.env.PATH ?? "", PORT: String(port), HOST: "127.0.0.1", ...env },
+  });
   let output = "";
   // Keep only the start of what it says: the gateway, at LOG_LEVEL=error, should say nothing at all.
   const keep = (chunk: Buffer) => {
@@ -251,7 +354,10 @@ async function startProcess(args: readonly string[], env: Record<string, string>
   child.stderr?.on("data", keep);
   const url = `http://127.0.0.1:${port}`;
   for (let attempt = 0; attempt < 200 && child.exitCode === null; attempt++) {
-    const ready = await fetch(`${url}${readyPath}`).then((response) => response.ok, () => false);
+    const ready = await fetch(`${url}${readyPath}`).then(
+      (response) => response.ok,
+      () => false,
+    );
     if (ready) return { child, url, output: () => output };
     await new Promise((resolveWait) => setTimeout(resolveWait, 25));
   }
@@ -269,7 +375,12 @@ async function startGateway(mockUrl: string): Promise<Started> {
   writeFileSync(join(dir, "gc-on-signal.js"), 'process.on("SIGUSR2", () => globalThis.gc());\n');
   // With the V8 flag the gateway ships with (Dockerfile, make run): without it the young generation alone
   // grows to 128 MiB under this load and RSS after a second round moves by tens of MB either way.
-  return startProcess(["--expose-gc", "--max-semi-space-size=4", "--require", join(dir, "gc-on-signal.js"), GATEWAY_MAIN], { CONFIG_FILE: "config.yaml", LOG_LEVEL: "error", DRAIN_DELAY: "0" }, dir, "/ready");
+  return startProcess(
+    ["--expose-gc", "--max-semi-space-size=4", "--require", join(dir, "gc-on-signal.js"), GATEWAY_MAIN],
+    { CONFIG_FILE: "config.yaml", LOG_LEVEL: "error", DRAIN_DELAY: "0" },
+    dir,
+    "/ready",
+  );
 }
 
 async function stop(started: Started | undefined): Promise<void> {
@@ -320,7 +431,10 @@ function requestCounts(samples: readonly Sample[]): Map<string, number> {
   const counts = new Map<string, number>();
   for (const sample of samples) {
     if (sample.name !== "gateway_requests_total") continue;
-    counts.set(key(sample.labels.backend ?? "", Number(sample.labels.code), sample.labels.stream === "true"), sample.value);
+    counts.set(
+      key(sample.labels.backend ?? "", Number(sample.labels.code), sample.labels.stream === "true"),
+      sample.value,
+    );
   }
   return counts;
 }
@@ -378,14 +492,19 @@ describe(`${REQUESTS} requests, ${CONCURRENCY} at a time, through faults`, () =>
       [
         `load: ${REQUESTS} requests, ${CONCURRENCY} concurrent, ${seconds.toFixed(1)} s (${Math.round(REQUESTS / seconds)} req/s)`,
         `latency ms: p50 ${percentile(latencies, 50).toFixed(0)}, p99 ${percentile(latencies, 99).toFixed(0)}, max ${percentile(latencies, 100).toFixed(0)}`,
-        `statuses: ${[...statuses].sort(([a], [b]) => a - b).map(([status, count]) => `${status}:${count}`).join(" ")}`,
+        `statuses: ${[...statuses]
+          .sort(([a], [b]) => a - b)
+          .map(([status, count]) => `${status}:${count}`)
+          .join(" ")}`,
         `gateway memory at start: heap used ${(fresh.heapUsed / MB).toFixed(1)} MB (of ${(fresh.heapTotal / MB).toFixed(1)} MB), rss ${(fresh.rss / MB).toFixed(1)} MB`,
         `gateway memory after warm-up -> after load (each after a full GC): heap used ${(baseline.heapUsed / MB).toFixed(1)} -> ${(memory.after.heapUsed / MB).toFixed(1)} MB (of ${(baseline.heapTotal / MB).toFixed(1)} -> ${(memory.after.heapTotal / MB).toFixed(1)} MB), external ${(baseline.external / MB).toFixed(1)} -> ${(memory.after.external / MB).toFixed(1)} MB, rss ${(baseline.rss / MB).toFixed(1)} -> ${(memory.after.rss / MB).toFixed(1)} MB`,
         `kinds not answered as promised: ${
           KINDS.map((kind) => {
             const ofKind = outcomes.filter((outcome) => outcome.kind === kind);
             const off = ofKind.filter((outcome) => !kind.allowed.includes(outcome.status));
-            return off.length === 0 ? "" : `${kind.name} ${off.length}/${ofKind.length} (${off.map((outcome) => outcome.status).join(",")})`;
+            return off.length === 0
+              ? ""
+              : `${kind.name} ${off.length}/${ofKind.length} (${off.map((outcome) => outcome.status).join(",")})`;
           })
             .filter((text) => text !== "")
             .join("; ") || "none"
@@ -407,7 +526,10 @@ describe(`${REQUESTS} requests, ${CONCURRENCY} at a time, through faults`, () =>
     for (const kind of KINDS) {
       const ofKind = outcomes.filter((outcome) => outcome.kind === kind);
       const kept = ofKind.filter((outcome) => kind.allowed.includes(outcome.status)).length;
-      expect({ kind: kind.name, kept: kept >= PROMISE_KEPT_RATIO * ofKind.length }).toEqual({ kind: kind.name, kept: true });
+      expect({ kind: kind.name, kept: kept >= PROMISE_KEPT_RATIO * ofKind.length }).toEqual({
+        kind: kind.name,
+        kept: true,
+      });
     }
   });
 
@@ -421,7 +543,11 @@ describe(`${REQUESTS} requests, ${CONCURRENCY} at a time, through faults`, () =>
 
   it("counts in /metrics exactly what the clients saw, by backend, status and stream", () => {
     const seen = new Map<string, number>();
-    for (const outcome of outcomes) seen.set(key(outcome.backend, outcome.status, outcome.stream), (seen.get(key(outcome.backend, outcome.status, outcome.stream)) ?? 0) + 1);
+    for (const outcome of outcomes)
+      seen.set(
+        key(outcome.backend, outcome.status, outcome.stream),
+        (seen.get(key(outcome.backend, outcome.status, outcome.stream)) ?? 0) + 1,
+      );
     const beforeCounts = requestCounts(before);
     const counted = new Map<string, number>();
     for (const [series, value] of requestCounts(after)) {

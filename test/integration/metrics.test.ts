@@ -2,7 +2,15 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Sample, select, seriesKeys, total } from "../support/exposition";
 import { scrape, scrapeUntil } from "../support/metrics";
-import { chat, type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
+import {
+  chat,
+  type RunningGateway,
+  type RunningMock,
+  startGateway,
+  startMock,
+  twoBackendConfig,
+  userMessage,
+} from "../support/servers";
 
 let mock: RunningMock;
 let gateway: RunningGateway;
@@ -41,7 +49,13 @@ describe("GET /metrics", () => {
 
   it("shows every configured backend, and 'none', at 0 before any traffic", async () => {
     const samples = await scrape(gateway.url);
-    expect(select(samples, "gateway_requests_total").map((sample) => [sample.labels.backend, sample.labels.code, sample.value])).toEqual([
+    expect(
+      select(samples, "gateway_requests_total").map((sample) => [
+        sample.labels.backend,
+        sample.labels.code,
+        sample.value,
+      ]),
+    ).toEqual([
       ["local", "200", 0],
       ["local", "502", 0],
       ["local", "503", 0],
@@ -52,7 +66,10 @@ describe("GET /metrics", () => {
       ["remote", "504", 0],
       ["none", "400", 0],
     ]);
-    expect(select(samples, "gateway_in_flight_requests").map((sample) => sample.labels.backend)).toEqual(["local", "remote"]);
+    expect(select(samples, "gateway_in_flight_requests").map((sample) => sample.labels.backend)).toEqual([
+      "local",
+      "remote",
+    ]);
     expect(select(samples, "gateway_backend_errors_total", { backend: "remote" })).toHaveLength(5);
   });
 
@@ -81,7 +98,8 @@ describe("after mixed traffic to both backends", () => {
 
   beforeAll(async () => {
     // 4 to local (one of them by default routing), 2 good answers from remote, 4 remote faults, 2 refused.
-    for (let i = 0; i < 3; i++) expect((await chat(gateway.url, { model: "local", messages: userMessage("Hello world") })).status).toBe(200);
+    for (let i = 0; i < 3; i++)
+      expect((await chat(gateway.url, { model: "local", messages: userMessage("Hello world") })).status).toBe(200);
     expect((await chat(gateway.url, { messages: userMessage("Hello world") })).status).toBe(200);
     for (let i = 0; i < 2; i++) expect((await chat(gateway.url, remote())).status).toBe(200);
     expect((await chat(gateway.url, remote({ status: 500 }))).status).toBe(502);
@@ -94,7 +112,14 @@ describe("after mixed traffic to both backends", () => {
   });
 
   it("counts requests by backend and status, with 'none' for those refused before routing", () => {
-    expect(select(samples, "gateway_requests_total").map((sample) => [sample.labels.backend, sample.labels.code, sample.labels.stream, sample.value])).toEqual([
+    expect(
+      select(samples, "gateway_requests_total").map((sample) => [
+        sample.labels.backend,
+        sample.labels.code,
+        sample.labels.stream,
+        sample.value,
+      ]),
+    ).toEqual([
       ["local", "200", "false", 4],
       ["local", "502", "false", 0],
       ["local", "503", "false", 0],
@@ -116,7 +141,10 @@ describe("after mixed traffic to both backends", () => {
   });
 
   it("times every wait on a backend, and the gateway's own overhead is what remains", () => {
-    for (const [backend, calls] of [["local", 4], ["remote", 6]] as const) {
+    for (const [backend, calls] of [
+      ["local", 4],
+      ["remote", 6],
+    ] as const) {
       expect(total(samples, "gateway_backend_request_duration_seconds_count", { backend })).toBe(calls);
       const whole = total(samples, "gateway_request_duration_seconds_sum", { backend });
       const waiting = total(samples, "gateway_backend_request_duration_seconds_sum", { backend });
@@ -126,9 +154,27 @@ describe("after mixed traffic to both backends", () => {
   });
 
   it("counts backend errors by reason", () => {
-    const byReason = (backend: string) => Object.fromEntries(select(samples, "gateway_backend_errors_total", { backend }).map((sample) => [sample.labels.reason, sample.value]));
-    expect(byReason("remote")).toEqual({ timeout: 1, connection: 1, http_status: 1, invalid_response: 1, stream_interrupted: 0 });
-    expect(byReason("local")).toEqual({ timeout: 0, connection: 0, http_status: 0, invalid_response: 0, stream_interrupted: 0 });
+    const byReason = (backend: string) =>
+      Object.fromEntries(
+        select(samples, "gateway_backend_errors_total", { backend }).map((sample) => [
+          sample.labels.reason,
+          sample.value,
+        ]),
+      );
+    expect(byReason("remote")).toEqual({
+      timeout: 1,
+      connection: 1,
+      http_status: 1,
+      invalid_response: 1,
+      stream_interrupted: 0,
+    });
+    expect(byReason("local")).toEqual({
+      timeout: 0,
+      connection: 0,
+      http_status: 0,
+      invalid_response: 0,
+      stream_interrupted: 0,
+    });
   });
 
   it("counts tokens of answered requests, per backend and type", () => {
@@ -174,7 +220,9 @@ describe("requests in flight and clients that leave", () => {
     await expect(request).rejects.toThrow();
     const after = await scrapeWhenCounted(total(before, "gateway_requests_total") + 1);
     expect(total(after, "gateway_requests_total", { backend: "remote", code: "499" })).toBe(1);
-    expect(total(after, "gateway_backend_errors_total", { backend: "remote" })).toBe(total(before, "gateway_backend_errors_total", { backend: "remote" }));
+    expect(total(after, "gateway_backend_errors_total", { backend: "remote" })).toBe(
+      total(before, "gateway_backend_errors_total", { backend: "remote" }),
+    );
     // The abandoned call still left the in-flight gauge, once the backend call ended.
     const deadline = Date.now() + 2000;
     let inFlight = total(after, "gateway_in_flight_requests", { backend: "remote" });
@@ -194,7 +242,9 @@ describe("label values stay bounded", () => {
     const names = Array.from({ length: 1000 }, (_, i) => `model-${i}-${Math.random().toString(36).slice(2)}`);
     // In batches of 50, so the test is quick without opening 1000 sockets at once.
     for (let start = 0; start < names.length; start += 50) {
-      const batch = names.slice(start, start + 50).map((model) => chat(gateway.url, { model, messages: userMessage("x") }));
+      const batch = names
+        .slice(start, start + 50)
+        .map((model) => chat(gateway.url, { model, messages: userMessage("x") }));
       for (const answer of await Promise.all(batch)) expect(answer.status).toBe(200);
     }
     const after = await scrapeWhenCounted(countedBefore + 1000);

@@ -8,9 +8,14 @@ import { chat, type RunningMock, startMock, twoBackendConfig, userMessage } from
 /** Runs smoke.sh without blocking this process: the mock-remote it reaches lives in this event loop. */
 function smoke(url: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolveRun) => {
-    execFile("bash", [join(ROOT, "test/smoke.sh"), url], { encoding: "utf8", timeout: 30000 }, (error, stdout, stderr) => {
-      resolveRun({ status: error === null ? 0 : typeof error.code === "number" ? error.code : null, stdout, stderr });
-    });
+    execFile(
+      "bash",
+      [join(ROOT, "test/smoke.sh"), url],
+      { encoding: "utf8", timeout: 30000 },
+      (error, stdout, stderr) => {
+        resolveRun({ status: error === null ? 0 : typeof error.code === "number" ? error.code : null, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -27,14 +32,24 @@ afterAll(async () => {
 describe("the gateway process", () => {
   it("refuses a bad config with exit code 1 and one line naming the file and key", () => {
     const dir = workDir(twoBackendConfig("localhost:8081"));
-    const result = spawnSync(process.execPath, [GATEWAY_MAIN], { cwd: dir, env: { PATH: process.env.PATH ?? "", CONFIG_FILE: "config.yaml" }, encoding: "utf8", timeout: 10000 });
+    const result = spawnSync(process.execPath, [GATEWAY_MAIN], {
+      cwd: dir,
+      env: { PATH: process.env.PATH ?? "", CONFIG_FILE: "config.yaml" },
+      encoding: "utf8",
+      timeout: 10000,
+    });
     expect(result.status).toBe(1);
     expect(result.stdout).toBe("");
     expect(result.stderr).toBe("gateway: config error: config.yaml: backends[1].url: must be an http(s) URL\n");
   });
 
   it("refuses a bad setting the same way", () => {
-    const result = spawnSync(process.execPath, [GATEWAY_MAIN], { cwd: ROOT, env: { PATH: process.env.PATH ?? "", PORT: "eighty" }, encoding: "utf8", timeout: 10000 });
+    const result = spawnSync(process.execPath, [GATEWAY_MAIN], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH ?? "", PORT: "eighty" },
+      encoding: "utf8",
+      timeout: 10000,
+    });
     expect(result.status).toBe(1);
     expect(result.stderr).toBe("gateway: config error: PORT: must be a whole number from 0 to 65535\n");
   });
@@ -78,9 +93,13 @@ describe("the gateway process", () => {
   });
 
   it("on SIGTERM finishes the request in flight, refuses new connections, and exits 0", async () => {
-    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", DRAIN_DELAY: "0" });
+    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), {
+      CONFIG_FILE: "config.yaml",
+      DRAIN_DELAY: "0",
+    });
     const inFlight = chat(started.url, { model: "remote", messages: userMessage("slow"), mock: { delay_ms: 1000 } });
-    for (let i = 0; i < 100 && !mock.seen.some((r) => JSON.stringify(r.body).includes('"slow"')); i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 100 && !mock.seen.some((r) => JSON.stringify(r.body).includes('"slow"')); i++)
+      await new Promise((r) => setTimeout(r, 10));
     started.child.kill("SIGTERM");
     await new Promise((r) => setTimeout(r, 100));
     await expect(fetch(`${started.url}/health`)).rejects.toThrow();
@@ -92,10 +111,15 @@ describe("the gateway process", () => {
   });
 
   it("on SIGTERM gives up on a stuck request after SHUTDOWN_TIMEOUT and still exits 0", async () => {
-    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", SHUTDOWN_TIMEOUT: "1", DRAIN_DELAY: "0" });
+    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), {
+      CONFIG_FILE: "config.yaml",
+      SHUTDOWN_TIMEOUT: "1",
+      DRAIN_DELAY: "0",
+    });
     const stuck = chat(started.url, { model: "remote", messages: userMessage("stuck"), mock: { fault: "hang" } });
     stuck.catch(() => undefined);
-    for (let i = 0; i < 100 && !mock.seen.some((r) => JSON.stringify(r.body).includes('"stuck"')); i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 100 && !mock.seen.some((r) => JSON.stringify(r.body).includes('"stuck"')); i++)
+      await new Promise((r) => setTimeout(r, 10));
     const before = performance.now();
     started.child.kill("SIGTERM");
     expect(await started.exited()).toBe(0);
@@ -105,7 +129,10 @@ describe("the gateway process", () => {
   });
 
   it("on SIGTERM keeps serving for DRAIN_DELAY with /ready at 503, then closes the listener and exits 0", async () => {
-    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", DRAIN_DELAY: "2" });
+    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), {
+      CONFIG_FILE: "config.yaml",
+      DRAIN_DELAY: "2",
+    });
     expect((await fetch(`${started.url}/ready`)).status).toBe(200);
     started.child.kill("SIGTERM");
     for (let i = 0; i < 100 && !started.output().includes("draining"); i++) await new Promise((r) => setTimeout(r, 10));
@@ -138,14 +165,19 @@ function rawSocket(url: string, first?: string): { socket: Socket; reply(): stri
 
 describe("slow and greedy clients", () => {
   it("answers 408 to a request whose headers do not arrive within HEADERS_TIMEOUT, and closes an idle connection", async () => {
-    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", HEADERS_TIMEOUT: "1" });
+    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), {
+      CONFIG_FILE: "config.yaml",
+      HEADERS_TIMEOUT: "1",
+    });
     try {
       const partial = rawSocket(started.url, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n");
       const idle = rawSocket(started.url);
       // Bounded by jest's timeout: without HEADERS_TIMEOUT Node waits 60 s for headers.
       await Promise.all([partial.closed, idle.closed]);
       expect(partial.reply()).toMatch(/^HTTP\/1\.1 408 /);
-      expect(JSON.parse(partial.reply().slice(partial.reply().indexOf("\r\n\r\n") + 4))).toMatchObject({ error: { code: "request_timeout" } });
+      expect(JSON.parse(partial.reply().slice(partial.reply().indexOf("\r\n\r\n") + 4))).toMatchObject({
+        error: { code: "request_timeout" },
+      });
       expect((await chat(started.url, { messages: userMessage("still serving") })).status).toBe(200);
     } finally {
       started.child.kill("SIGKILL");
@@ -153,7 +185,10 @@ describe("slow and greedy clients", () => {
   });
 
   it("closes connections past MAX_CONNECTIONS at once and serves again once one is free", async () => {
-    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), { CONFIG_FILE: "config.yaml", MAX_CONNECTIONS: "3" });
+    const started = await startGatewayProcess(workDir(twoBackendConfig(mock.url)), {
+      CONFIG_FILE: "config.yaml",
+      MAX_CONNECTIONS: "3",
+    });
     const held = [1, 2, 3].map(() => rawSocket(started.url, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"));
     try {
       await new Promise((r) => setTimeout(r, 200));

@@ -3,7 +3,15 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import OpenAI from "openai";
 import { total } from "../support/exposition";
 import { scrape, scrapeUntil } from "../support/metrics";
-import { type Answer, chat, type RunningGateway, type RunningMock, startGateway, startMock, userMessage } from "../support/servers";
+import {
+  type Answer,
+  chat,
+  type RunningGateway,
+  type RunningMock,
+  startGateway,
+  startMock,
+  userMessage,
+} from "../support/servers";
 import { freePort } from "../support/ports";
 
 let mock: RunningMock;
@@ -23,7 +31,10 @@ afterAll(async () => {
 
 /** A gateway whose config is `local` (echo, the default) plus the given backend entries. */
 async function gatewayWith(backends: string, options: { maxHops?: number } = {}): Promise<RunningGateway> {
-  const gateway = await startGateway(`default_backend: local\nbackends:\n  - name: local\n    type: echo\n${backends}`, options);
+  const gateway = await startGateway(
+    `default_backend: local\nbackends:\n  - name: local\n    type: echo\n${backends}`,
+    options,
+  );
   gateways.push(gateway);
   return gateway;
 }
@@ -34,7 +45,14 @@ async function gatewayWith(backends: string, options: { maxHops?: number } = {})
  */
 function httpBackend(name: string, lines: string[] = [], url = mock.url): string {
   const model = lines.some((line) => line.startsWith("model:")) ? [] : [`model: ${name}-upstream`];
-  return [`  - name: ${name}`, "    type: http", `    url: ${url}`, ...[...model, ...lines].map((line) => `    ${line}`)].join("\n") + "\n";
+  return (
+    [
+      `  - name: ${name}`,
+      "    type: http",
+      `    url: ${url}`,
+      ...[...model, ...lines].map((line) => `    ${line}`),
+    ].join("\n") + "\n"
+  );
 }
 
 let sequence = 0;
@@ -46,21 +64,37 @@ interface Asked extends Answer {
 }
 
 /** A non-streamed request with mock-remote knobs, under a fresh request id so its upstream calls can be found. */
-async function ask(gateway: RunningGateway, model: string, knobs: Record<string, unknown> = {}, headers: Record<string, string> = {}): Promise<Asked> {
+async function ask(
+  gateway: RunningGateway,
+  model: string,
+  knobs: Record<string, unknown> = {},
+  headers: Record<string, string> = {},
+): Promise<Asked> {
   const requestId = `resilience-${++sequence}`;
   const started = performance.now();
-  const answer = await chat(gateway.url, { model, messages: userMessage("Hello world"), mock: knobs }, { "x-request-id": requestId, ...headers });
+  const answer = await chat(
+    gateway.url,
+    { model, messages: userMessage("Hello world"), mock: knobs },
+    { "x-request-id": requestId, ...headers },
+  );
   return { ...answer, ms: performance.now() - started, upstream: upstreamCalls(requestId) };
 }
 
 function upstreamCalls(requestId: string): { model: string; hops: string | undefined }[] {
   return mock.seen
     .filter((seen) => seen.headers["x-request-id"] === requestId)
-    .map((seen) => ({ model: String((seen.body as { model?: unknown }).model), hops: seen.headers["x-gateway-hops"] as string | undefined }));
+    .map((seen) => ({
+      model: String((seen.body as { model?: unknown }).model),
+      hops: seen.headers["x-gateway-hops"] as string | undefined,
+    }));
 }
 
 /** A streamed request: the status and the parsed `data:` payloads. */
-async function askStream(gateway: RunningGateway, model: string, knobs: Record<string, unknown>): Promise<{ status: number; events: unknown[]; requestId: string }> {
+async function askStream(
+  gateway: RunningGateway,
+  model: string,
+  knobs: Record<string, unknown>,
+): Promise<{ status: number; events: unknown[]; requestId: string }> {
   const requestId = `resilience-${++sequence}`;
   const response = await fetch(`${gateway.url}/v1/chat/completions`, {
     method: "POST",
@@ -83,7 +117,10 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 describe("errors as clients see them", () => {
   let gateway: RunningGateway;
   beforeAll(async () => {
-    gateway = await gatewayWith(httpBackend("remote", ["timeout: 0.5", "circuit_breaker: false"]) + httpBackend("down", [], `http://127.0.0.1:${closedPort}`));
+    gateway = await gatewayWith(
+      httpBackend("remote", ["timeout: 0.5", "circuit_breaker: false"]) +
+        httpBackend("down", [], `http://127.0.0.1:${closedPort}`),
+    );
   });
 
   it("passes an upstream 429 on as 429 with its retry-after, and lets clients retry", async () => {
@@ -95,36 +132,54 @@ describe("errors as clients see them", () => {
   });
 
   it("turns a retry-after given as an HTTP date into seconds", async () => {
-    const answer = await ask(gateway, "remote", { status: 429, retry_after: new Date(Date.now() + 30_000).toUTCString() });
+    const answer = await ask(gateway, "remote", {
+      status: 429,
+      retry_after: new Date(Date.now() + 30_000).toUTCString(),
+    });
     expect(Number(answer.headers.get("retry-after"))).toBeGreaterThanOrEqual(28);
     expect(Number(answer.headers.get("retry-after"))).toBeLessThanOrEqual(30);
   });
 
-  it.each([400, 404, 413, 422])("passes an upstream %i on with its message, saying a retry cannot help", async (status) => {
-    const answer = await ask(gateway, "remote", { status });
-    expect(answer.status).toBe(status);
-    expect((answer.body.error as { message: string }).message).toContain(`mock-remote was told to answer ${status}`);
-    expect(answer.headers.get("x-should-retry")).toBe("false");
-  });
+  it.each([400, 404, 413, 422])(
+    "passes an upstream %i on with its message, saying a retry cannot help",
+    async (status) => {
+      const answer = await ask(gateway, "remote", { status });
+      expect(answer.status).toBe(status);
+      expect((answer.body.error as { message: string }).message).toContain(`mock-remote was told to answer ${status}`);
+      expect(answer.headers.get("x-should-retry")).toBe("false");
+    },
+  );
 
   it.each([
     ["an upstream 5xx", "remote", { status: 503 }, 502, "upstream_http_error"],
     ["a reset connection", "remote", { fault: "reset" }, 502, "upstream_unreachable"],
     ["a refused connection", "down", {}, 502, "upstream_unreachable"],
     ["a timeout", "remote", { fault: "hang" }, 504, "upstream_timeout"],
-  ])("answers %s (backend %s, knobs %j) with %i %s and no x-should-retry, so SDKs retry", async (_what, model, knobs, status, code) => {
-    const answer = await ask(gateway, model, knobs);
-    expect(answer.status).toBe(status);
-    expect(answer.body).toMatchObject({ error: { type: "upstream_error", code } });
-    expect(answer.headers.get("x-should-retry")).toBeNull();
-  });
+  ])(
+    "answers %s (backend %s, knobs %j) with %i %s and no x-should-retry, so SDKs retry",
+    async (_what, model, knobs, status, code) => {
+      const answer = await ask(gateway, model, knobs);
+      expect(answer.status).toBe(status);
+      expect(answer.body).toMatchObject({ error: { type: "upstream_error", code } });
+      expect(answer.headers.get("x-should-retry")).toBeNull();
+    },
+  );
 
   it("keeps an upstream's own x-should-retry: an exhausted quota's 429 is not worth retrying", async () => {
     let calls = 0;
     const quota = createHttpServer((_req, res) => {
       calls++;
       res.writeHead(429, { "content-type": "application/json", "x-should-retry": "false" });
-      res.end(JSON.stringify({ error: { message: "You exceeded your current quota", type: "insufficient_quota", param: null, code: "insufficient_quota" } }));
+      res.end(
+        JSON.stringify({
+          error: {
+            message: "You exceeded your current quota",
+            type: "insufficient_quota",
+            param: null,
+            code: "insufficient_quota",
+          },
+        }),
+      );
     });
     await new Promise<void>((resolve) => quota.listen(0, "127.0.0.1", resolve));
     try {
@@ -156,7 +211,8 @@ describe("timeouts", () => {
   let gateway: RunningGateway;
   beforeAll(async () => {
     gateway = await gatewayWith(
-      httpBackend("brief", ["timeout: 0.3", "idle_timeout: 1", "circuit_breaker: false"]) + httpBackend("patient", ["timeout: 2", "idle_timeout: 0.3", "circuit_breaker: false"]),
+      httpBackend("brief", ["timeout: 0.3", "idle_timeout: 1", "circuit_breaker: false"]) +
+        httpBackend("patient", ["timeout: 2", "idle_timeout: 0.3", "circuit_breaker: false"]),
     );
   });
 
@@ -180,7 +236,9 @@ describe("timeouts", () => {
     const started = performance.now();
     const { status, events } = await askStream(gateway, "patient", { fault: "hang", after: 1 });
     expect(status).toBe(200);
-    expect(events[events.length - 2]).toMatchObject({ error: { code: "upstream_timeout", message: expect.stringContaining("0.3 s") } });
+    expect(events[events.length - 2]).toMatchObject({
+      error: { code: "upstream_timeout", message: expect.stringContaining("0.3 s") },
+    });
     expect(performance.now() - started).toBeLessThan(1500);
   });
 });
@@ -204,7 +262,10 @@ describe("retries", () => {
   ])("retries %s and answers from the second call", async (_what, knobs) => {
     const answer = await ask(gateway, "remote", { ...knobs, times: 1 });
     expect(answer.status).toBe(200);
-    expect(answer.body).toMatchObject({ backend: "remote", choices: [{ message: { content: "Remote: Hello world" } }] });
+    expect(answer.body).toMatchObject({
+      backend: "remote",
+      choices: [{ message: { content: "Remote: Hello world" } }],
+    });
     expect(answer.upstream).toHaveLength(2);
   });
 
@@ -247,7 +308,11 @@ describe("retries", () => {
 
   it("honours a retry-after given as an HTTP date", async () => {
     // HTTP dates have whole seconds: "2 s from now" is between 1 and 2 s away.
-    const answer = await ask(gateway, "remote", { status: 503, retry_after: new Date(Date.now() + 2000).toUTCString(), times: 1 });
+    const answer = await ask(gateway, "remote", {
+      status: 503,
+      retry_after: new Date(Date.now() + 2000).toUTCString(),
+      times: 1,
+    });
     expect(answer.status).toBe(200);
     expect(answer.ms).toBeGreaterThanOrEqual(900);
   });
@@ -289,7 +354,11 @@ describe("fallbacks", () => {
     gateway = await gatewayWith(
       httpBackend("primary", ["timeout: 0.5", "fallbacks: [backup]", "circuit_breaker: false"]) +
         httpBackend("backup", ["timeout: 2", "circuit_breaker: false"]) +
-        httpBackend("down", ["retries: 1", "fallbacks: [backup]", "circuit_breaker: false"], `http://127.0.0.1:${closedPort}`) +
+        httpBackend(
+          "down",
+          ["retries: 1", "fallbacks: [backup]", "circuit_breaker: false"],
+          `http://127.0.0.1:${closedPort}`,
+        ) +
         httpBackend("chain", ["timeout: 2", "fallbacks: [down, backup]", "circuit_breaker: false"]),
     );
   });
@@ -314,8 +383,12 @@ describe("fallbacks", () => {
     const answer = await ask(gateway, "down");
     expect(answer.status).toBe(200);
     expect(answer.body).toMatchObject({ backend: "backup" });
-    expect(total(await scrape(gateway.url), "gateway_fallbacks_total", { from: "down", to: "backup" }) - before).toBe(1);
-    expect(total(await scrape(gateway.url), "gateway_backend_retries_total", { backend: "down" })).toBeGreaterThanOrEqual(1);
+    expect(total(await scrape(gateway.url), "gateway_fallbacks_total", { from: "down", to: "backup" }) - before).toBe(
+      1,
+    );
+    expect(
+      total(await scrape(gateway.url), "gateway_backend_retries_total", { backend: "down" }),
+    ).toBeGreaterThanOrEqual(1);
   });
 
   it("does not fall back when the upstream rejects the request itself", async () => {
@@ -332,7 +405,10 @@ describe("fallbacks", () => {
     expect(answer.body).toMatchObject({ backend: "backup" });
     const after = await scrape(gateway.url);
     for (const to of ["down", "backup"]) {
-      expect(total(after, "gateway_fallbacks_total", { from: "chain", to }) - total(before, "gateway_fallbacks_total", { from: "chain", to })).toBe(1);
+      expect(
+        total(after, "gateway_fallbacks_total", { from: "chain", to }) -
+          total(before, "gateway_fallbacks_total", { from: "chain", to }),
+      ).toBe(1);
     }
   });
 
@@ -347,7 +423,10 @@ describe("fallbacks", () => {
     const labels = { backend: "backup", code: "200", stream: "false" };
     const before = total(await scrape(gateway.url), "gateway_requests_total", labels);
     await ask(gateway, "primary", { status: 500, times: 1 });
-    const after = await scrapeUntil(gateway.url, (samples) => total(samples, "gateway_requests_total", labels) > before);
+    const after = await scrapeUntil(
+      gateway.url,
+      (samples) => total(samples, "gateway_requests_total", labels) > before,
+    );
     expect(total(after, "gateway_requests_total", labels) - before).toBe(1);
   });
 
@@ -382,7 +461,14 @@ describe("circuit breaker", () => {
     expect(answer.status).toBe(503);
     expect(answer.headers.get("retry-after")).toBe("1");
     expect(answer.headers.get("x-gateway-backend")).toBe("remote");
-    expect(answer.body).toEqual({ error: { message: expect.stringContaining("Backend 'remote'"), type: "upstream_error", param: null, code: "backend_unavailable" } });
+    expect(answer.body).toEqual({
+      error: {
+        message: expect.stringContaining("Backend 'remote'"),
+        type: "upstream_error",
+        param: null,
+        code: "backend_unavailable",
+      },
+    });
     expect(answer.upstream).toHaveLength(0);
     expect(total(await scrape(gateway.url), "gateway_backend_up", { backend: "remote" })).toBe(0);
   });
@@ -416,7 +502,10 @@ describe("circuit breaker", () => {
   it("lets only one trial through at a time", async () => {
     const gateway = await tripped();
     await sleep(550);
-    const [trial, other] = await Promise.all([ask(gateway, "remote", { delay_ms: 300 }), sleep(50).then(() => ask(gateway, "remote"))]);
+    const [trial, other] = await Promise.all([
+      ask(gateway, "remote", { delay_ms: 300 }),
+      sleep(50).then(() => ask(gateway, "remote")),
+    ]);
     expect(trial.status).toBe(200);
     expect(other.status).toBe(503);
   });
@@ -458,7 +547,14 @@ describe("chained gateways: the hop counter", () => {
     expect((await ask(gateway, "remote", {}, { "x-gateway-hops": "3" })).status).toBe(200);
     const answer = await ask(gateway, "remote", {}, { "x-gateway-hops": "4" });
     expect(answer.status).toBe(508);
-    expect(answer.body).toEqual({ error: { message: expect.stringContaining("MAX_HOPS"), type: "invalid_request_error", param: null, code: "loop_detected" } });
+    expect(answer.body).toEqual({
+      error: {
+        message: expect.stringContaining("MAX_HOPS"),
+        type: "invalid_request_error",
+        param: null,
+        code: "loop_detected",
+      },
+    });
     expect(answer.headers.get("x-should-retry")).toBe("false");
     expect(answer.upstream).toHaveLength(0);
   });
@@ -474,7 +570,9 @@ describe("chained gateways: the hop counter", () => {
     const { front, back } = await startCycle();
     const started = performance.now();
     const client = new OpenAI({ baseURL: `${front.url}/v1`, apiKey: "unused", maxRetries: 2 });
-    const error = await client.chat.completions.create({ model: "loop", messages: userMessage("Hello world") }).catch((caught: unknown) => caught);
+    const error = await client.chat.completions
+      .create({ model: "loop", messages: userMessage("Hello world") })
+      .catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(OpenAI.APIError);
     expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(508);
     expect(performance.now() - started).toBeLessThan(3000);
@@ -482,7 +580,9 @@ describe("chained gateways: the hop counter", () => {
     // nine requests in all. More would mean the SDK retried (despite x-should-retry: false) or a gateway
     // retried or fell back on the 508.
     await sleep(50);
-    const counted = [front, back].map((gateway) => gateway.logLines().filter((line) => line.message === "request").length);
+    const counted = [front, back].map(
+      (gateway) => gateway.logLines().filter((line) => line.message === "request").length,
+    );
     expect(counted).toEqual([5, 4]);
   });
 });
@@ -523,4 +623,3 @@ async function startCycle(): Promise<{ front: RunningGateway; back: RunningGatew
   frontPort = front.port;
   return { front, back };
 }
-

@@ -7,7 +7,16 @@ import { connect } from "node:net";
 import OpenAI from "openai";
 import { type Sample, total } from "../support/exposition";
 import { scrape, scrapeUntil } from "../support/metrics";
-import { type Answer, bearer, chat, type RunningGateway, type RunningMock, startGateway, startMock, userMessage } from "../support/servers";
+import {
+  type Answer,
+  bearer,
+  chat,
+  type RunningGateway,
+  type RunningMock,
+  startGateway,
+  startMock,
+  userMessage,
+} from "../support/servers";
 
 const APP_KEY = "gw-app-0123456789abcdef";
 const LIMITED_KEY = "gw-limited-fedcba9876543210";
@@ -86,7 +95,11 @@ describe("with auth on", () => {
   });
 
   it("treats a non-Bearer Authorization header as no key", async () => {
-    const answer = await chat(gateway.url, { messages: userMessage("Hello") }, { authorization: `Basic ${Buffer.from(`u:${APP_KEY}`).toString("base64")}` });
+    const answer = await chat(
+      gateway.url,
+      { messages: userMessage("Hello") },
+      { authorization: `Basic ${Buffer.from(`u:${APP_KEY}`).toString("base64")}` },
+    );
     expectError(answer, 401, "invalid_request_error", "missing_api_key");
   });
 
@@ -100,7 +113,9 @@ describe("with auth on", () => {
   });
 
   it("accepts the scheme in any case, as HTTP says", async () => {
-    expect((await chat(gateway.url, { messages: userMessage("Hello") }, { authorization: `bearer ${APP_KEY}` })).status).toBe(200);
+    expect(
+      (await chat(gateway.url, { messages: userMessage("Hello") }, { authorization: `bearer ${APP_KEY}` })).status,
+    ).toBe(200);
   });
 
   it("guards every /v1 route, known or not, so the routes themselves are not revealed", async () => {
@@ -134,7 +149,11 @@ describe("with auth on", () => {
   });
 
   it("redacts the upstream key from an upstream error that quotes it", async () => {
-    const answer = await chat(gateway.url, { model: "remote", messages: userMessage("Hello"), mock: { status: 401 } }, bearer(APP_KEY));
+    const answer = await chat(
+      gateway.url,
+      { model: "remote", messages: userMessage("Hello"), mock: { status: 401 } },
+      bearer(APP_KEY),
+    );
     expect(answer.status).toBe(502);
     const message = (answer.body.error as { message: string }).message;
     expect(message).toContain("Incorrect API key provided: [redacted]");
@@ -156,10 +175,14 @@ describe("with auth on", () => {
     });
 
     it("sees only its backends in /v1/models", async () => {
-      const list = (await (await fetch(`${gateway.url}/v1/models`, { headers: bearer(LIMITED_KEY) })).json()) as { data: { id: string }[] };
+      const list = (await (await fetch(`${gateway.url}/v1/models`, { headers: bearer(LIMITED_KEY) })).json()) as {
+        data: { id: string }[];
+      };
       expect(list.data.map((model) => model.id)).toEqual(["local"]);
       expect((await fetch(`${gateway.url}/v1/models/remote`, { headers: bearer(LIMITED_KEY) })).status).toBe(404);
-      const all = (await (await fetch(`${gateway.url}/v1/models`, { headers: bearer(APP_KEY) })).json()) as { data: { id: string }[] };
+      const all = (await (await fetch(`${gateway.url}/v1/models`, { headers: bearer(APP_KEY) })).json()) as {
+        data: { id: string }[];
+      };
       expect(all.data.map((model) => model.id)).toEqual(["local", "remote"]);
     });
   });
@@ -182,15 +205,24 @@ describe("with auth on", () => {
     await chat(gateway.url, { messages: userMessage("Hello") }, bearer(HASHED_KEY));
     await chat(gateway.url, { messages: userMessage("Hello") });
     await chat(gateway.url, { model: "remote", messages: userMessage("Hello") }, bearer(LIMITED_KEY));
-    const count = (samples: Sample[], name: string, labels: Record<string, string>) => total(samples, name, labels) - total(before, name, labels);
-    const after = await scrapeUntil(gateway.url, (samples) => count(samples, "gateway_key_requests_total", { key: "limited", code: "403" }) >= 1, { headers });
+    const count = (samples: Sample[], name: string, labels: Record<string, string>) =>
+      total(samples, name, labels) - total(before, name, labels);
+    const after = await scrapeUntil(
+      gateway.url,
+      (samples) => count(samples, "gateway_key_requests_total", { key: "limited", code: "403" }) >= 1,
+      { headers },
+    );
     expect(count(after, "gateway_key_requests_total", { key: "hashed", code: "200" })).toBe(1);
     expect(count(after, "gateway_key_tokens_total", { key: "hashed" })).toBeGreaterThan(0);
     expect(count(after, "gateway_key_requests_total", { key: "limited", code: "403" })).toBe(1);
     expect(count(after, "gateway_rejected_requests_total", { key: "none", reason: "missing_api_key" })).toBe(1);
     expect(count(after, "gateway_rejected_requests_total", { key: "limited", reason: "model_not_allowed" })).toBe(1);
     // Only configured names (and 'none') ever label a series.
-    const keys = new Set(after.filter((sample) => sample.name.startsWith("gateway_key_") || sample.name === "gateway_rejected_requests_total").map((sample) => sample.labels.key));
+    const keys = new Set(
+      after
+        .filter((sample) => sample.name.startsWith("gateway_key_") || sample.name === "gateway_rejected_requests_total")
+        .map((sample) => sample.labels.key),
+    );
     expect([...keys].sort()).toEqual(["app", "hashed", "limited", "none"].filter((key) => keys.has(key)));
     expect(keys.has("app")).toBe(true);
   });
@@ -208,8 +240,15 @@ describe("with auth on", () => {
         calls++;
         return fetch(input, init);
       };
-      const client = new OpenAI({ apiKey: "gw-wrong-0000000000000000", baseURL: `${gateway.url}/v1`, maxRetries: 2, fetch: counting });
-      await expect(client.chat.completions.create({ model: "local", messages: userMessage("Hello") })).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
+      const client = new OpenAI({
+        apiKey: "gw-wrong-0000000000000000",
+        baseURL: `${gateway.url}/v1`,
+        maxRetries: 2,
+        fetch: counting,
+      });
+      await expect(
+        client.chat.completions.create({ model: "local", messages: userMessage("Hello") }),
+      ).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
       expect(calls).toBe(1);
     });
   });
@@ -231,7 +270,17 @@ describe("limits", () => {
   async function gatewayWith(extra: string[], withAuth = true): Promise<RunningGateway> {
     const yaml = withAuth
       ? authConfig(mock.url, extra)
-      : [`default_backend: local`, `backends:`, `  - name: local`, `    type: echo`, `  - name: remote`, `    type: http`, `    url: ${mock.url}`, ...extra, ""].join("\n");
+      : [
+          `default_backend: local`,
+          `backends:`,
+          `  - name: local`,
+          `    type: echo`,
+          `  - name: remote`,
+          `    type: http`,
+          `    url: ${mock.url}`,
+          ...extra,
+          "",
+        ].join("\n");
     const gateway = await startGateway(yaml, { env: ENV });
     gateways.push(gateway);
     return gateway;
@@ -239,7 +288,8 @@ describe("limits", () => {
 
   it("answers 429 rate_limit_error with retry-after once a key's requests per minute are used, other keys unaffected", async () => {
     const gateway = await gatewayWith(["limits:", "  requests_per_minute: 2"]);
-    for (let i = 0; i < 2; i++) expect((await chat(gateway.url, { messages: userMessage("Hello") }, bearer(APP_KEY))).status).toBe(200);
+    for (let i = 0; i < 2; i++)
+      expect((await chat(gateway.url, { messages: userMessage("Hello") }, bearer(APP_KEY))).status).toBe(200);
     const limited = await chat(gateway.url, { messages: userMessage("Hello") }, bearer(APP_KEY));
     expectError(limited, 429, "rate_limit_error", "rate_limit_exceeded");
     const wait = Number(limited.headers.get("retry-after"));
@@ -254,11 +304,17 @@ describe("limits", () => {
   });
 
   it("gives a key its own limits instead of the defaults", async () => {
-    const gateway = await gatewayWith(["      limits:", "        requests_per_minute: 1", "limits:", "  requests_per_minute: 100"]);
+    const gateway = await gatewayWith([
+      "      limits:",
+      "        requests_per_minute: 1",
+      "limits:",
+      "  requests_per_minute: 100",
+    ]);
     // The extra lines land on the `hashed` key (the last one in the list).
     expect((await chat(gateway.url, { messages: userMessage("Hello") }, bearer(HASHED_KEY))).status).toBe(200);
     expect((await chat(gateway.url, { messages: userMessage("Hello") }, bearer(HASHED_KEY))).status).toBe(429);
-    for (let i = 0; i < 3; i++) expect((await chat(gateway.url, { messages: userMessage("Hello") }, bearer(APP_KEY))).status).toBe(200);
+    for (let i = 0; i < 3; i++)
+      expect((await chat(gateway.url, { messages: userMessage("Hello") }, bearer(APP_KEY))).status).toBe(200);
   });
 
   it("refuses once a key's tokens per minute are used, counting what answers actually used", async () => {
@@ -288,13 +344,18 @@ describe("limits", () => {
     expect(response.status).toBe(200);
     await response.text();
     let status = 0;
-    for (let attempt = 0; attempt < 50 && status !== 429; attempt++) status = (await chat(gateway.url, { messages: userMessage("Hi") }, bearer(APP_KEY))).status;
+    for (let attempt = 0; attempt < 50 && status !== 429; attempt++)
+      status = (await chat(gateway.url, { messages: userMessage("Hi") }, bearer(APP_KEY))).status;
     expect(status).toBe(429);
   });
 
   it("answers 503 with retry-after when a key has its most requests in flight, and admits again once one ends", async () => {
     const gateway = await gatewayWith(["limits:", "  concurrent_requests: 1"]);
-    const slow = chat(gateway.url, { model: "remote", messages: userMessage("slow"), mock: { delay_ms: 400 } }, bearer(APP_KEY));
+    const slow = chat(
+      gateway.url,
+      { model: "remote", messages: userMessage("slow"), mock: { delay_ms: 400 } },
+      bearer(APP_KEY),
+    );
     await new Promise((resolve) => setTimeout(resolve, 100));
     const refused = await chat(gateway.url, { messages: userMessage("Hello") }, bearer(APP_KEY));
     expectError(refused, 503, "server_error", "too_many_concurrent_requests");
@@ -303,14 +364,17 @@ describe("limits", () => {
     expect((await chat(gateway.url, { messages: userMessage("Hello") }, bearer(HASHED_KEY))).status).toBe(200);
     expect((await slow).status).toBe(200);
     let again = 0;
-    for (let attempt = 0; attempt < 50 && again !== 200; attempt++) again = (await chat(gateway.url, { messages: userMessage("Hello") }, bearer(APP_KEY))).status;
+    for (let attempt = 0; attempt < 50 && again !== 200; attempt++)
+      again = (await chat(gateway.url, { messages: userMessage("Hello") }, bearer(APP_KEY))).status;
     expect(again).toBe(200);
   });
 
   it("caps requests in flight over all clients with max_concurrent_requests", async () => {
     // The client's own limit lifts its default share (half the slots), so the gateway-wide cap is what answers.
     const gateway = await gatewayWith(["max_concurrent_requests: 2", "limits:", "  concurrent_requests: 2"], false);
-    const slow = [1, 2].map(() => chat(gateway.url, { model: "remote", messages: userMessage("slow"), mock: { delay_ms: 400 } }));
+    const slow = [1, 2].map(() =>
+      chat(gateway.url, { model: "remote", messages: userMessage("slow"), mock: { delay_ms: 400 } }),
+    );
     await new Promise((resolve) => setTimeout(resolve, 100));
     const refused = await chat(gateway.url, { messages: userMessage("Hello") });
     expectError(refused, 503, "server_error", "too_many_concurrent_requests");
@@ -339,7 +403,9 @@ describe("hardening", () => {
   let gateway: RunningGateway;
 
   beforeAll(async () => {
-    gateway = await startGateway(["default_backend: local", "backends:", "  - name: local", "    type: echo", ""].join("\n"));
+    gateway = await startGateway(
+      ["default_backend: local", "backends:", "  - name: local", "    type: echo", ""].join("\n"),
+    );
   });
 
   afterAll(async () => {
@@ -358,7 +424,14 @@ describe("hardening", () => {
       body: JSON.stringify({ messages: userMessage("Hello") }),
     });
     expect(response.status).toBe(431);
-    expect(await response.json()).toEqual({ error: { message: expect.stringContaining("16 KiB"), type: "invalid_request_error", param: null, code: "headers_too_large" } });
+    expect(await response.json()).toEqual({
+      error: {
+        message: expect.stringContaining("16 KiB"),
+        type: "invalid_request_error",
+        param: null,
+        code: "headers_too_large",
+      },
+    });
     expect((await chat(gateway.url, { messages: userMessage("Hello") })).status).toBe(200);
   });
 
@@ -372,6 +445,8 @@ describe("hardening", () => {
       socket.on("error", rejectReply);
     });
     expect(reply).toMatch(/^HTTP\/1\.1 400 /);
-    expect(JSON.parse(reply.slice(reply.indexOf("\r\n\r\n") + 4))).toMatchObject({ error: { type: "invalid_request_error", code: "malformed_request" } });
+    expect(JSON.parse(reply.slice(reply.indexOf("\r\n\r\n") + 4))).toMatchObject({
+      error: { type: "invalid_request_error", code: "malformed_request" },
+    });
   });
 });

@@ -1,7 +1,14 @@
 import OpenAI from "openai";
 import { total } from "../support/exposition";
 import { scrape, scrapeUntil } from "../support/metrics";
-import { type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
+import {
+  type RunningGateway,
+  type RunningMock,
+  startGateway,
+  startMock,
+  twoBackendConfig,
+  userMessage,
+} from "../support/servers";
 
 let mock: RunningMock;
 let gateway: RunningGateway;
@@ -27,8 +34,17 @@ function knobs(mock: Record<string, unknown>): object {
   return { mock };
 }
 
-async function streamText(model: string, extra: object = {}, url = gateway.url): Promise<{ text: string; chunks: OpenAI.ChatCompletionChunk[] }> {
-  const stream = await client(url).chat.completions.create({ model, stream: true, messages: userMessage("Hello world"), ...extra });
+async function streamText(
+  model: string,
+  extra: object = {},
+  url = gateway.url,
+): Promise<{ text: string; chunks: OpenAI.ChatCompletionChunk[] }> {
+  const stream = await client(url).chat.completions.create({
+    model,
+    stream: true,
+    messages: userMessage("Hello world"),
+    ...extra,
+  });
   const chunks: OpenAI.ChatCompletionChunk[] = [];
   for await (const chunk of stream) chunks.push(chunk);
   return { text: chunks.map((chunk) => chunk.choices[0]?.delta.content ?? "").join(""), chunks };
@@ -81,10 +97,17 @@ describe("streaming through the official openai SDK", () => {
   it("counts streamed tokens even when the client did not ask for usage", async () => {
     const before = total(await scrape(gateway.url), "gateway_tokens_total", { backend: "remote", type: "completion" });
     await streamText("remote");
-    const after = total(await scrapeUntil(gateway.url, (s) => total(s, "gateway_tokens_total", { backend: "remote", type: "completion" }) > before), "gateway_tokens_total", {
-      backend: "remote",
-      type: "completion",
-    });
+    const after = total(
+      await scrapeUntil(
+        gateway.url,
+        (s) => total(s, "gateway_tokens_total", { backend: "remote", type: "completion" }) > before,
+      ),
+      "gateway_tokens_total",
+      {
+        backend: "remote",
+        type: "completion",
+      },
+    );
     // mock-remote's count for "Remote: Hello world" (the gateway's estimate would be 3).
     expect(after - before).toBe(5);
     // mock-remote was asked for usage, though the client was not.
@@ -95,14 +118,21 @@ describe("streaming through the official openai SDK", () => {
   it("records time to first token per backend", async () => {
     const before = total(await scrape(gateway.url), "gateway_time_to_first_token_seconds_count", { backend: "local" });
     await streamText("local");
-    expect(total(await scrape(gateway.url), "gateway_time_to_first_token_seconds_count", { backend: "local" })).toBe(before + 1);
+    expect(total(await scrape(gateway.url), "gateway_time_to_first_token_seconds_count", { backend: "local" })).toBe(
+      before + 1,
+    );
   });
 
   it("flushes each event as it is made instead of buffering the answer", async () => {
     const response = await fetch(`${gateway.url}/v1/chat/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ model: "remote", stream: true, messages: userMessage("a b c d"), mock: { chunk_delay_ms: 150 } }),
+      body: JSON.stringify({
+        model: "remote",
+        stream: true,
+        messages: userMessage("a b c d"),
+        mock: { chunk_delay_ms: 150 },
+      }),
     });
     expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
     const reader = (response.body as ReadableStream<Uint8Array>).getReader();
@@ -155,23 +185,43 @@ describe("stream integrity: a broken stream never looks like a success", () => {
     expect(error).toBeInstanceOf(OpenAI.APIError);
     expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe(code);
     const labels = { backend: "remote", code: String(status), stream: "true" };
-    const after = await scrapeUntil(gateway.url, (s) => total(s, "gateway_requests_total", labels) > total(before, "gateway_requests_total", labels));
+    const after = await scrapeUntil(
+      gateway.url,
+      (s) => total(s, "gateway_requests_total", labels) > total(before, "gateway_requests_total", labels),
+    );
     expect(total(after, "gateway_requests_total", labels) - total(before, "gateway_requests_total", labels)).toBe(1);
     const interrupted = { backend: "remote", reason: "stream_interrupted" };
-    expect(total(after, "gateway_backend_errors_total", interrupted) - total(before, "gateway_backend_errors_total", interrupted)).toBe(1);
+    expect(
+      total(after, "gateway_backend_errors_total", interrupted) -
+        total(before, "gateway_backend_errors_total", interrupted),
+    ).toBe(1);
   });
 
   it("sends the error as a data event and then [DONE]", async () => {
     const response = await fetch(`${gateway.url}/v1/chat/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ model: "remote", stream: true, messages: userMessage("Hello world"), mock: { fault: "reset", after: 1 } }),
+      body: JSON.stringify({
+        model: "remote",
+        stream: true,
+        messages: userMessage("Hello world"),
+        mock: { fault: "reset", after: 1 },
+      }),
     });
     expect(response.status).toBe(200);
     const events = (await response.text()).split("\n\n").filter((event) => event !== "");
     expect(events[events.length - 1]).toBe("data: [DONE]");
-    const error = JSON.parse((events[events.length - 2] ?? "").replace(/^data: /, "")) as { error: Record<string, unknown> };
-    expect(error).toEqual({ error: { message: expect.stringContaining("Backend 'remote'"), type: "upstream_error", param: null, code: "upstream_stream_error" } });
+    const error = JSON.parse((events[events.length - 2] ?? "").replace(/^data: /, "")) as {
+      error: Record<string, unknown>;
+    };
+    expect(error).toEqual({
+      error: {
+        message: expect.stringContaining("Backend 'remote'"),
+        type: "upstream_error",
+        param: null,
+        code: "upstream_stream_error",
+      },
+    });
   });
 });
 
@@ -188,8 +238,13 @@ describe("max_event_bytes", () => {
       expect(response.status).toBe(200);
       const events = (await response.text()).split("\n\n").filter((event) => event !== "");
       expect(events[events.length - 1]).toBe("data: [DONE]");
-      const error = JSON.parse((events[events.length - 2] ?? "").replace(/^data: /, "")) as { error: Record<string, unknown> };
-      expect(error.error).toMatchObject({ code: "upstream_invalid_response", message: expect.stringContaining("larger than 1024 bytes") });
+      const error = JSON.parse((events[events.length - 2] ?? "").replace(/^data: /, "")) as {
+        error: Record<string, unknown>;
+      };
+      expect(error.error).toMatchObject({
+        code: "upstream_invalid_response",
+        message: expect.stringContaining("larger than 1024 bytes"),
+      });
     } finally {
       await small.close();
     }
@@ -201,7 +256,12 @@ describe("client disconnect", () => {
     const before = mock.seen.length;
     const controller = new AbortController();
     const stream = await client().chat.completions.create(
-      { model: "remote", stream: true, messages: userMessage("a b c d e f g h"), ...knobs({ chunks: 200, chunk_delay_ms: 50 }) },
+      {
+        model: "remote",
+        stream: true,
+        messages: userMessage("a b c d e f g h"),
+        ...knobs({ chunks: 200, chunk_delay_ms: 50 }),
+      },
       { signal: controller.signal },
     );
     let received = 0;
@@ -215,11 +275,15 @@ describe("client disconnect", () => {
     }
     const abortedAt = Date.now();
     const upstream = mock.seen.slice(before).find((request) => request.path === "/v1/chat/completions");
-    for (let i = 0; i < 100 && upstream?.closedEarlyAt === undefined; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    for (let i = 0; i < 100 && upstream?.closedEarlyAt === undefined; i++)
+      await new Promise((resolve) => setTimeout(resolve, 10));
     expect(upstream?.closedEarlyAt).toBeDefined();
     // 200 chunks at 50 ms would take 10 s: the upstream connection closed within a short bound instead.
     expect((upstream?.closedEarlyAt ?? Infinity) - abortedAt).toBeLessThan(1000);
-    const samples = await scrapeUntil(gateway.url, (s) => total(s, "gateway_requests_total", { backend: "remote", code: "499", stream: "true" }) >= 1);
+    const samples = await scrapeUntil(
+      gateway.url,
+      (s) => total(s, "gateway_requests_total", { backend: "remote", code: "499", stream: "true" }) >= 1,
+    );
     expect(total(samples, "gateway_requests_total", { backend: "remote", code: "499", stream: "true" })).toBe(1);
     expect(total(samples, "gateway_in_flight_requests", { backend: "remote" })).toBe(0);
   });

@@ -1,7 +1,15 @@
 import OpenAI from "openai";
 import { total } from "../support/exposition";
 import { scrape } from "../support/metrics";
-import { chat, type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig, userMessage } from "../support/servers";
+import {
+  chat,
+  type RunningGateway,
+  type RunningMock,
+  startGateway,
+  startMock,
+  twoBackendConfig,
+  userMessage,
+} from "../support/servers";
 import { freePort } from "../support/ports";
 
 let mock: RunningMock;
@@ -37,7 +45,9 @@ describe("upstream faults become honest OpenAI errors", () => {
   ])("%s (%j) -> %i %s", async (_what, knobs, status, code) => {
     const answer = await chat(gateway.url, remote(knobs));
     expect(answer.status).toBe(status);
-    expect(answer.body).toEqual({ error: { message: expect.stringContaining("Backend 'remote'"), type: "upstream_error", param: null, code } });
+    expect(answer.body).toEqual({
+      error: { message: expect.stringContaining("Backend 'remote'"), type: "upstream_error", param: null, code },
+    });
     expect(answer.headers.get("x-request-id")).not.toBeNull();
   });
 
@@ -70,7 +80,10 @@ describe("upstream faults become honest OpenAI errors", () => {
 
   it("gives up at the timeout, and the next request is unaffected", async () => {
     const started = performance.now();
-    const [slow, fast] = await Promise.all([chat(gateway.url, remote({ fault: "hang" })), chat(gateway.url, remote({}))]);
+    const [slow, fast] = await Promise.all([
+      chat(gateway.url, remote({ fault: "hang" })),
+      chat(gateway.url, remote({})),
+    ]);
     expect(slow.status).toBe(504);
     expect(fast.status).toBe(200);
     // Generous upper bound: the point is that a hung upstream does not hang the client for long.
@@ -104,7 +117,11 @@ describe("http backend options", () => {
   it("sends the configured upstream model instead of the client's", async () => {
     const renamed = await startGateway(twoBackendConfig(mock.url, "model: llama-3.1-8b"));
     try {
-      const answer = await chat(renamed.url, { model: "remote", messages: userMessage("x") }, { "x-request-id": "model-override-1" });
+      const answer = await chat(
+        renamed.url,
+        { model: "remote", messages: userMessage("x") },
+        { "x-request-id": "model-override-1" },
+      );
       expect(answer.body).toMatchObject({ model: "remote", backend: "remote" });
       const seen = mock.seen.find((request) => request.headers["x-request-id"] === "model-override-1");
       expect((seen?.body as { model: string }).model).toBe("llama-3.1-8b");
@@ -115,9 +132,15 @@ describe("http backend options", () => {
 
   it("sends the api_key_env key upstream and never shows it in logs or errors", async () => {
     const key = "sk-upstream-secret-4242";
-    const keyed = await startGateway(twoBackendConfig(mock.url, "api_key_env: REMOTE_KEY"), { env: { REMOTE_KEY: key } });
+    const keyed = await startGateway(twoBackendConfig(mock.url, "api_key_env: REMOTE_KEY"), {
+      env: { REMOTE_KEY: key },
+    });
     try {
-      const ok = await chat(keyed.url, { model: "remote", messages: userMessage("x") }, { "x-request-id": "with-key-1" });
+      const ok = await chat(
+        keyed.url,
+        { model: "remote", messages: userMessage("x") },
+        { "x-request-id": "with-key-1" },
+      );
       const failed = await chat(keyed.url, remote({ status: 401 }));
       const seen = mock.seen.find((request) => request.headers["x-request-id"] === "with-key-1");
       expect(seen?.headers.authorization).toBe(`Bearer ${key}`);
@@ -136,9 +159,16 @@ describe("chained gateways", () => {
   it("works with another instance of this gateway as the upstream", async () => {
     const front = await startGateway(twoBackendConfig(gateway.url, "model: remote"));
     try {
-      const answer = await chat(front.url, { model: "remote", messages: userMessage("Hello world") }, { "x-request-id": "chain-1" });
+      const answer = await chat(
+        front.url,
+        { model: "remote", messages: userMessage("Hello world") },
+        { "x-request-id": "chain-1" },
+      );
       expect(answer.status).toBe(200);
-      expect(answer.body).toMatchObject({ backend: "remote", choices: [{ message: { content: "Remote: Hello world" } }] });
+      expect(answer.body).toMatchObject({
+        backend: "remote",
+        choices: [{ message: { content: "Remote: Hello world" } }],
+      });
       expect(answer.headers.get("x-request-id")).toBe("chain-1");
       // The id crossed both hops, so the logs of both gateways and the upstream line up.
       expect(gateway.logLines().some((line) => line.requestId === "chain-1")).toBe(true);
@@ -180,13 +210,16 @@ describe("the official openai SDK as a client", () => {
 
   it("surfaces an upstream outage as an InternalServerError", async () => {
     const error = await client()
-      .chat.completions.create({ model: "remote", messages: userMessage("x"), ...({ mock: { fault: "reset" } } as object) })
+      .chat.completions.create({
+        model: "remote",
+        messages: userMessage("x"),
+        ...({ mock: { fault: "reset" } } as object),
+      })
       .catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(OpenAI.InternalServerError);
     expect((error as InstanceType<typeof OpenAI.InternalServerError>).status).toBe(502);
   });
 });
-
 
 describe("size limits on upstream answers", () => {
   let limited: RunningGateway;
@@ -195,7 +228,9 @@ describe("size limits on upstream answers", () => {
   beforeAll(async () => {
     limited = await startGateway(twoBackendConfig(mock.url, "max_response_bytes: 65536\ncircuit_breaker: false"));
     // 100 KB for all answers read whole together (MAX_BUFFERED_BYTES); a breaker that opens on one failure.
-    budgeted = await startGateway(twoBackendConfig(mock.url, "circuit_breaker: {failures: 1, cooldown: 60}"), { maxBufferedBytes: 100_000 });
+    budgeted = await startGateway(twoBackendConfig(mock.url, "circuit_breaker: {failures: 1, cooldown: 60}"), {
+      maxBufferedBytes: 100_000,
+    });
   });
 
   afterAll(async () => {
@@ -224,7 +259,9 @@ describe("size limits on upstream answers", () => {
     const before = total(await scrape(limited.url), "gateway_backend_errors_total", labels);
     const answer = await chat(limited.url, { model: "remote", messages: userMessage("y".repeat(70_000)) });
     expect(answer.status).toBe(502);
-    expect(answer.body).toMatchObject({ error: { code: "upstream_invalid_response", message: expect.stringContaining("larger than 65536 bytes") } });
+    expect(answer.body).toMatchObject({
+      error: { code: "upstream_invalid_response", message: expect.stringContaining("larger than 65536 bytes") },
+    });
     expect(total(await scrape(limited.url), "gateway_backend_errors_total", labels) - before).toBe(1);
   });
 

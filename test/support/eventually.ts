@@ -12,7 +12,12 @@ export interface PollOptions {
  * when a response closes, a server still starting) is waited for, bounded in tries and in time. A read
  * that throws counts as not yet. On timeout it fails naming `what` and the last value or error it saw.
  */
-export async function eventually<T>(what: string, read: () => Promise<T>, done: (value: T) => boolean, options: PollOptions = {}): Promise<T> {
+export async function eventually<T>(
+  what: string,
+  read: () => Promise<T>,
+  done: (value: T) => boolean,
+  options: PollOptions = {},
+): Promise<T> {
   const timeoutMs = options.timeoutMs ?? 5000;
   const intervalMs = options.intervalMs ?? 20;
   const deadline = Date.now() + timeoutMs;

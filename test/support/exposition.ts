@@ -16,7 +16,8 @@ export function parseExposition(text: string): Sample[] {
     const match = SAMPLE_LINE.exec(line);
     if (match === null) throw new Error(`not a sample line: ${line}`);
     const labels: Record<string, string> = {};
-    for (const pair of (match[2] ?? "").matchAll(LABEL_PAIR)) labels[pair[1] ?? ""] = (pair[2] ?? "").replace(/\\(.)/g, "$1");
+    for (const pair of (match[2] ?? "").matchAll(LABEL_PAIR))
+      labels[pair[1] ?? ""] = (pair[2] ?? "").replace(/\\(.)/g, "$1");
     samples.push({ name: match[1] ?? "", labels, value: Number(match[3]) });
   }
   return samples;
@@ -34,7 +35,11 @@ function hasLabels(sample: Sample, labels: Readonly<Record<string, string>>): bo
 }
 
 /** The samples of `name` whose labels include all of `labels`. */
-export function select(samples: readonly Sample[], name: string, labels: Readonly<Record<string, string>> = {}): Sample[] {
+export function select(
+  samples: readonly Sample[],
+  name: string,
+  labels: Readonly<Record<string, string>> = {},
+): Sample[] {
   return samples.filter((sample) => sample.name === name && hasLabels(sample, labels));
 }
 
@@ -47,6 +52,11 @@ export function total(samples: readonly Sample[], name: string, labels: Readonly
 export function seriesKeys(samples: readonly Sample[], prefix: string): string[] {
   return samples
     .filter((sample) => sample.name.startsWith(prefix))
-    .map((sample) => `${sample.name}{${Object.entries(sample.labels).map(([key, value]) => `${key}="${value}"`).join(",")}}`)
+    .map(
+      (sample) =>
+        `${sample.name}{${Object.entries(sample.labels)
+          .map(([key, value]) => `${key}="${value}"`)
+          .join(",")}}`,
+    )
     .sort();
 }

@@ -23,7 +23,7 @@ export class FakeBackend implements Backend {
   readonly timeoutSeconds: number | undefined;
   readonly calls: { readonly call: BackendCall; readonly at: number }[] = [];
   result: BackendResult;
-  failure: unknown;
+  failure: Error | undefined;
   holdCalls = false;
   /** Set while a held call waits. */
   release: (() => void) | undefined;

@@ -21,13 +21,21 @@ const LISTENING = /"message":"gateway listening"[^\n]*"port":(\d+)|"port":(\d+)[
 
 /** Starts the built gateway in `cwd` on an ephemeral port and waits for its "listening" log line (bounded). */
 export async function startGatewayProcess(cwd: string, env: Record<string, string>): Promise<Started> {
-  const child = spawn(process.execPath, [GATEWAY_MAIN], { cwd, env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", ...env } });
+  const child = spawn(process.execPath, [GATEWAY_MAIN], {
+    cwd,
+    env: { PATH: process.env.PATH ?? "", PORT: "0", HOST: "127.0.0.1", ...env },
+  });
   let output = "";
   child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
   child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
   const exit = new Promise<number | null>((resolveExit) => child.once("exit", (code) => resolveExit(code)));
   try {
-    await eventually("the gateway to listen", async () => output, (text) => LISTENING.test(text) || child.exitCode !== null, { intervalMs: 25 });
+    await eventually(
+      "the gateway to listen",
+      async () => output,
+      (text) => LISTENING.test(text) || child.exitCode !== null,
+      { intervalMs: 25 },
+    );
   } catch {
     // Reported below with everything it printed.
   }

@@ -57,7 +57,13 @@ export interface RunningGateway extends Running {
 /** The real app, built from YAML text the way main.ts builds it from a file, on an ephemeral port. */
 export async function startGateway(
   yaml: string,
-  options: { env?: Record<string, string>; maxBodyBytes?: number; maxHops?: number; bodyTimeoutSeconds?: number; maxBufferedBytes?: number } = {},
+  options: {
+    env?: Record<string, string>;
+    maxBodyBytes?: number;
+    maxHops?: number;
+    bodyTimeoutSeconds?: number;
+    maxBufferedBytes?: number;
+  } = {},
 ): Promise<RunningGateway> {
   const env = options.env ?? {};
   const registry = defaultBackendRegistry();
@@ -128,7 +134,11 @@ export async function chat(baseUrl: string, payload: unknown, headers: Record<st
     headers: { "content-type": "application/json", ...headers },
     body: typeof payload === "string" ? payload : JSON.stringify(payload),
   });
-  return { status: response.status, headers: response.headers, body: (await response.json()) as Record<string, unknown> };
+  return {
+    status: response.status,
+    headers: response.headers,
+    body: (await response.json()) as Record<string, unknown>,
+  };
 }
 
 /** The header of a request made with API key `key`. */

@@ -1,5 +1,13 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import { ClusterMetrics, exposition, retire, SNAPSHOT_REQUEST, type Snapshot, type SnapshotRequest, type SnapshotSource } from "../../gateway/src/cluster-metrics";
+import {
+  ClusterMetrics,
+  exposition,
+  retire,
+  SNAPSHOT_REQUEST,
+  type Snapshot,
+  type SnapshotRequest,
+  type SnapshotSource,
+} from "../../gateway/src/cluster-metrics";
 import { parseExposition, select, total } from "../support/exposition";
 
 /** A worker's registry as the gateway's has them: a counter, a histogram, a summed gauge, a "min" and a "first" gauge. */
@@ -44,7 +52,15 @@ describe("retire", () => {
   it("adds each death into one total, series by series", async () => {
     const first = await snapshotOf(busyWorker(5));
     const second = await snapshotOf(busyWorker(2, "502"));
-    const third: Snapshot = [{ name: "requests_total", help: "h", type: "counter", aggregator: "sum", values: [{ labels: { code: "200" }, value: 1 }] }];
+    const third: Snapshot = [
+      {
+        name: "requests_total",
+        help: "h",
+        type: "counter",
+        aggregator: "sum",
+        values: [{ labels: { code: "200" }, value: 1 }],
+      },
+    ];
     const retired = retire(retire(retire([], first), second), third);
     expect(retired.filter((metric) => metric.name === "requests_total")).toHaveLength(1);
     const samples = parseExposition(await exposition([retired]));
@@ -56,7 +72,9 @@ describe("retire", () => {
   });
 
   it("takes two label objects with the same pairs in another order for the same series", () => {
-    const counter = (labels: Record<string, string>, value: number): Snapshot => [{ name: "c_total", help: "h", type: "counter", aggregator: "sum", values: [{ labels, value }] }];
+    const counter = (labels: Record<string, string>, value: number): Snapshot => [
+      { name: "c_total", help: "h", type: "counter", aggregator: "sum", values: [{ labels, value }] },
+    ];
     const retired = retire(retire([], counter({ a: "1", b: "2" }, 1)), counter({ b: "2", a: "1" }, 2));
     expect(retired[0]?.values).toEqual([{ labels: { a: "1", b: "2" }, value: 3 }]);
   });

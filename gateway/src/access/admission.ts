@@ -141,7 +141,9 @@ export class Admission {
     if (this.inFlight >= this.access.maxConcurrentRequests) {
       throw new AdmissionError(
         "gateway_concurrency",
-        new TooManyConcurrentRequestsError(`The gateway has ${this.access.maxConcurrentRequests} requests in flight, its limit. Try again in a moment.`),
+        new TooManyConcurrentRequestsError(
+          `The gateway has ${this.access.maxConcurrentRequests} requests in flight, its limit. Try again in a moment.`,
+        ),
       );
     }
     const nowMs = this.now();
@@ -178,13 +180,23 @@ export class Admission {
     const own = state.limits.concurrentRequests;
     const limit = own ?? this.share;
     if (state.inFlight < limit) return;
-    const what = own === undefined ? `${limit} requests in flight, its share of the gateway's ${this.access.maxConcurrentRequests}` : `${limit} requests in flight, its limit`;
-    throw new AdmissionError("client_concurrency", new TooManyConcurrentRequestsError(`${capitalised(who)} has ${what}. Try again in a moment.`));
+    const what =
+      own === undefined
+        ? `${limit} requests in flight, its share of the gateway's ${this.access.maxConcurrentRequests}`
+        : `${limit} requests in flight, its limit`;
+    throw new AdmissionError(
+      "client_concurrency",
+      new TooManyConcurrentRequestsError(`${capitalised(who)} has ${what}. Try again in a moment.`),
+    );
   }
 
   private checkRates(state: ClientState, who: string, nowMs: number): void {
     const { requestsPerMinute, tokensPerMinute } = state.limits;
-    if (requestsPerMinute !== undefined && state.requests !== undefined && state.requests.total(nowMs) + 1 > requestsPerMinute) {
+    if (
+      requestsPerMinute !== undefined &&
+      state.requests !== undefined &&
+      state.requests.total(nowMs) + 1 > requestsPerMinute
+    ) {
       const wait = state.requests.secondsUntilAtMost(nowMs, requestsPerMinute - 1);
       throw new AdmissionError("requests_per_minute", new RateLimitError("requests", requestsPerMinute, who, wait));
     }

@@ -20,7 +20,11 @@ export interface AccessMetrics {
   rejected(key: string, reason: RejectionReason): void;
 }
 
-export function createAccessMetrics(registry: Registry, keyNames: readonly string[], requestsInFlight: () => number): AccessMetrics {
+export function createAccessMetrics(
+  registry: Registry,
+  keyNames: readonly string[],
+  requestsInFlight: () => number,
+): AccessMetrics {
   const registers = [registry];
   const requests = new Counter({
     name: "gateway_key_requests_total",

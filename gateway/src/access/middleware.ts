@@ -18,7 +18,8 @@ export function authenticate(keys: KeyRing, metrics: AccessMetrics) {
     try {
       key = keys.identify(req.headers.authorization);
     } catch (error) {
-      if (error instanceof AuthenticationError) metrics.rejected(NO_KEY, error.code === "missing_api_key" ? "missing_api_key" : "invalid_api_key");
+      if (error instanceof AuthenticationError)
+        metrics.rejected(NO_KEY, error.code === "missing_api_key" ? "missing_api_key" : "invalid_api_key");
       next(error);
       return;
     }
@@ -26,7 +27,8 @@ export function authenticate(keys: KeyRing, metrics: AccessMetrics) {
     context.key = key.name;
     if (key.backends !== undefined) {
       let allowlist = allowlists.get(key);
-      if (allowlist === undefined) allowlists.set(key, (allowlist = { key: key.name, backends: new Set(key.backends) }));
+      if (allowlist === undefined)
+        allowlists.set(key, (allowlist = { key: key.name, backends: new Set(key.backends) }));
       context.allowlist = allowlist;
     }
     next();

@@ -5,7 +5,11 @@ import type { Duplex } from "node:stream";
 function describe(code: string | undefined): { status: number; message: string; code: string } {
   switch (code) {
     case "HPE_HEADER_OVERFLOW":
-      return { status: 431, message: "The request headers are larger than the limit of 16 KiB.", code: "headers_too_large" };
+      return {
+        status: 431,
+        message: "The request headers are larger than the limit of 16 KiB.",
+        code: "headers_too_large",
+      };
     case "ERR_HTTP_REQUEST_TIMEOUT":
       return { status: 408, message: "The request did not arrive in time.", code: "request_timeout" };
     default:

@@ -8,7 +8,11 @@ import { methodNotAllowed } from "./method-not-allowed";
  * `GET /metrics`: this app's Registry in the Prometheus text exposition format, or what `scrape` gives
  * (the sum over cluster workers, in the same format).
  */
-export function createMetricsRouter(deps: { readonly metrics: GatewayMetrics; readonly scrape?: () => Promise<string>; readonly metricsKey?: Buffer }): Router {
+export function createMetricsRouter(deps: {
+  readonly metrics: GatewayMetrics;
+  readonly scrape?: () => Promise<string>;
+  readonly metricsKey?: Buffer;
+}): Router {
   const { registry } = deps.metrics;
   const scrape = deps.scrape ?? (() => registry.metrics());
   const router = Router();

@@ -27,7 +27,10 @@ export class BackendRegistry {
   parse(name: string, type: string, fields: ConfigFields, env: BackendContext["env"]): BackendConfig {
     const factory = this.factories.get(type);
     if (factory === undefined) {
-      throw new ConfigError(fields.keyPath("type"), `unknown backend type '${type}' (known: ${this.types().join(", ")})`);
+      throw new ConfigError(
+        fields.keyPath("type"),
+        `unknown backend type '${type}' (known: ${this.types().join(", ")})`,
+      );
     }
     const options = factory.parseOptions(fields, env);
     fields.finish();

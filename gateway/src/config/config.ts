@@ -30,7 +30,11 @@ export const MAX_BACKENDS = 256;
 const BACKEND_NAME = /^[A-Za-z0-9][A-Za-z0-9._:\/-]{0,63}$/;
 
 /** Checks a YAML document (already parsed to plain values) and returns the typed config. Pure. */
-export function parseConfig(raw: unknown, registry: BackendRegistry, env: Readonly<Record<string, string | undefined>>): GatewayConfig {
+export function parseConfig(
+  raw: unknown,
+  registry: BackendRegistry,
+  env: Readonly<Record<string, string | undefined>>,
+): GatewayConfig {
   if (raw === null || raw === undefined) throw new ConfigError("", "the file is empty");
   const root = ConfigFields.from(raw, "");
   // The config reads the environment only for secrets; which variables it read, the permission check needs.
@@ -45,14 +49,21 @@ export function parseConfig(raw: unknown, registry: BackendRegistry, env: Readon
   const defaultBackend = root.requiredString("default_backend");
   const list = root.take("backends");
   if (!Array.isArray(list) || list.length === 0) throw new ConfigError("backends", "must be a non-empty list");
-  if (list.length > MAX_BACKENDS) throw new ConfigError("backends", `at most ${MAX_BACKENDS} backends (have ${list.length}): each adds about 75 series to /metrics`);
+  if (list.length > MAX_BACKENDS)
+    throw new ConfigError(
+      "backends",
+      `at most ${MAX_BACKENDS} backends (have ${list.length}): each adds about 75 series to /metrics`,
+    );
 
   const names = new Set<string>();
   const backends = list.map((entry: unknown, index: number): ConfiguredBackend => {
     const fields = ConfigFields.from(entry, `backends[${index}]`);
     const name = fields.requiredString("name");
     if (!BACKEND_NAME.test(name)) {
-      throw new ConfigError(fields.keyPath("name"), "must be 1-64 characters of letters, digits and . _ : / - (starting with a letter or digit)");
+      throw new ConfigError(
+        fields.keyPath("name"),
+        "must be 1-64 characters of letters, digits and . _ : / - (starting with a letter or digit)",
+      );
     }
     if (names.has(name)) throw new ConfigError(fields.keyPath("name"), `'${name}' is already used by another backend`);
     names.add(name);
@@ -64,7 +75,10 @@ export function parseConfig(raw: unknown, registry: BackendRegistry, env: Readon
 
   backends.forEach((backend, index) => checkFallbacks(backend, `backends[${index}].fallbacks`, names));
   if (!names.has(defaultBackend)) {
-    throw new ConfigError("default_backend", `'${defaultBackend}' is not the name of a backend (have: ${[...names].join(", ")})`);
+    throw new ConfigError(
+      "default_backend",
+      `'${defaultBackend}' is not the name of a backend (have: ${[...names].join(", ")})`,
+    );
   }
   const access = parseAccess(root, names, secrets);
   root.finish();
@@ -86,11 +100,16 @@ function parseCircuitBreaker(fields: ConfigFields): CircuitBreakerOptions | unde
   if (raw === undefined || raw === null || raw === true) return DEFAULT_CIRCUIT_BREAKER;
   if (raw === false) return undefined;
   const path = fields.keyPath("circuit_breaker");
-  if (typeof raw !== "object" || Array.isArray(raw)) throw new ConfigError(path, "must be false or a mapping with failures and cooldown");
+  if (typeof raw !== "object" || Array.isArray(raw))
+    throw new ConfigError(path, "must be false or a mapping with failures and cooldown");
   const breaker = ConfigFields.from(raw, path);
   const options = {
     failures: breaker.integer("failures", DEFAULT_CIRCUIT_BREAKER.failures, { min: 1, max: 1000 }),
-    cooldownSeconds: breaker.number("cooldown", DEFAULT_CIRCUIT_BREAKER.cooldownSeconds, { min: 0, max: 3600, exclusiveMin: true }),
+    cooldownSeconds: breaker.number("cooldown", DEFAULT_CIRCUIT_BREAKER.cooldownSeconds, {
+      min: 0,
+      max: 3600,
+      exclusiveMin: true,
+    }),
   };
   breaker.finish();
   return options;
@@ -106,7 +125,8 @@ function checkFallbacks(backend: ConfiguredBackend, path: string, names: Readonl
   backend.resilience.fallbacks.forEach((name, index) => {
     const at = `${path}[${index}]`;
     if (name === backend.name) throw new ConfigError(at, "a backend cannot be its own fallback");
-    if (!names.has(name)) throw new ConfigError(at, `'${name}' is not the name of a backend (have: ${[...names].join(", ")})`);
+    if (!names.has(name))
+      throw new ConfigError(at, `'${name}' is not the name of a backend (have: ${[...names].join(", ")})`);
     if (seen.has(name)) throw new ConfigError(at, `'${name}' is listed twice`);
     seen.add(name);
   });

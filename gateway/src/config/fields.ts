@@ -36,7 +36,8 @@ export class ConfigFields {
   requiredString(key: string): string {
     const value = this.take(key);
     if (value === undefined || value === null) throw new ConfigError(this.keyPath(key), "is required");
-    if (typeof value !== "string" || value.trim() === "") throw new ConfigError(this.keyPath(key), "must be a non-empty string");
+    if (typeof value !== "string" || value.trim() === "")
+      throw new ConfigError(this.keyPath(key), "must be a non-empty string");
     return value;
   }
 
@@ -70,7 +71,8 @@ export class ConfigFields {
     if (value === undefined || value === null) return [];
     if (!Array.isArray(value)) throw new ConfigError(this.keyPath(key), "must be a list");
     return value.map((item: unknown, index) => {
-      if (typeof item !== "string" || item.trim() === "") throw new ConfigError(`${this.keyPath(key)}[${index}]`, "must be a non-empty string");
+      if (typeof item !== "string" || item.trim() === "")
+        throw new ConfigError(`${this.keyPath(key)}[${index}]`, "must be a non-empty string");
       return item;
     });
   }
@@ -83,11 +85,13 @@ export class ConfigFields {
     } catch {
       throw new ConfigError(this.keyPath(key), "must be an http(s) URL");
     }
-    if (url.protocol !== "http:" && url.protocol !== "https:") throw new ConfigError(this.keyPath(key), "must be an http(s) URL");
+    if (url.protocol !== "http:" && url.protocol !== "https:")
+      throw new ConfigError(this.keyPath(key), "must be an http(s) URL");
     if (url.username !== "" || url.password !== "") {
       throw new ConfigError(this.keyPath(key), "must not carry credentials; use api_key_env");
     }
-    if (url.search !== "" || url.hash !== "") throw new ConfigError(this.keyPath(key), "must not have a query or fragment");
+    if (url.search !== "" || url.hash !== "")
+      throw new ConfigError(this.keyPath(key), "must not have a query or fragment");
     return url;
   }
 

@@ -51,7 +51,12 @@ function worldReadable(file: string): boolean {
  * key hashes are written in it, and the `.env` file when it defines a variable the config reads a secret
  * from (and the real environment does not override it).
  */
-export function secretFileWarnings(configFile: string, config: GatewayConfig, dotEnvPath: string, processEnv: Env): string[] {
+export function secretFileWarnings(
+  configFile: string,
+  config: GatewayConfig,
+  dotEnvPath: string,
+  processEnv: Env,
+): string[] {
   const warnings: string[] = [];
   if (config.access.hashesInFile && worldReadable(configFile)) {
     warnings.push(`${configFile} holds API key hashes and is readable by every user: chmod 600 it (or use key_env)`);
@@ -59,7 +64,8 @@ export function secretFileWarnings(configFile: string, config: GatewayConfig, do
   if (existsSync(dotEnvPath) && worldReadable(dotEnvPath)) {
     const fromFile = parseEnv(readFileSync(dotEnvPath, "utf8"));
     const exposed = config.secretEnv.filter((name) => fromFile[name] !== undefined && processEnv[name] === undefined);
-    if (exposed.length > 0) warnings.push(`${dotEnvPath} holds secrets (${exposed.join(", ")}) and is readable by every user: chmod 600 it`);
+    if (exposed.length > 0)
+      warnings.push(`${dotEnvPath} holds secrets (${exposed.join(", ")}) and is readable by every user: chmod 600 it`);
   }
   return warnings;
 }

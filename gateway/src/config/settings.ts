@@ -71,7 +71,8 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   const text = env[name];
   if (text === undefined || text === "") return fallback;
   const value = Number(text);
-  if (!/^\d+$/.test(text) || value < min || value > max) throw new ConfigError(name, `must be a whole number from ${min} to ${max}`);
+  if (!/^\d+$/.test(text) || value < min || value > max)
+    throw new ConfigError(name, `must be a whole number from ${min} to ${max}`);
   return value;
 }
 

@@ -2,7 +2,13 @@
  * How a backend call failed, when it did: the `reason` label of `gateway_backend_errors_total`. A closed set,
  * and a contract: dashboards and alerts match on these values.
  */
-export const BACKEND_FAULTS = ["timeout", "connection", "http_status", "invalid_response", "stream_interrupted"] as const;
+export const BACKEND_FAULTS = [
+  "timeout",
+  "connection",
+  "http_status",
+  "invalid_response",
+  "stream_interrupted",
+] as const;
 export type BackendFault = (typeof BACKEND_FAULTS)[number];
 
 /**

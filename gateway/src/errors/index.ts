@@ -11,7 +11,12 @@ export class InvalidRequestError extends GatewayError {
 
 export class PayloadTooLargeError extends GatewayError {
   constructor(limitBytes: number) {
-    super(`Request body is larger than the limit of ${limitBytes} bytes.`, 413, "invalid_request_error", "payload_too_large");
+    super(
+      `Request body is larger than the limit of ${limitBytes} bytes.`,
+      413,
+      "invalid_request_error",
+      "payload_too_large",
+    );
   }
 }
 
@@ -23,9 +28,16 @@ export class NotFoundError extends GatewayError {
 
 export class MethodNotAllowedError extends GatewayError {
   constructor(method: string, path: string, allowed: readonly string[]) {
-    super(`Method ${method} is not allowed on ${path}; use ${allowed.join(", ")}.`, 405, "invalid_request_error", "method_not_allowed", null, {
-      allow: allowed.join(", "),
-    });
+    super(
+      `Method ${method} is not allowed on ${path}; use ${allowed.join(", ")}.`,
+      405,
+      "invalid_request_error",
+      "method_not_allowed",
+      null,
+      {
+        allow: allowed.join(", "),
+      },
+    );
   }
 }
 
@@ -56,7 +68,13 @@ export class AuthenticationError extends GatewayError {
 /** The key is valid but may not use the backend the request was routed to. */
 export class BackendNotAllowedError extends GatewayError {
   constructor(key: string, backend: string) {
-    super(`The API key '${key}' may not use the model '${backend}'.`, 403, "invalid_request_error", "model_not_allowed", "model");
+    super(
+      `The API key '${key}' may not use the model '${backend}'.`,
+      403,
+      "invalid_request_error",
+      "model_not_allowed",
+      "model",
+    );
   }
 }
 
@@ -66,11 +84,18 @@ export class BackendNotAllowedError extends GatewayError {
  */
 export class RateLimitError extends GatewayError {
   constructor(limit: "requests" | "tokens", perMinute: number, who: string, retryAfterSeconds: number) {
-    super(`Rate limit reached for ${who}: ${perMinute} ${limit} per minute. Try again in ${retryAfterSeconds} s.`, 429, "rate_limit_error", "rate_limit_exceeded", null, {
-      "retry-after": String(retryAfterSeconds),
-      [`x-ratelimit-limit-${limit}`]: String(perMinute),
-      [`x-ratelimit-remaining-${limit}`]: "0",
-    });
+    super(
+      `Rate limit reached for ${who}: ${perMinute} ${limit} per minute. Try again in ${retryAfterSeconds} s.`,
+      429,
+      "rate_limit_error",
+      "rate_limit_exceeded",
+      null,
+      {
+        "retry-after": String(retryAfterSeconds),
+        [`x-ratelimit-limit-${limit}`]: String(perMinute),
+        [`x-ratelimit-remaining-${limit}`]: "0",
+      },
+    );
   }
 }
 
@@ -84,14 +109,26 @@ export class TooManyConcurrentRequestsError extends GatewayError {
 /** The completions path reads JSON only; a form or text body is refused rather than guessed at. */
 export class UnsupportedMediaTypeError extends GatewayError {
   constructor(contentType: string) {
-    super(`Content-Type must be application/json, not '${contentType.slice(0, 100)}'.`, 415, "invalid_request_error", "unsupported_media_type");
+    super(
+      `Content-Type must be application/json, not '${contentType.slice(0, 100)}'.`,
+      415,
+      "invalid_request_error",
+      "unsupported_media_type",
+    );
   }
 }
 
 /** The request (its headers or its body) did not arrive within the time allowed: a client too slow, or stalled. */
 export class RequestTimeoutError extends GatewayError {
   constructor(seconds: number) {
-    super(`The request body did not arrive within ${seconds} s.`, 408, "invalid_request_error", "request_timeout", null, { connection: "close" });
+    super(
+      `The request body did not arrive within ${seconds} s.`,
+      408,
+      "invalid_request_error",
+      "request_timeout",
+      null,
+      { connection: "close" },
+    );
   }
 }
 

@@ -12,7 +12,14 @@ export class UpstreamClientError extends GatewayError {
     headers: Record<string, string> = {},
     override readonly retryAfterMs?: number,
   ) {
-    super(`Backend '${backend}' rejected the request: ${upstreamMessage}`, upstreamStatus, upstreamStatus === 429 ? "rate_limit_error" : "invalid_request_error", "upstream_client_error", null, headers);
+    super(
+      `Backend '${backend}' rejected the request: ${upstreamMessage}`,
+      upstreamStatus,
+      upstreamStatus === 429 ? "rate_limit_error" : "invalid_request_error",
+      "upstream_client_error",
+      null,
+      headers,
+    );
   }
 
   /**
@@ -50,7 +57,12 @@ export class UpstreamHttpError extends GatewayError {
     /** Sent with 503s. */
     override readonly retryAfterMs?: number,
   ) {
-    super(`Backend '${backend}' answered HTTP ${upstreamStatus}: ${upstreamMessage}`, 502, "upstream_error", "upstream_http_error");
+    super(
+      `Backend '${backend}' answered HTTP ${upstreamStatus}: ${upstreamMessage}`,
+      502,
+      "upstream_error",
+      "upstream_http_error",
+    );
   }
 
   /** 502/503/504 are overload or a hop in front of the model failing; a 500 is more often a bug that repeats. */
@@ -143,8 +155,15 @@ export class CircuitOpenError extends GatewayError {
  */
 export class ResponseBudgetExhaustedError extends GatewayError {
   constructor(limitBytes: number) {
-    super(`The gateway is buffering too many large answers (limit ${limitBytes} bytes); try again in a moment.`, 503, "server_error", "response_budget_exhausted", null, {
-      "retry-after": "1",
-    });
+    super(
+      `The gateway is buffering too many large answers (limit ${limitBytes} bytes); try again in a moment.`,
+      503,
+      "server_error",
+      "response_budget_exhausted",
+      null,
+      {
+        "retry-after": "1",
+      },
+    );
   }
 }

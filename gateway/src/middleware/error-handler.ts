@@ -19,7 +19,9 @@ function clientStatus(error: unknown): number | undefined {
 }
 
 /** The OpenAI error object for a GatewayError: the body of an error response, or of an in-band stream error. */
-export function errorBody(error: GatewayError): { error: { message: string; type: string; param: string | null; code: string | null } } {
+export function errorBody(error: GatewayError): {
+  error: { message: string; type: string; param: string | null; code: string | null };
+} {
   return { error: { message: error.message, type: error.type, param: error.param, code: error.code } };
 }
 
@@ -36,7 +38,9 @@ export function errorHandler() {
     const context = contextOf(res);
     let known = toGatewayError(error);
     if (known === undefined) {
-      context.logger.error("unhandled error", { error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+      context.logger.error("unhandled error", {
+        error: error instanceof Error ? (error.stack ?? error.message) : String(error),
+      });
       known = new InternalError();
     } else if (known.status >= 500) {
       context.logger.warn("request failed", { code: known.code, error: known.message });

@@ -2,7 +2,14 @@ import type { IncomingMessage } from "node:http";
 import type { Readable, Transform } from "node:stream";
 import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
 import type { NextFunction, Request, Response } from "express";
-import { ClientClosedError, type GatewayError, InvalidRequestError, PayloadTooLargeError, RequestTimeoutError, UnsupportedEncodingError } from "../errors";
+import {
+  ClientClosedError,
+  type GatewayError,
+  InvalidRequestError,
+  PayloadTooLargeError,
+  RequestTimeoutError,
+  UnsupportedEncodingError,
+} from "../errors";
 import { exceedsDepth, MAX_JSON_DEPTH } from "../utils/json-depth";
 
 export interface JsonBodyOptions {
@@ -53,7 +60,10 @@ async function readJsonBody(req: IncomingMessage, options: JsonBodyOptions): Pro
   let decoder: Transform | undefined;
   if (encoding !== "identity" && encoding !== "") {
     const make = DECODERS[encoding];
-    if (make === undefined) throw new UnsupportedEncodingError(`Content-Encoding '${encoding.slice(0, 40)}' is not supported: send gzip, deflate, br or none.`);
+    if (make === undefined)
+      throw new UnsupportedEncodingError(
+        `Content-Encoding '${encoding.slice(0, 40)}' is not supported: send gzip, deflate, br or none.`,
+      );
     decoder = make();
   }
   const declared = Number(req.headers["content-length"]);
@@ -65,16 +75,29 @@ async function readJsonBody(req: IncomingMessage, options: JsonBodyOptions): Pro
   try {
     body = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
   } catch (error) {
-    throw new InvalidRequestError(`The request body is not valid JSON: ${error instanceof Error ? error.message : String(error)}`, null, "invalid_json");
+    throw new InvalidRequestError(
+      `The request body is not valid JSON: ${error instanceof Error ? error.message : String(error)}`,
+      null,
+      "invalid_json",
+    );
   }
   if (exceedsDepth(body, MAX_JSON_DEPTH)) {
-    throw new InvalidRequestError(`The request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels.`, null, "nesting_too_deep");
+    throw new InvalidRequestError(
+      `The request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels.`,
+      null,
+      "nesting_too_deep",
+    );
   }
   return body;
 }
 
 /** The body's bytes, decoded; rejects as soon as it is too large, too slow, undecodable or abandoned. */
-function collect(req: IncomingMessage, decoder: Transform | undefined, encoding: string, options: JsonBodyOptions): Promise<Buffer> {
+function collect(
+  req: IncomingMessage,
+  decoder: Transform | undefined,
+  encoding: string,
+  options: JsonBodyOptions,
+): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -105,13 +128,18 @@ function collect(req: IncomingMessage, decoder: Transform | undefined, encoding:
     const onClose = (): void => {
       if (!req.complete) finish(new ClientClosedError());
     };
-    const timer = setTimeout(() => finish(new RequestTimeoutError(options.timeoutSeconds)), options.timeoutSeconds * 1000);
+    const timer = setTimeout(
+      () => finish(new RequestTimeoutError(options.timeoutSeconds)),
+      options.timeoutSeconds * 1000,
+    );
     source.on("data", onData);
     source.once("end", () => finish());
     req.on("close", onClose);
     req.on("error", () => finish(new ClientClosedError()));
     if (decoder !== undefined) {
-      decoder.on("error", () => finish(new InvalidRequestError(`The request body is not valid ${encoding} data.`, null, "invalid_body")));
+      decoder.on("error", () =>
+        finish(new InvalidRequestError(`The request body is not valid ${encoding} data.`, null, "invalid_body")),
+      );
     }
   });
 }

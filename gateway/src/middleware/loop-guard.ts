@@ -14,7 +14,8 @@ export function loopGuard(maxHops: number) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const text = req.get(HOPS_HEADER);
     if (text === undefined) return next();
-    if (!/^\d{1,6}$/.test(text.trim())) return next(new InvalidRequestError(`${HOPS_HEADER} must be a whole number`, null, "invalid_header"));
+    if (!/^\d{1,6}$/.test(text.trim()))
+      return next(new InvalidRequestError(`${HOPS_HEADER} must be a whole number`, null, "invalid_header"));
     const hops = Number(text.trim());
     if (hops >= maxHops) {
       return next(

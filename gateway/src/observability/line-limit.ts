@@ -81,7 +81,9 @@ function setLeaf(leaf: Leaf, value: string): void {
 function stringLeaves(value: Json): Leaf[] {
   const leaves: Leaf[] = [];
   const visit = (holder: Json[] | { [key: string]: Json }): void => {
-    const entries: [string | number, Json][] = Array.isArray(holder) ? holder.map((item, index) => [index, item]) : Object.entries(holder);
+    const entries: [string | number, Json][] = Array.isArray(holder)
+      ? holder.map((item, index) => [index, item])
+      : Object.entries(holder);
     for (const [key, item] of entries) {
       if (typeof item === "string") {
         const bytes = jsonBytes(item);

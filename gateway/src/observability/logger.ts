@@ -114,7 +114,11 @@ export function createLogger(options: { level: LogLevel; service: string; stream
   const lines = options.stream ?? process.stdout;
   const logger = winston.createLogger({
     level: options.level,
-    format: winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: true }), winston.format.json()),
+    format: winston.format.combine(
+      winston.format.timestamp(),
+      winston.format.errors({ stack: true }),
+      winston.format.json(),
+    ),
     defaultMeta: { service: options.service },
     transports: [new LineTransport(lines)],
   });
@@ -132,7 +136,8 @@ export function createLogger(options: { level: LogLevel; service: string; stream
  */
 export function requestLineWriter(logger: winston.Logger): (line: RequestLine) => void {
   const destination = destinations.get(logger);
-  if (destination === undefined) return ({ requestId, ...fields }) => logger.child({ requestId }).info("request", fields);
+  if (destination === undefined)
+    return ({ requestId, ...fields }) => logger.child({ requestId }).info("request", fields);
   const { lines, service } = destination;
   return (line) => {
     if (!logger.isInfoEnabled()) return;

@@ -55,7 +55,11 @@ export class RequestSeries {
     const key = status * 2 + (stream ? 1 : 0);
     let cell = this.counts.get(key);
     if (cell === undefined) {
-      cell = this.instruments.cells.requests.add({ backend: this.backend, code: String(status), stream: stream ? "true" : "false" });
+      cell = this.instruments.cells.requests.add({
+        backend: this.backend,
+        code: String(status),
+        stream: stream ? "true" : "false",
+      });
       this.counts.set(key, cell);
     }
     return cell;

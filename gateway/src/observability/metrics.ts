@@ -12,7 +12,9 @@ export const NO_BACKEND = "none";
  * Seconds. LLM answers take from milliseconds (the echo backend, a cache hit, the gateway's own overhead)
  * to minutes (long generations), so the buckets span both ends; 300 s covers the default 60 s timeout with room.
  */
-export const LATENCY_BUCKETS: readonly number[] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+export const LATENCY_BUCKETS: readonly number[] = [
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
+];
 
 /**
  * Statuses whose request counts exist at 0 for each configured backend: success, and the failures the
@@ -92,7 +94,11 @@ interface Defined extends Instruments {
 /** The metric definitions: names, labels and help text, the part of the contract dashboards read. */
 function defineInstruments(registry: Registry): Defined {
   const registers = [registry];
-  const cells = { requests: new ScrapedCells<RequestLabel>(), tokens: new ScrapedCells<"backend" | "type">(), inFlight: new ScrapedCells<"backend">() };
+  const cells = {
+    requests: new ScrapedCells<RequestLabel>(),
+    tokens: new ScrapedCells<"backend" | "type">(),
+    inFlight: new ScrapedCells<"backend">(),
+  };
   // The metrics fed from cells need no handle: registering them is enough, their collect() does the rest.
   new Counter({
     name: "gateway_requests_total",
@@ -177,5 +183,14 @@ function defineInstruments(registry: Registry): Defined {
     registers,
   });
   buildInfo.set({ version: gatewayVersion(), node_version: process.version }, 1);
-  return { requestDuration, backendRequestDuration, backendErrors, timeToFirstToken, fallbacks: fallbackCount, backendUp, backendRetries, cells };
+  return {
+    requestDuration,
+    backendRequestDuration,
+    backendErrors,
+    timeToFirstToken,
+    fallbacks: fallbackCount,
+    backendUp,
+    backendRetries,
+    cells,
+  };
 }

@@ -72,7 +72,10 @@ export class InferenceService {
   }
 
   /** As completeChat, streamed: see openStream. */
-  async openChatStream(request: ChatCompletionRequest, options: CallOptions): Promise<AsyncIterable<ChatCompletionChunk>> {
+  async openChatStream(
+    request: ChatCompletionRequest,
+    options: CallOptions,
+  ): Promise<AsyncIterable<ChatCompletionChunk>> {
     const backend = this.routeAllowed(request, options);
     options.onStream?.();
     return this.openStream(backend, request, options);
@@ -81,7 +84,13 @@ export class InferenceService {
   /** The answer from `backend` (already routed and allowed), or from one of its fallbacks; `backend` in the result names which. */
   async complete(backend: Backend, request: ChatCompletionRequest, options: CallOptions): Promise<ChatCompletion> {
     const prompt = extractPrompt(request.messages);
-    const answered = await this.resilience.call(backend, baseCall(request, prompt, options), options, "complete", (target, call) => this.completeOnce(target, call));
+    const answered = await this.resilience.call(
+      backend,
+      baseCall(request, prompt, options),
+      options,
+      "complete",
+      (target, call) => this.completeOnce(target, call),
+    );
     const result = answered.value;
     const usage = result.usage ?? estimateUsage(prompt, result.message.content ?? "");
     this.seriesOf(answered.backend).countTokens(usage);
@@ -102,9 +111,19 @@ export class InferenceService {
    * before it produced anything still becomes an ordinary HTTP error, or a retry, or a fallback.
    * What it resolves to yields the chunks to send; it throws a GatewayError if the stream breaks later.
    */
-  async openStream(backend: Backend, request: ChatCompletionRequest, options: CallOptions): Promise<AsyncIterable<ChatCompletionChunk>> {
+  async openStream(
+    backend: Backend,
+    request: ChatCompletionRequest,
+    options: CallOptions,
+  ): Promise<AsyncIterable<ChatCompletionChunk>> {
     const prompt = extractPrompt(request.messages);
-    const answered = await this.resilience.call(backend, baseCall(request, prompt, options), options, "start", (target, call) => this.openOnce(target, call));
+    const answered = await this.resilience.call(
+      backend,
+      baseCall(request, prompt, options),
+      options,
+      "start",
+      (target, call) => this.openOnce(target, call),
+    );
     const includeUsage = (request.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
     return relay({
       ...answered.value,

@@ -66,7 +66,12 @@ export function judge(error: unknown): Verdict {
  * when that is longer than the cap: do not retry), else exponential backoff with "equal jitter" (half the
  * step fixed, half random), so retries from many requests that failed together do not arrive together.
  */
-export function retryDelayMs(error: unknown, retry: number, backoff: BackoffOptions, random: () => number): number | undefined {
+export function retryDelayMs(
+  error: unknown,
+  retry: number,
+  backoff: BackoffOptions,
+  random: () => number,
+): number | undefined {
   const asked = error instanceof GatewayError ? error.retryAfterMs : undefined;
   if (asked !== undefined) return asked <= backoff.retryAfterCapMs ? asked : undefined;
   const step = Math.min(backoff.maxMs, backoff.baseMs * 2 ** retry);
@@ -139,13 +144,24 @@ export class Resilience {
         const fallbacks = [...new Set(options.fallbacks)].map((name) => {
           const fallback = byName.get(name);
           // parseConfig rejects such names; this guards a service built by hand.
-          if (fallback === undefined || fallback === backend) throw new Error(`backend '${backend.name}' names an invalid fallback '${name}'`);
+          if (fallback === undefined || fallback === backend)
+            throw new Error(`backend '${backend.name}' names an invalid fallback '${name}'`);
           return fallback;
         });
         const breaker = new CircuitBreaker(options.circuitBreaker, (state) => {
           series.setUp(state === "closed");
-          if (state === "open") logger?.warn("circuit opened: calls to the backend paused", { backend: backend.name, cooldownSeconds: options.circuitBreaker?.cooldownSeconds });
-          else logger?.info(state === "closed" ? "circuit closed: backend answering again" : "circuit half-open: letting one trial call through", { backend: backend.name });
+          if (state === "open")
+            logger?.warn("circuit opened: calls to the backend paused", {
+              backend: backend.name,
+              cooldownSeconds: options.circuitBreaker?.cooldownSeconds,
+            });
+          else
+            logger?.info(
+              state === "closed"
+                ? "circuit closed: backend answering again"
+                : "circuit half-open: letting one trial call through",
+              { backend: backend.name },
+            );
         });
         return [backend, { options, fallbacks, breaker, series }];
       }),
@@ -156,13 +172,23 @@ export class Resilience {
    * Runs `attempt` on `routed`, retrying it while that may help, then on each of its fallbacks in turn.
    * Resolves with the first success; rejects with the failure that ended the chain (the last backend's).
    */
-  async call<T>(routed: Backend, base: BaseCall, hooks: RequestHooks, kind: AttemptKind, attempt: (backend: Backend, call: BackendCall) => Promise<T>): Promise<Answered<T>> {
+  async call<T>(
+    routed: Backend,
+    base: BaseCall,
+    hooks: RequestHooks,
+    kind: AttemptKind,
+    attempt: (backend: Backend, call: BackendCall) => Promise<T>,
+  ): Promise<Answered<T>> {
     const chain = [routed, ...this.guard(routed).fallbacks];
     let failure: unknown;
     for (const [index, backend] of chain.entries()) {
       if (index > 0) {
         this.metrics.fallback(routed.name, backend.name);
-        hooks.logger?.warn("falling back to another backend", { from: chain[index - 1]?.name, to: backend.name, code: failure instanceof GatewayError ? failure.code : null });
+        hooks.logger?.warn("falling back to another backend", {
+          from: chain[index - 1]?.name,
+          to: backend.name,
+          code: failure instanceof GatewayError ? failure.code : null,
+        });
       }
       hooks.onBackend?.(backend.name);
       try {
@@ -184,7 +210,8 @@ export class Resilience {
   ): Promise<Answered<T>> {
     const { options, breaker, series } = this.guard(backend);
     // One deadline for the backend's first call and its retries: `timeout` bounds the time spent on it.
-    const deadline = backend.timeoutSeconds === undefined ? undefined : performance.now() + backend.timeoutSeconds * 1000;
+    const deadline =
+      backend.timeoutSeconds === undefined ? undefined : performance.now() + backend.timeoutSeconds * 1000;
     const call: BackendCall = deadline === undefined ? base : { ...base, deadline };
     for (let retry = 0; ; retry++) {
       const permit = breaker.acquire();
@@ -199,7 +226,12 @@ export class Resilience {
         if (!verdict.retry || retry >= options.retries) throw error;
         const delay = retryDelayMs(error, retry, this.backoff, this.random);
         if (delay === undefined || (deadline !== undefined && performance.now() + delay >= deadline)) throw error;
-        hooks.logger?.warn("retrying backend call", { backend: backend.name, retry: retry + 1, delayMs: Math.round(delay), code: error instanceof GatewayError ? error.code : null });
+        hooks.logger?.warn("retrying backend call", {
+          backend: backend.name,
+          retry: retry + 1,
+          delayMs: Math.round(delay),
+          code: error instanceof GatewayError ? error.code : null,
+        });
         await pause(delay, base.signal);
         series.retried();
       }

@@ -24,7 +24,10 @@ export class EventTooLargeError extends Error {
  * when its end arrives (rescanning and re-copying it per chunk made one long line quadratic). Its size is
  * checked per chunk, so an event past `maxEventBytes` fails as soon as it is, line end or not.
  */
-export async function* parseServerSentEvents(body: AsyncIterable<Buffer | string>, maxEventBytes = DEFAULT_MAX_EVENT_BYTES): AsyncGenerator<ServerSentEvent> {
+export async function* parseServerSentEvents(
+  body: AsyncIterable<Buffer | string>,
+  maxEventBytes = DEFAULT_MAX_EVENT_BYTES,
+): AsyncGenerator<ServerSentEvent> {
   const decoder = new TextDecoder();
   /** The line in progress, in the pieces it arrived in. */
   let pieces: string[] = [];

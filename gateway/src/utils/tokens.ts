@@ -17,15 +17,27 @@ export function countTokens(text: string): number {
 export function estimateUsage(prompt: string, completion: string): Usage {
   const promptTokens = countTokens(prompt);
   const completionTokens = countTokens(completion);
-  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+  };
 }
 
 /** Upstream usage if it is well formed (non-negative integers), otherwise undefined. */
 export function parseUsage(value: unknown): Usage | undefined {
   if (typeof value !== "object" || value === null) return undefined;
-  const { prompt_tokens: prompt, completion_tokens: completion, total_tokens: total } = value as Record<string, unknown>;
+  const {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: total,
+  } = value as Record<string, unknown>;
   if (!isCount(prompt) || !isCount(completion)) return undefined;
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: isCount(total) ? total : prompt + completion };
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: isCount(total) ? total : prompt + completion,
+  };
 }
 
 function isCount(value: unknown): value is number {

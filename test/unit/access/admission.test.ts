@@ -1,7 +1,14 @@
 import type { AccessConfig, ApiKeyConfig, ClientLimits } from "../../../gateway/src/access/config";
 import { sha256 } from "../../../gateway/src/access/config";
 import { RateLimitError, TooManyConcurrentRequestsError } from "../../../gateway/src/errors";
-import { Admission, AdmissionError, MAX_TRACKED_ADDRESSES, type RejectReason, SlidingWindow, type Ticket } from "../../../gateway/src/access/admission";
+import {
+  Admission,
+  AdmissionError,
+  MAX_TRACKED_ADDRESSES,
+  type RejectReason,
+  SlidingWindow,
+  type Ticket,
+} from "../../../gateway/src/access/admission";
 
 const SECOND = 1000;
 
@@ -323,7 +330,10 @@ describe("Admission", () => {
     });
 
     it("lets a key's own concurrent_requests replace the share", () => {
-      const admission = new Admission(access({ keys: [key("batch", { concurrentRequests: 4 })], maxConcurrentRequests: 4 }), clock().now);
+      const admission = new Admission(
+        access({ keys: [key("batch", { concurrentRequests: 4 })], maxConcurrentRequests: 4 }),
+        clock().now,
+      );
       for (let i = 0; i < 4; i++) admission.admit({ key: "batch", address: "10.0.0.1" });
       expect(reason(admission, { key: "batch", address: "10.0.0.1" })).toBe("gateway_concurrency");
     });
@@ -354,7 +364,10 @@ describe("Admission", () => {
 
   describe("max_concurrent_requests of the gateway", () => {
     it("refuses the request over the cap whoever sends it, with a 503", () => {
-      const admission = new Admission(access({ keys: [key("alice"), key("bob")], maxConcurrentRequests: 2 }), clock().now);
+      const admission = new Admission(
+        access({ keys: [key("alice"), key("bob")], maxConcurrentRequests: 2 }),
+        clock().now,
+      );
       admission.admit({ key: "alice", address: "10.0.0.1" });
       admission.admit({ key: "bob", address: "10.0.0.2" });
       expect(admission.requestsInFlight).toBe(2);
@@ -367,7 +380,10 @@ describe("Admission", () => {
 
     it("admits again when any request is released, and a double release frees one slot", () => {
       const own = { concurrentRequests: 2 };
-      const admission = new Admission(access({ keys: [key("alice", own), key("bob", own)], maxConcurrentRequests: 2 }), clock().now);
+      const admission = new Admission(
+        access({ keys: [key("alice", own), key("bob", own)], maxConcurrentRequests: 2 }),
+        clock().now,
+      );
       const first = admission.admit({ key: "alice", address: "10.0.0.1" });
       admission.admit({ key: "bob", address: "10.0.0.2" });
       first.release();
@@ -385,7 +401,10 @@ describe("Admission", () => {
 
     it("does not charge a request refused by the cap to its client's rate", () => {
       const time = clock();
-      const admission = new Admission(access({ keys: [key("alice", { requestsPerMinute: 1 })], maxConcurrentRequests: 1 }), time.now);
+      const admission = new Admission(
+        access({ keys: [key("alice", { requestsPerMinute: 1 })], maxConcurrentRequests: 1 }),
+        time.now,
+      );
       const other = admission.admit({ address: "10.0.0.9" });
       expect(reason(admission, { key: "alice", address: "10.0.0.1" })).toBe("gateway_concurrency");
       other.release();
@@ -396,7 +415,12 @@ describe("Admission", () => {
   describe("keys", () => {
     it("counts each key on its own", () => {
       const admission = new Admission(
-        access({ keys: [key("alice", { requestsPerMinute: 1, concurrentRequests: 1 }), key("bob", { requestsPerMinute: 1, concurrentRequests: 1 })] }),
+        access({
+          keys: [
+            key("alice", { requestsPerMinute: 1, concurrentRequests: 1 }),
+            key("bob", { requestsPerMinute: 1, concurrentRequests: 1 }),
+          ],
+        }),
         clock().now,
       );
       admission.admit({ key: "alice", address: "10.0.0.1" });
@@ -406,7 +430,10 @@ describe("Admission", () => {
     });
 
     it("applies each key's own limits", () => {
-      const admission = new Admission(access({ keys: [key("alice", { requestsPerMinute: 1 }), key("bob", { requestsPerMinute: 3 })] }), clock().now);
+      const admission = new Admission(
+        access({ keys: [key("alice", { requestsPerMinute: 1 }), key("bob", { requestsPerMinute: 3 })] }),
+        clock().now,
+      );
       admitTimes(admission, { key: "alice", address: "a" }, 1).forEach((ticket) => ticket.release());
       admitTimes(admission, { key: "bob", address: "a" }, 3).forEach((ticket) => ticket.release());
       expect(reason(admission, { key: "alice", address: "a" })).toBe("requests_per_minute");

@@ -212,20 +212,24 @@ auth:
     });
 
     it("requires a name", () => {
-      expect(refusal(`
+      expect(
+        refusal(`
 auth:
   keys:
     - sha256: ${hex(KEY_A)}
-`).path).toBe("auth.keys[0].name");
+`).path,
+      ).toBe("auth.keys[0].name");
     });
 
     it("refuses a name that could not be a log field or metric label", () => {
-      expect(refusal(`
+      expect(
+        refusal(`
 auth:
   keys:
     - name: "has space"
       sha256: ${hex(KEY_A)}
-`).path).toBe("auth.keys[0].name");
+`).path,
+      ).toBe("auth.keys[0].name");
     });
 
     it("refuses an empty key list", () => {
@@ -318,23 +322,27 @@ auth:
     });
 
     it("names the index of the unknown one among known ones", () => {
-      expect(refusal(`
+      expect(
+        refusal(`
 auth:
   keys:
     - name: alpha
       sha256: ${hex(KEY_A)}
       backends: [local, nowhere]
-`).path).toBe("auth.keys[0].backends[1]");
+`).path,
+      ).toBe("auth.keys[0].backends[1]");
     });
 
     it("refuses an empty allowlist rather than reading it as 'everything'", () => {
-      expect(refusal(`
+      expect(
+        refusal(`
 auth:
   keys:
     - name: alpha
       sha256: ${hex(KEY_A)}
       backends: []
-`).path).toBe("auth.keys[0].backends");
+`).path,
+      ).toBe("auth.keys[0].backends");
     });
   });
 
@@ -365,7 +373,9 @@ auth:
     });
 
     it("names the key path of a bad per-key limit", () => {
-      expect(refusal(yaml.replace("concurrent_requests: 3", "concurrent_requests: -1")).path).toBe("auth.keys[0].limits.concurrent_requests");
+      expect(refusal(yaml.replace("concurrent_requests: 3", "concurrent_requests: -1")).path).toBe(
+        "auth.keys[0].limits.concurrent_requests",
+      );
     });
   });
 
@@ -377,39 +387,46 @@ auth:
     });
 
     it("refuses an unknown setting inside a key's limits", () => {
-      expect(refusal(`
+      expect(
+        refusal(`
 auth:
   keys:
     - name: alpha
       sha256: ${hex(KEY_A)}
       limits:
         token_per_minute: 10
-`).path).toBe("auth.keys[0].limits.token_per_minute");
+`).path,
+      ).toBe("auth.keys[0].limits.token_per_minute");
     });
 
     it("refuses an unknown setting in a key entry", () => {
-      expect(refusal(`
+      expect(
+        refusal(`
 auth:
   keys:
     - name: alpha
       sha256: ${hex(KEY_A)}
       backend: [local]
-`).path).toBe("auth.keys[0].backend");
+`).path,
+      ).toBe("auth.keys[0].backend");
     });
 
     it("refuses an unknown setting in auth", () => {
-      expect(refusal(`
+      expect(
+        refusal(`
 auth:
   metric_key:
     sha256: ${hex(KEY_B)}
   keys:
     - name: alpha
       sha256: ${hex(KEY_A)}
-`).path).toBe("auth.metric_key");
+`).path,
+      ).toBe("auth.metric_key");
     });
 
     it("refuses an unknown setting in metrics_key", () => {
-      expect(refusal(`
+      expect(
+        refusal(`
 auth:
   metrics_key:
     sha256: ${hex(KEY_B)}
@@ -417,7 +434,8 @@ auth:
   keys:
     - name: alpha
       sha256: ${hex(KEY_A)}
-`).path).toBe("auth.metrics_key.name");
+`).path,
+      ).toBe("auth.metrics_key.name");
     });
   });
 
@@ -455,14 +473,16 @@ auth:
     });
 
     it("refuses a plain metrics key", () => {
-      expect(refusal(`
+      expect(
+        refusal(`
 auth:
   metrics_key:
     key: ${KEY_B}
   keys:
     - name: alpha
       sha256: ${hex(KEY_A)}
-`).path).toBe("auth.metrics_key.key");
+`).path,
+      ).toBe("auth.metrics_key.key");
     });
   });
 
@@ -551,7 +571,12 @@ auth:
     - name: bravo
       sha256: ${hex(KEY_B)}
 `;
-      const env = { UPSTREAM_KEY: "sk-upstream", ALPHA_KEY: KEY_A, METRICS_KEY: "metrics-key-0123456789", UNRELATED: "x" };
+      const env = {
+        UPSTREAM_KEY: "sk-upstream",
+        ALPHA_KEY: KEY_A,
+        METRICS_KEY: "metrics-key-0123456789",
+        UNRELATED: "x",
+      };
       const config = parseConfig(parseYaml(yaml), registry, env);
       expect([...config.secretEnv].sort()).toEqual(["ALPHA_KEY", "METRICS_KEY", "UPSTREAM_KEY"]);
     });

@@ -5,7 +5,12 @@ import { bearerToken, carriesKey, KeyRing } from "../../../gateway/src/access/ke
 const ALPHA = "sk-gw-alpha-0123456789ABCDEF";
 const BRAVO = "sk-gw-bravo-0123456789ABCDEF";
 
-const alpha: ApiKeyConfig = { name: "alpha", sha256: sha256(ALPHA), backends: ["local"], limits: { requestsPerMinute: 10 } };
+const alpha: ApiKeyConfig = {
+  name: "alpha",
+  sha256: sha256(ALPHA),
+  backends: ["local"],
+  limits: { requestsPerMinute: 10 },
+};
 const bravo: ApiKeyConfig = { name: "bravo", sha256: sha256(BRAVO), limits: {} };
 
 const ring = new KeyRing([alpha, bravo]);

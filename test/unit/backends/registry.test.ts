@@ -12,7 +12,10 @@ const shoutFactory: BackendFactory<{ readonly suffix: string }> = {
     name,
     type: "shout",
     target: "in-process",
-    complete: async (call) => ({ message: { role: "assistant", content: call.prompt.toUpperCase() + options.suffix }, finishReason: "stop" }),
+    complete: async (call) => ({
+      message: { role: "assistant", content: call.prompt.toUpperCase() + options.suffix },
+      finishReason: "stop",
+    }),
     stream: async function* (call) {
       yield { delta: { role: "assistant", content: call.prompt.toUpperCase() + options.suffix }, finishReason: "stop" };
     },
@@ -20,7 +23,11 @@ const shoutFactory: BackendFactory<{ readonly suffix: string }> = {
   }),
 };
 
-const context = { env: {}, logger: createLogger({ level: "error", service: "test" }), responseBudget: new ResponseBudget(1024 * 1024) };
+const context = {
+  env: {},
+  logger: createLogger({ level: "error", service: "test" }),
+  responseBudget: new ResponseBudget(1024 * 1024),
+};
 
 describe("BackendRegistry", () => {
   it("builds a registered type from its own parsed options", async () => {
@@ -28,13 +35,20 @@ describe("BackendRegistry", () => {
     const fields = ConfigFields.from({ name: "loud", type: "shout", suffix: "?!" }, "backends[0]");
     const config = registry.parse(fields.requiredString("name"), fields.requiredString("type"), fields, {});
     const backend = registry.create(config, context);
-    const result = await backend.complete({ request: { messages: [] }, prompt: "hi", requestId: "r", signal: new AbortController().signal });
+    const result = await backend.complete({
+      request: { messages: [] },
+      prompt: "hi",
+      requestId: "r",
+      signal: new AbortController().signal,
+    });
     expect(backend.name).toBe("loud");
     expect(result.message.content).toBe("HI?!");
   });
 
   it("refuses to register a type twice", () => {
-    expect(() => new BackendRegistry().register(shoutFactory).register(shoutFactory)).toThrow("backend type 'shout' is registered twice");
+    expect(() => new BackendRegistry().register(shoutFactory).register(shoutFactory)).toThrow(
+      "backend type 'shout' is registered twice",
+    );
   });
 
   it("rejects fields the type did not read", () => {

@@ -69,9 +69,18 @@ function file(name: string, text: string, mode: number): string {
  * Loads the config as the gateway does (process environment over the .env file) and returns the warnings
  * for its files.
  */
-function warningsFor(options: { yaml: string; configMode?: number; dotEnv?: string; dotEnvMode?: number; processEnv?: Record<string, string> }): string[] {
+function warningsFor(options: {
+  yaml: string;
+  configMode?: number;
+  dotEnv?: string;
+  dotEnvMode?: number;
+  processEnv?: Record<string, string>;
+}): string[] {
   const configFile = file("gateway.yaml", options.yaml, options.configMode ?? 0o600);
-  const dotEnvPath = options.dotEnv === undefined ? join(dir, `${++counter}-absent.env`) : file(".env", options.dotEnv, options.dotEnvMode ?? 0o644);
+  const dotEnvPath =
+    options.dotEnv === undefined
+      ? join(dir, `${++counter}-absent.env`)
+      : file(".env", options.dotEnv, options.dotEnvMode ?? 0o644);
   const processEnv = options.processEnv ?? {};
   const env = environmentWithDotEnv(processEnv, dotEnvPath);
   const config = loadConfigFile(configFile, registry, env);
@@ -106,7 +115,11 @@ describe("secretFileWarnings", () => {
 
   describe("the .env file", () => {
     it("warns when it is world-readable and defines the variable a gateway key is read from, naming the variable but not its value", () => {
-      const warnings = warningsFor({ yaml: ENV_ONLY, dotEnv: `GATEWAY_KEY=${GATEWAY_KEY}\nLOG_LEVEL=info\n`, dotEnvMode: 0o644 });
+      const warnings = warningsFor({
+        yaml: ENV_ONLY,
+        dotEnv: `GATEWAY_KEY=${GATEWAY_KEY}\nLOG_LEVEL=info\n`,
+        dotEnvMode: 0o644,
+      });
       expect(warnings).toHaveLength(1);
       expect(warnings[0]).toMatch(/\.env holds secrets \(GATEWAY_KEY\)/);
       expect(warnings[0]).toMatch(/chmod 600/);
@@ -127,11 +140,18 @@ describe("secretFileWarnings", () => {
 
     it("does not warn when the real environment overrides the variable", () => {
       const processEnv = { GATEWAY_KEY: "gw-key-from-the-real-env-0123" };
-      expect(warningsFor({ yaml: ENV_ONLY, dotEnv: `GATEWAY_KEY=${GATEWAY_KEY}\n`, dotEnvMode: 0o644, processEnv })).toEqual([]);
+      expect(
+        warningsFor({ yaml: ENV_ONLY, dotEnv: `GATEWAY_KEY=${GATEWAY_KEY}\n`, dotEnvMode: 0o644, processEnv }),
+      ).toEqual([]);
     });
 
     it("does not warn when it defines only variables the config does not read secrets from", () => {
-      const warnings = warningsFor({ yaml: ENV_ONLY, dotEnv: "LOG_LEVEL=debug\nPORT=8080\n", dotEnvMode: 0o644, processEnv: { GATEWAY_KEY } });
+      const warnings = warningsFor({
+        yaml: ENV_ONLY,
+        dotEnv: "LOG_LEVEL=debug\nPORT=8080\n",
+        dotEnvMode: 0o644,
+        processEnv: { GATEWAY_KEY },
+      });
       expect(warnings).toEqual([]);
     });
 
@@ -144,7 +164,12 @@ describe("secretFileWarnings", () => {
   metrics_key:
     key_env: METRICS_KEY
 `;
-      const warnings = warningsFor({ yaml, configMode: 0o644, dotEnv: "METRICS_KEY=metrics-key-from-dotenv-01\n", dotEnvMode: 0o604 });
+      const warnings = warningsFor({
+        yaml,
+        configMode: 0o644,
+        dotEnv: "METRICS_KEY=metrics-key-from-dotenv-01\n",
+        dotEnvMode: 0o604,
+      });
       expect(warnings).toHaveLength(2);
       expect(warnings[0]).toMatch(/API key hashes/);
       expect(warnings[1]).toMatch(/holds secrets \(METRICS_KEY\)/);

@@ -83,38 +83,49 @@ describe("the example tables", () => {
   it("cover every GatewayError subclass the errors module exports", () => {
     expect(Object.keys(EXAMPLES).sort()).toEqual(exported);
     expect(Object.keys(UPSTREAM_REASONS).sort()).toEqual(upstream);
-    for (const [name, examples] of Object.entries(EXAMPLES)) for (const error of examples) expect(error.constructor.name).toBe(name);
+    for (const [name, examples] of Object.entries(EXAMPLES))
+      for (const error of examples) expect(error.constructor.name).toBe(name);
   });
 });
 
 describe.each(upstream.map((name) => [name]))("%s", (name) => {
-  it.each([["complete"], ["stream before its first event"]])("is counted in gateway_backend_errors_total under its reason (%s)", async (how) => {
-    for (const error of examplesOf(name)) {
-      const metrics = createMetrics(new Registry(), ["b"]);
-      const backend = new FailingBackend(error);
-      const service = new InferenceService([backend], backend, metrics);
-      const options = { requestId: "r", signal: new AbortController().signal, startedAt: performance.now() };
-      const call = how === "complete" ? service.complete(backend, request, options) : service.openStream(backend, { ...request, stream: true }, options);
-      await expect(call).rejects.toBe(error);
-      const samples = parseExposition(await metrics.registry.metrics());
-      expect(total(samples, "gateway_backend_errors_total", { backend: "b", reason: UPSTREAM_REASONS[name] ?? "" })).toBe(1);
-      expect(total(samples, "gateway_backend_errors_total", { backend: "b" })).toBe(1);
-    }
-  });
+  it.each([["complete"], ["stream before its first event"]])(
+    "is counted in gateway_backend_errors_total under its reason (%s)",
+    async (how) => {
+      for (const error of examplesOf(name)) {
+        const metrics = createMetrics(new Registry(), ["b"]);
+        const backend = new FailingBackend(error);
+        const service = new InferenceService([backend], backend, metrics);
+        const options = { requestId: "r", signal: new AbortController().signal, startedAt: performance.now() };
+        const call =
+          how === "complete"
+            ? service.complete(backend, request, options)
+            : service.openStream(backend, { ...request, stream: true }, options);
+        await expect(call).rejects.toBe(error);
+        const samples = parseExposition(await metrics.registry.metrics());
+        expect(
+          total(samples, "gateway_backend_errors_total", { backend: "b", reason: UPSTREAM_REASONS[name] ?? "" }),
+        ).toBe(1);
+        expect(total(samples, "gateway_backend_errors_total", { backend: "b" })).toBe(1);
+      }
+    },
+  );
 });
 
 describe("judge() and gateway_backend_errors_total agree", () => {
-  it.each([...exported.flatMap((name) => examplesOf(name).map((error): [string, unknown] => [`${name} (${error.message})`, error])), ["a plain Error", new Error("bug")]])(
-    "%s",
-    (_what, error) => {
-      const verdict = judge(error);
-      const reason = backendErrorReason(error);
-      // What counts against the backend's circuit, or is worth calling it again for, is a failed call the metric counts.
-      if (verdict.health === "failure" || verdict.retry) expect(reason).toBeDefined();
-      // A fallback after a failure nobody counted is only right when no call was made at all.
-      if (verdict.fallBack && reason === undefined) expect(error).toBeInstanceOf(CircuitOpenError);
-      // The metric counts only failed calls: a backend found healthy by the breaker failed only by refusing the request.
-      if (reason !== undefined && verdict.health !== "failure") expect(reason).toBe("http_status");
-    },
-  );
+  it.each([
+    ...exported.flatMap((name) =>
+      examplesOf(name).map((error): [string, unknown] => [`${name} (${error.message})`, error]),
+    ),
+    ["a plain Error", new Error("bug")],
+  ])("%s", (_what, error) => {
+    const verdict = judge(error);
+    const reason = backendErrorReason(error);
+    // What counts against the backend's circuit, or is worth calling it again for, is a failed call the metric counts.
+    if (verdict.health === "failure" || verdict.retry) expect(reason).toBeDefined();
+    // A fallback after a failure nobody counted is only right when no call was made at all.
+    if (verdict.fallBack && reason === undefined) expect(error).toBeInstanceOf(CircuitOpenError);
+    // The metric counts only failed calls: a backend found healthy by the breaker failed only by refusing the request.
+    if (reason !== undefined && verdict.health !== "failure") expect(reason).toBe("http_status");
+  });
 });

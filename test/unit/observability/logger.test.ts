@@ -10,7 +10,15 @@ function capture(level: "info" | "warn" = "info") {
   return { logger, lines: () => text.split("\n").filter((line) => line !== "") };
 }
 
-const line: RequestLine = { requestId: "req-1", method: "POST", path: "/v1/chat/completions", status: 200, backend: "local", stream: false, durationMs: 1.25 };
+const line: RequestLine = {
+  requestId: "req-1",
+  method: "POST",
+  path: "/v1/chat/completions",
+  status: 200,
+  backend: "local",
+  stream: false,
+  durationMs: 1.25,
+};
 
 /** A request-line writer whose every write(2)-to-be is kept separately, to see how lines are batched. */
 function countWrites() {
@@ -35,13 +43,23 @@ describe("createLogger", () => {
     const { logger, lines } = capture();
     logger.warn("something", { code: "x" });
     expect(lines()).toHaveLength(1);
-    expect(JSON.parse(lines()[0] ?? "")).toEqual({ level: "warn", message: "something", code: "x", service: "gateway", timestamp: expect.any(String) });
+    expect(JSON.parse(lines()[0] ?? "")).toEqual({
+      level: "warn",
+      message: "something",
+      code: "x",
+      service: "gateway",
+      timestamp: expect.any(String),
+    });
   });
 
   it("writes an error's stack", () => {
     const { logger, lines } = capture();
     logger.error(new Error("boom"));
-    expect(JSON.parse(lines()[0] ?? "")).toMatchObject({ level: "error", message: "boom", stack: expect.stringContaining("Error: boom") });
+    expect(JSON.parse(lines()[0] ?? "")).toMatchObject({
+      level: "error",
+      message: "boom",
+      stack: expect.stringContaining("Error: boom"),
+    });
   });
 });
 
@@ -74,7 +92,10 @@ describe("requestLineWriter", () => {
     const stream = new PassThrough();
     let text = "";
     stream.on("data", (chunk: Buffer) => (text += chunk.toString("utf8")));
-    const other = winston.createLogger({ format: winston.format.json(), transports: [new winston.transports.Stream({ stream })] });
+    const other = winston.createLogger({
+      format: winston.format.json(),
+      transports: [new winston.transports.Stream({ stream })],
+    });
     requestLineWriter(other)(line);
     expect(JSON.parse(text.trim())).toMatchObject({ message: "request", requestId: "req-1", status: 200 });
   });
@@ -87,7 +108,12 @@ describe("requestLineWriter", () => {
     expect(writes).toEqual([]);
     await nextTurn();
     expect(writes).toHaveLength(1);
-    expect((writes[0] ?? "").split("\n").filter((text) => text !== "").map((text) => (JSON.parse(text) as { requestId: string }).requestId)).toEqual(["a", "b", "c"]);
+    expect(
+      (writes[0] ?? "")
+        .split("\n")
+        .filter((text) => text !== "")
+        .map((text) => (JSON.parse(text) as { requestId: string }).requestId),
+    ).toEqual(["a", "b", "c"]);
   });
 
   it("never writes more than PIPE_BUF (4096 bytes) at once, so workers sharing a pipe cannot interleave lines", async () => {
@@ -98,7 +124,11 @@ describe("requestLineWriter", () => {
     await nextTurn();
     expect(writes.length).toBeGreaterThan(1);
     for (const text of writes) expect(Buffer.byteLength(text)).toBeLessThanOrEqual(4096);
-    const ids = writes.join("").split("\n").filter((text) => text !== "").map((text) => (JSON.parse(text) as { requestId: string }).requestId);
+    const ids = writes
+      .join("")
+      .split("\n")
+      .filter((text) => text !== "")
+      .map((text) => (JSON.parse(text) as { requestId: string }).requestId);
     expect(ids).toEqual(Array.from({ length: 40 }, (_, i) => String(i)));
   });
 
@@ -106,7 +136,10 @@ describe("requestLineWriter", () => {
     const { logger, lines } = capture();
     requestLineWriter(logger)(line);
     logger.warn("after the request");
-    expect(lines().map((text) => (JSON.parse(text) as { message: string }).message)).toEqual(["request", "after the request"]);
+    expect(lines().map((text) => (JSON.parse(text) as { message: string }).message)).toEqual([
+      "request",
+      "after the request",
+    ]);
   });
 });
 
@@ -129,7 +162,18 @@ describe("lines longer than PIPE_BUF", () => {
     expect(String(path)).toMatch(/^\/v1\/p+…$/);
     // As much of the path as fits: the line is within a few bytes of the limit.
     expect(Buffer.byteLength(`${JSON.stringify(cut)}\n`)).toBeGreaterThan(4090);
-    expect(rest).toEqual({ backend: "local", durationMs: 1.25, level: "info", message: "request", method: "POST", requestId: "long", service: "gateway", status: 200, stream: false, timestamp: expect.any(String) });
+    expect(rest).toEqual({
+      backend: "local",
+      durationMs: 1.25,
+      level: "info",
+      message: "request",
+      method: "POST",
+      requestId: "long",
+      service: "gateway",
+      status: 200,
+      stream: false,
+      timestamp: expect.any(String),
+    });
     expect(short).toMatchObject({ requestId: "short", path: "/v1/chat/completions" });
   });
 
@@ -151,9 +195,19 @@ describe("lines longer than PIPE_BUF", () => {
   it("cuts a winston line's longest strings, such as an error's long message and stack, to a common length", () => {
     const { logger, lines } = capture();
     const said = `upstream said: ${"x".repeat(6000)}`;
-    logger.error(said, { stack: new Error(said).stack, backend: "remote", detail: "y".repeat(1500), hint: "h".repeat(500) });
+    logger.error(said, {
+      stack: new Error(said).stack,
+      backend: "remote",
+      detail: "y".repeat(1500),
+      hint: "h".repeat(500),
+    });
     const [parsed] = parsedLines(lines().join("\n"));
-    expect(parsed).toMatchObject({ level: "error", backend: "remote", service: "gateway", timestamp: expect.any(String) });
+    expect(parsed).toMatchObject({
+      level: "error",
+      backend: "remote",
+      service: "gateway",
+      timestamp: expect.any(String),
+    });
     expect(String(parsed?.message)).toMatch(/^upstream said: x+…$/);
     expect(String(parsed?.stack)).toMatch(/^Error: upstream said: x+…$/);
     expect(String(parsed?.detail)).toMatch(/^y+…$/);
@@ -166,7 +220,11 @@ describe("lines longer than PIPE_BUF", () => {
     const { logger, lines } = capture();
     logger.warn("nested", { upstream: { body: ["z".repeat(9000)] } });
     const [parsed] = parsedLines(lines().join("\n"));
-    expect(parsed).toMatchObject({ level: "warn", message: "nested", upstream: { body: [expect.stringMatching(/^z+…$/)] } });
+    expect(parsed).toMatchObject({
+      level: "warn",
+      message: "nested",
+      upstream: { body: [expect.stringMatching(/^z+…$/)] },
+    });
   });
 
   it("keeps level, message and timestamp when cutting strings cannot make a line fit", () => {
@@ -174,12 +232,20 @@ describe("lines longer than PIPE_BUF", () => {
     const many = Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`field${i}`, i]));
     logger.warn("too many fields", many);
     const [parsed] = parsedLines(lines().join("\n"));
-    expect(parsed).toEqual({ truncated: true, level: "warn", message: "too many fields", service: "gateway", timestamp: expect.any(String) });
+    expect(parsed).toEqual({
+      truncated: true,
+      level: "warn",
+      message: "too many fields",
+      service: "gateway",
+      timestamp: expect.any(String),
+    });
   });
 
   it("leaves a line of exactly 4096 bytes alone", async () => {
     const { writes, write } = countWrites();
-    const base = Buffer.byteLength(`${JSON.stringify({ ...line, path: "", timestamp: new Date().toISOString(), level: "info", message: "request", service: "gateway" })}\n`);
+    const base = Buffer.byteLength(
+      `${JSON.stringify({ ...line, path: "", timestamp: new Date().toISOString(), level: "info", message: "request", service: "gateway" })}\n`,
+    );
     const path = "/".repeat(4096 - base);
     write({ ...line, path });
     await nextTurn();

@@ -34,7 +34,7 @@ describe("RequestSeries", () => {
     expect(total(samples, "gateway_request_duration_seconds_bucket", { backend: "local", le: "+Inf" })).toBe(3);
   });
 
-  it("labels streamed requests stream=\"true\"", async () => {
+  it('labels streamed requests stream="true"', async () => {
     const metrics = createMetrics(new Registry(), ["local"]);
     metrics.request("local").observe(200, true, 0.5);
     const { samples } = await scrape(metrics.registry);
@@ -55,7 +55,9 @@ describe("BackendSeries", () => {
     const series = metrics.backend("remote");
     series.callStarted();
     series.callStarted();
-    expect(total((await scrape(metrics.registry)).samples, "gateway_in_flight_requests", { backend: "remote" })).toBe(2);
+    expect(total((await scrape(metrics.registry)).samples, "gateway_in_flight_requests", { backend: "remote" })).toBe(
+      2,
+    );
     series.callEnded(0.1);
     series.callEnded(0.2, new UpstreamTimeoutError("remote", 1));
     const { samples } = await scrape(metrics.registry);
@@ -107,7 +109,8 @@ describe("counts kept on the request path and handed to prom-client at scrape ti
     const series = metrics.request("local");
     series.observe(200, false, 0.01);
     series.observe(200, false, 0.01);
-    const requests = (samples: ReturnType<typeof parseExposition>) => total(samples, "gateway_requests_total", { backend: "local", code: "200", stream: "false" });
+    const requests = (samples: ReturnType<typeof parseExposition>) =>
+      total(samples, "gateway_requests_total", { backend: "local", code: "200", stream: "false" });
     expect(requests((await scrape(metrics.registry)).samples)).toBe(2);
     expect(requests((await scrape(metrics.registry)).samples)).toBe(2);
     series.observe(200, false, 0.01);
@@ -121,9 +124,13 @@ describe("counts kept on the request path and handed to prom-client at scrape ti
     const metrics = createMetrics(new Registry(), ["local"]);
     metrics.request("local").observe(502, true, 0.01);
     metrics.backend("local").callStarted();
-    const counted = (await metrics.registry.getSingleMetric("gateway_requests_total")?.get())?.values.find((value) => value.labels.code === "502" && value.labels.stream === "true");
+    const counted = (await metrics.registry.getSingleMetric("gateway_requests_total")?.get())?.values.find(
+      (value) => value.labels.code === "502" && value.labels.stream === "true",
+    );
     expect(counted).toMatchObject({ value: 1, labels: { backend: "local", stream: "true" } });
-    expect((await metrics.registry.getSingleMetric("gateway_in_flight_requests")?.get())?.values).toEqual([expect.objectContaining({ value: 1, labels: { backend: "local" } })]);
+    expect((await metrics.registry.getSingleMetric("gateway_in_flight_requests")?.get())?.values).toEqual([
+      expect.objectContaining({ value: 1, labels: { backend: "local" } }),
+    ]);
   });
 
   it("drop an impossible token count instead of making every later scrape fail", async () => {

@@ -52,14 +52,18 @@ describe("createMetrics", () => {
     const pkg = JSON.parse(readFileSync(join(__dirname, "../../../package.json"), "utf8")) as { version: string };
     const { samples } = await scrape(createMetrics().registry);
     expect(gatewayVersion()).toBe(pkg.version);
-    expect(select(samples, "gateway_build_info")).toEqual([{ name: "gateway_build_info", labels: { version: pkg.version, node_version: process.version }, value: 1 }]);
+    expect(select(samples, "gateway_build_info")).toEqual([
+      { name: "gateway_build_info", labels: { version: pkg.version, node_version: process.version }, value: 1 },
+    ]);
   });
 
   it("buckets durations from a millisecond to five minutes", async () => {
     expect(LATENCY_BUCKETS[0]).toBe(0.001);
     expect(LATENCY_BUCKETS[LATENCY_BUCKETS.length - 1]).toBe(300);
     const { samples } = await scrape(createMetrics(new Registry(), ["local"]).registry);
-    const bounds = select(samples, "gateway_request_duration_seconds_bucket", { backend: "local" }).map((sample) => sample.labels.le);
+    const bounds = select(samples, "gateway_request_duration_seconds_bucket", { backend: "local" }).map(
+      (sample) => sample.labels.le,
+    );
     expect(bounds).toEqual([...LATENCY_BUCKETS.map(String), "+Inf"]);
   });
 });
@@ -69,7 +73,11 @@ describe("series created at start-up", () => {
     const { samples } = await scrape(createMetrics(new Registry(), ["local", "remote"]).registry);
     for (const backend of ["local", "remote"]) {
       expect(select(samples, "gateway_requests_total", { backend })).toEqual(
-        ["200", "502", "503", "504"].map((code) => ({ name: "gateway_requests_total", labels: { backend, code, stream: "false" }, value: 0 })),
+        ["200", "502", "503", "504"].map((code) => ({
+          name: "gateway_requests_total",
+          labels: { backend, code, stream: "false" },
+          value: 0,
+        })),
       );
       expect(select(samples, "gateway_request_duration_seconds_count", { backend })).toEqual([
         { name: "gateway_request_duration_seconds_count", labels: { backend, stream: "false" }, value: 0 },
@@ -77,12 +85,21 @@ describe("series created at start-up", () => {
       expect(total(samples, "gateway_backend_request_duration_seconds_count", { backend })).toBe(0);
       expect(select(samples, "gateway_backend_request_duration_seconds_count", { backend })).toHaveLength(1);
       expect(select(samples, "gateway_time_to_first_token_seconds_count", { backend })).toHaveLength(1);
-      expect(select(samples, "gateway_in_flight_requests", { backend })).toEqual([{ name: "gateway_in_flight_requests", labels: { backend }, value: 0 }]);
-      expect(select(samples, "gateway_tokens_total", { backend }).map((sample) => [sample.labels.type, sample.value])).toEqual([
+      expect(select(samples, "gateway_in_flight_requests", { backend })).toEqual([
+        { name: "gateway_in_flight_requests", labels: { backend }, value: 0 },
+      ]);
+      expect(
+        select(samples, "gateway_tokens_total", { backend }).map((sample) => [sample.labels.type, sample.value]),
+      ).toEqual([
         ["prompt", 0],
         ["completion", 0],
       ]);
-      expect(select(samples, "gateway_backend_errors_total", { backend }).map((sample) => [sample.labels.reason, sample.value])).toEqual([
+      expect(
+        select(samples, "gateway_backend_errors_total", { backend }).map((sample) => [
+          sample.labels.reason,
+          sample.value,
+        ]),
+      ).toEqual([
         ["timeout", 0],
         ["connection", 0],
         ["http_status", 0],
@@ -98,7 +115,12 @@ describe("series created at start-up", () => {
       { name: "gateway_requests_total", labels: { backend: "none", code: "400", stream: "false" }, value: 0 },
     ]);
     expect(select(samples, "gateway_request_duration_seconds_count", { backend: NO_BACKEND })).toHaveLength(1);
-    for (const name of ["gateway_backend_request_duration_seconds_count", "gateway_backend_errors_total", "gateway_tokens_total", "gateway_in_flight_requests"]) {
+    for (const name of [
+      "gateway_backend_request_duration_seconds_count",
+      "gateway_backend_errors_total",
+      "gateway_tokens_total",
+      "gateway_in_flight_requests",
+    ]) {
       expect(select(samples, name, { backend: NO_BACKEND })).toEqual([]);
     }
   });
@@ -111,17 +133,28 @@ describe("resilience series", () => {
       ["local", 1],
       ["remote", 1],
     ]);
-    expect(select(samples, "gateway_backend_retries_total").map((sample) => [sample.labels.backend, sample.value])).toEqual([
+    expect(
+      select(samples, "gateway_backend_retries_total").map((sample) => [sample.labels.backend, sample.value]),
+    ).toEqual([
       ["local", 0],
       ["remote", 0],
     ]);
   });
 
   it("exist at 0 for each configured fallback pair, and only those", async () => {
-    const metrics = createMetrics(new Registry(), ["a", "b", "c"], new Map([["a", ["b", "c"]], ["b", []]]));
+    const metrics = createMetrics(
+      new Registry(),
+      ["a", "b", "c"],
+      new Map([
+        ["a", ["b", "c"]],
+        ["b", []],
+      ]),
+    );
     metrics.fallback("a", "c");
     const { samples } = await scrape(metrics.registry);
-    expect(select(samples, "gateway_fallbacks_total").map((sample) => [sample.labels.from, sample.labels.to, sample.value])).toEqual([
+    expect(
+      select(samples, "gateway_fallbacks_total").map((sample) => [sample.labels.from, sample.labels.to, sample.value]),
+    ).toEqual([
       ["a", "b", 0],
       ["a", "c", 1],
     ]);

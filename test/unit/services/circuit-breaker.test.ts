@@ -4,7 +4,11 @@ import { CircuitBreaker, type CircuitState } from "../../../gateway/src/services
 function breaker(failures = 3, cooldownSeconds = 10) {
   let now = 1000;
   const states: CircuitState[] = [];
-  const subject = new CircuitBreaker({ failures, cooldownSeconds }, (state) => states.push(state), () => now);
+  const subject = new CircuitBreaker(
+    { failures, cooldownSeconds },
+    (state) => states.push(state),
+    () => now,
+  );
   return { subject, states, advance: (ms: number) => (now += ms) };
 }
 

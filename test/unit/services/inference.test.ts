@@ -34,7 +34,9 @@ describe("InferenceService.complete", () => {
       object: "chat.completion",
       model: "local",
       backend: "local",
-      choices: [{ index: 0, message: { role: "assistant", content: "from local" }, finish_reason: "stop", logprobs: null }],
+      choices: [
+        { index: 0, message: { role: "assistant", content: "from local" }, finish_reason: "stop", logprobs: null },
+      ],
       usage: { prompt_tokens: 2, completion_tokens: 2, total_tokens: 4 },
     });
     expect(completion.id).toMatch(/^[0-9a-f-]{36}$/);
@@ -43,15 +45,25 @@ describe("InferenceService.complete", () => {
 
   it("reports the model the client asked for", async () => {
     const local = new FakeBackend("local");
-    const completion = await new InferenceService([local], local, createMetrics()).complete(local, { model: "gpt-4o", messages }, options);
+    const completion = await new InferenceService([local], local, createMetrics()).complete(
+      local,
+      { model: "gpt-4o", messages },
+      options,
+    );
     expect(completion.model).toBe("gpt-4o");
     expect(completion.backend).toBe("local");
   });
 
   it("passes the backend's own usage through", async () => {
     const usage = { prompt_tokens: 10, completion_tokens: 20, total_tokens: 30 };
-    const remote = new FakeBackend("remote", { result: { message: { role: "assistant", content: "x" }, finishReason: "length", usage } });
-    const completion = await new InferenceService([remote], remote, createMetrics()).complete(remote, { messages }, options);
+    const remote = new FakeBackend("remote", {
+      result: { message: { role: "assistant", content: "x" }, finishReason: "length", usage },
+    });
+    const completion = await new InferenceService([remote], remote, createMetrics()).complete(
+      remote,
+      { messages },
+      options,
+    );
     expect(completion.usage).toEqual(usage);
     expect(completion.choices[0].finish_reason).toBe("length");
   });
@@ -69,9 +81,15 @@ describe("InferenceService.completeChat and openChatStream", () => {
     const local = new FakeBackend("local");
     const remote = new FakeBackend("remote");
     const refused: [string, string][] = [];
-    const service = new InferenceService([local, remote], local, createMetrics(), { refusals: { rejected: (key, reason) => refused.push([key, reason]) } });
+    const service = new InferenceService([local, remote], local, createMetrics(), {
+      refusals: { rejected: (key, reason) => refused.push([key, reason]) },
+    });
     const streamed: string[] = [];
-    const keyOptions = { ...options, allowlist: { key: "team-a", backends: new Set(["local"]) }, onStream: () => streamed.push("stream") };
+    const keyOptions = {
+      ...options,
+      allowlist: { key: "team-a", backends: new Set(["local"]) },
+      onStream: () => streamed.push("stream"),
+    };
     return { local, remote, refused, service, streamed, keyOptions };
   }
 
@@ -93,20 +111,30 @@ describe("InferenceService.completeChat and openChatStream", () => {
     const { remote, service, keyOptions, refused } = limited();
     const refusal = service.completeChat({ model: "remote", messages }, keyOptions);
     await expect(refusal).rejects.toBeInstanceOf(BackendNotAllowedError);
-    await expect(refusal).rejects.toMatchObject({ status: 403, code: "model_not_allowed", message: "The API key 'team-a' may not use the model 'remote'." });
+    await expect(refusal).rejects.toMatchObject({
+      status: 403,
+      code: "model_not_allowed",
+      message: "The API key 'team-a' may not use the model 'remote'.",
+    });
     expect(refused).toEqual([["team-a", "model_not_allowed"]]);
     expect(remote.calls).toHaveLength(0);
   });
 
   it("checks a stream the same way, and marks it a stream only once it passed", async () => {
     const { remote, service, keyOptions, refused, streamed } = limited();
-    await expect(service.openChatStream({ model: "remote", messages }, keyOptions)).rejects.toBeInstanceOf(BackendNotAllowedError);
+    await expect(service.openChatStream({ model: "remote", messages }, keyOptions)).rejects.toBeInstanceOf(
+      BackendNotAllowedError,
+    );
     expect(streamed).toEqual([]);
     expect(remote.calls).toHaveLength(0);
     expect(refused).toEqual([["team-a", "model_not_allowed"]]);
     const chunks: unknown[] = [];
-    for await (const chunk of await service.openChatStream({ model: "local", messages }, keyOptions)) chunks.push(chunk);
+    for await (const chunk of await service.openChatStream({ model: "local", messages }, keyOptions))
+      chunks.push(chunk);
     expect(streamed).toEqual(["stream"]);
-    expect(chunks[0]).toMatchObject({ backend: "local", choices: [{ delta: { role: "assistant", content: "from local" } }] });
+    expect(chunks[0]).toMatchObject({
+      backend: "local",
+      choices: [{ delta: { role: "assistant", content: "from local" } }],
+    });
   });
 });

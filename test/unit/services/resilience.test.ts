@@ -15,13 +15,23 @@ import {
 import { createMetrics, type GatewayMetrics } from "../../../gateway/src/observability/metrics";
 import type { ChatCompletionChunk } from "../../../gateway/src/schemas/chat";
 import { InferenceService } from "../../../gateway/src/services/inference";
-import { type BackoffOptions, DEFAULT_BACKOFF, judge, type ResilienceOptions, retryDelayMs } from "../../../gateway/src/services/resilience";
+import {
+  type BackoffOptions,
+  DEFAULT_BACKOFF,
+  judge,
+  type ResilienceOptions,
+  retryDelayMs,
+} from "../../../gateway/src/services/resilience";
 import { parseExposition, total } from "../../support/exposition";
 import { FakeBackend } from "../../support/fake-backend";
 
 /** Answers each call with the next scripted outcome (the last one repeats), streaming `from {name}`. */
 function scripted(name: string, outcomes: (Error | "ok")[], timeoutSeconds?: number): FakeBackend {
-  return new FakeBackend(name, { outcomes, events: [{ delta: { content: `from ${name}` } }], ...(timeoutSeconds === undefined ? {} : { timeoutSeconds }) });
+  return new FakeBackend(name, {
+    outcomes,
+    events: [{ delta: { content: `from ${name}` } }],
+    ...(timeoutSeconds === undefined ? {} : { timeoutSeconds }),
+  });
 }
 
 const FAST: BackoffOptions = { baseMs: 10, maxMs: 40, retryAfterCapMs: 500 };
@@ -44,7 +54,12 @@ function service(backends: FakeBackend[], policies: Record<string, Partial<Resil
 }
 
 function options(extra: { signal?: AbortSignal; onBackend?: (name: string) => void } = {}) {
-  return { requestId: "r", signal: extra.signal ?? new AbortController().signal, startedAt: performance.now(), ...(extra.onBackend ? { onBackend: extra.onBackend } : {}) };
+  return {
+    requestId: "r",
+    signal: extra.signal ?? new AbortController().signal,
+    startedAt: performance.now(),
+    ...(extra.onBackend ? { onBackend: extra.onBackend } : {}),
+  };
 }
 
 async function metric(name: string, labels: Record<string, string>): Promise<number> {
@@ -56,18 +71,42 @@ const refused = () => new UpstreamUnreachableError("x", "ECONNREFUSED");
 describe("judge: what a failure before the first byte leads to", () => {
   it.each([
     ["a connection error", refused(), { retry: true, fallBack: true, health: "failure" }],
-    ["an upstream 502", new UpstreamHttpError("x", 502, "bad gateway"), { retry: true, fallBack: true, health: "failure" }],
+    [
+      "an upstream 502",
+      new UpstreamHttpError("x", 502, "bad gateway"),
+      { retry: true, fallBack: true, health: "failure" },
+    ],
     ["an upstream 503", new UpstreamHttpError("x", 503, "busy"), { retry: true, fallBack: true, health: "failure" }],
     ["an upstream 504", new UpstreamHttpError("x", 504, "slow"), { retry: true, fallBack: true, health: "failure" }],
     ["an upstream 500", new UpstreamHttpError("x", 500, "bug"), { retry: false, fallBack: true, health: "failure" }],
-    ["an upstream 401 (our key)", new UpstreamHttpError("x", 401, "bad key"), { retry: false, fallBack: true, health: "failure" }],
-    ["an upstream 429", new UpstreamClientError("x", 429, "slow down"), { retry: true, fallBack: true, health: "neutral" }],
-    ["an upstream 429 saying x-should-retry: false", new UpstreamClientError("x", 429, "quota", { "x-should-retry": "false" }), { retry: false, fallBack: true, health: "neutral" }],
+    [
+      "an upstream 401 (our key)",
+      new UpstreamHttpError("x", 401, "bad key"),
+      { retry: false, fallBack: true, health: "failure" },
+    ],
+    [
+      "an upstream 429",
+      new UpstreamClientError("x", 429, "slow down"),
+      { retry: true, fallBack: true, health: "neutral" },
+    ],
+    [
+      "an upstream 429 saying x-should-retry: false",
+      new UpstreamClientError("x", 429, "quota", { "x-should-retry": "false" }),
+      { retry: false, fallBack: true, health: "neutral" },
+    ],
     ["an upstream 400", new UpstreamClientError("x", 400, "bad"), { retry: false, fallBack: false, health: "success" }],
     ["an upstream 413", new UpstreamClientError("x", 413, "big"), { retry: false, fallBack: false, health: "success" }],
     ["our own timeout", new UpstreamTimeoutError("x", 1), { retry: false, fallBack: true, health: "failure" }],
-    ["an invalid answer", new UpstreamInvalidResponseError("x", "not JSON"), { retry: false, fallBack: true, health: "failure" }],
-    ["a stream that broke before its first event", new UpstreamStreamError("x", "cut"), { retry: false, fallBack: true, health: "failure" }],
+    [
+      "an invalid answer",
+      new UpstreamInvalidResponseError("x", "not JSON"),
+      { retry: false, fallBack: true, health: "failure" },
+    ],
+    [
+      "a stream that broke before its first event",
+      new UpstreamStreamError("x", "cut"),
+      { retry: false, fallBack: true, health: "failure" },
+    ],
     ["an open circuit", new CircuitOpenError("x", 3), { retry: false, fallBack: true, health: "neutral" }],
     ["a client that left", new ClientClosedError(), { retry: false, fallBack: false, health: "neutral" }],
     ["a gateway loop", new LoopDetectedError("loop"), { retry: false, fallBack: false, health: "neutral" }],
@@ -81,8 +120,12 @@ describe("judge: what a failure before the first byte leads to", () => {
 describe("retryDelayMs", () => {
   it("backs off exponentially up to the maximum, with half of each step random", () => {
     const backoff = { baseMs: 200, maxMs: 2000, retryAfterCapMs: 10_000 };
-    expect([0, 1, 2, 3, 4, 5].map((retry) => retryDelayMs(refused(), retry, backoff, () => 0))).toEqual([100, 200, 400, 800, 1000, 1000]);
-    expect([0, 1, 2, 3, 4, 5].map((retry) => retryDelayMs(refused(), retry, backoff, () => 1))).toEqual([200, 400, 800, 1600, 2000, 2000]);
+    expect([0, 1, 2, 3, 4, 5].map((retry) => retryDelayMs(refused(), retry, backoff, () => 0))).toEqual([
+      100, 200, 400, 800, 1000, 1000,
+    ]);
+    expect([0, 1, 2, 3, 4, 5].map((retry) => retryDelayMs(refused(), retry, backoff, () => 1))).toEqual([
+      200, 400, 800, 1600, 2000, 2000,
+    ]);
   });
 
   it("waits what the upstream's retry-after asked instead", () => {
@@ -91,7 +134,9 @@ describe("retryDelayMs", () => {
   });
 
   it("does not retry at all when retry-after is longer than the cap", () => {
-    expect(retryDelayMs(new UpstreamClientError("x", 429, "slow", {}, 10_001), 0, DEFAULT_BACKOFF, () => 0)).toBeUndefined();
+    expect(
+      retryDelayMs(new UpstreamClientError("x", 429, "slow", {}, 10_001), 0, DEFAULT_BACKOFF, () => 0),
+    ).toBeUndefined();
   });
 });
 
@@ -117,13 +162,17 @@ describe("retries", () => {
 
   it("gives up after `retries` more calls and reports the last failure", async () => {
     const a = scripted("a", [refused()]);
-    await expect(service([a], { a: { retries: 2 } }).complete(a, { messages }, options())).rejects.toBeInstanceOf(UpstreamUnreachableError);
+    await expect(service([a], { a: { retries: 2 } }).complete(a, { messages }, options())).rejects.toBeInstanceOf(
+      UpstreamUnreachableError,
+    );
     expect(a.calls).toHaveLength(3);
   });
 
   it("does not retry without retries configured", async () => {
     const a = scripted("a", [refused(), "ok"]);
-    await expect(service([a], {}).complete(a, { messages }, options())).rejects.toBeInstanceOf(UpstreamUnreachableError);
+    await expect(service([a], {}).complete(a, { messages }, options())).rejects.toBeInstanceOf(
+      UpstreamUnreachableError,
+    );
     expect(a.calls).toHaveLength(1);
   });
 
@@ -164,14 +213,20 @@ describe("retries", () => {
 
   it("does not schedule a retry past the deadline", async () => {
     const a = scripted("a", [new UpstreamClientError("a", 429, "slow", {}, 400), "ok"], 0.2);
-    await expect(service([a], { a: { retries: 1 } }).complete(a, { messages }, options())).rejects.toBeInstanceOf(UpstreamClientError);
+    await expect(service([a], { a: { retries: 1 } }).complete(a, { messages }, options())).rejects.toBeInstanceOf(
+      UpstreamClientError,
+    );
     expect(a.calls).toHaveLength(1);
   });
 
   it("stops waiting, and does not call again, when the client leaves during the backoff", async () => {
     const controller = new AbortController();
     const a = scripted("a", [new UpstreamClientError("a", 429, "slow", {}, 300), "ok"]);
-    const pending = service([a], { a: { retries: 1 } }).complete(a, { messages }, options({ signal: controller.signal }));
+    const pending = service([a], { a: { retries: 1 } }).complete(
+      a,
+      { messages },
+      options({ signal: controller.signal }),
+    );
     setTimeout(() => controller.abort(), 20);
     const started = performance.now();
     await expect(pending).rejects.toBeInstanceOf(ClientClosedError);
@@ -185,7 +240,11 @@ describe("fallbacks", () => {
     const a = scripted("a", [refused()]);
     const b = scripted("b", ["ok"]);
     const named: string[] = [];
-    const completion = await service([a, b], { a: { fallbacks: ["b"] } }).complete(a, { model: "a", messages }, options({ onBackend: (name) => named.push(name) }));
+    const completion = await service([a, b], { a: { fallbacks: ["b"] } }).complete(
+      a,
+      { model: "a", messages },
+      options({ onBackend: (name) => named.push(name) }),
+    );
     expect(completion).toMatchObject({ backend: "b", model: "a", choices: [{ message: { content: "from b" } }] });
     expect(named).toEqual(["a", "b"]);
     expect(await metric("gateway_fallbacks_total", { from: "a", to: "b" })).toBe(1);
@@ -204,7 +263,9 @@ describe("fallbacks", () => {
     const b = scripted("b", [new UpstreamTimeoutError("b", 1)]);
     const last = new UpstreamHttpError("c", 500, "bug");
     const c = scripted("c", [last]);
-    await expect(service([a, b, c], { a: { fallbacks: ["b", "c"] } }).complete(a, { messages }, options())).rejects.toBe(last);
+    await expect(
+      service([a, b, c], { a: { fallbacks: ["b", "c"] } }).complete(a, { messages }, options()),
+    ).rejects.toBe(last);
     expect([a.calls.length, b.calls.length, c.calls.length]).toEqual([1, 1, 1]);
     expect(await metric("gateway_fallbacks_total", { from: "a", to: "b" })).toBe(1);
     expect(await metric("gateway_fallbacks_total", { from: "a", to: "c" })).toBe(1);
@@ -214,14 +275,22 @@ describe("fallbacks", () => {
     const a = scripted("a", [refused()]);
     const b = scripted("b", [refused()]);
     const c = scripted("c", ["ok"]);
-    await expect(service([a, b, c], { a: { fallbacks: ["b"] }, b: { fallbacks: ["a", "c"] } }).complete(a, { messages }, options())).rejects.toBeInstanceOf(UpstreamUnreachableError);
+    await expect(
+      service([a, b, c], { a: { fallbacks: ["b"] }, b: { fallbacks: ["a", "c"] } }).complete(
+        a,
+        { messages },
+        options(),
+      ),
+    ).rejects.toBeInstanceOf(UpstreamUnreachableError);
     expect([a.calls.length, b.calls.length, c.calls.length]).toEqual([1, 1, 0]);
   });
 
   it("does not fall back on a client error: the request itself is wrong", async () => {
     const a = scripted("a", [new UpstreamClientError("a", 400, "bad")]);
     const b = scripted("b", ["ok"]);
-    await expect(service([a, b], { a: { fallbacks: ["b"] } }).complete(a, { messages }, options())).rejects.toBeInstanceOf(UpstreamClientError);
+    await expect(
+      service([a, b], { a: { fallbacks: ["b"] } }).complete(a, { messages }, options()),
+    ).rejects.toBeInstanceOf(UpstreamClientError);
     expect(b.calls).toHaveLength(0);
   });
 
@@ -235,7 +304,12 @@ describe("fallbacks", () => {
     const a = scripted("a", [refused()]);
     const b = scripted("b", ["ok"]);
     const chunks: ChatCompletionChunk[] = [];
-    for await (const chunk of await service([a, b], { a: { fallbacks: ["b"] } }).openStream(a, { model: "a", messages }, options())) chunks.push(chunk);
+    for await (const chunk of await service([a, b], { a: { fallbacks: ["b"] } }).openStream(
+      a,
+      { model: "a", messages },
+      options(),
+    ))
+      chunks.push(chunk);
     expect(chunks.every((chunk) => chunk.backend === "b" && chunk.model === "a")).toBe(true);
     expect(chunks[0]?.choices[0]?.delta).toEqual({ role: "assistant", content: "from b" });
   });
@@ -247,7 +321,8 @@ describe("circuit breaker", () => {
   it("refuses at once with 503 and retry-after once the backend failed enough times in a row", async () => {
     const a = scripted("a", [refused()]);
     const subject = service([a], { a: { circuitBreaker: breaker } });
-    for (let i = 0; i < 2; i++) await expect(subject.complete(a, { messages }, options())).rejects.toBeInstanceOf(UpstreamUnreachableError);
+    for (let i = 0; i < 2; i++)
+      await expect(subject.complete(a, { messages }, options())).rejects.toBeInstanceOf(UpstreamUnreachableError);
     const refusal = await subject.complete(a, { messages }, options()).catch((error: unknown) => error);
     expect(refusal).toBeInstanceOf(CircuitOpenError);
     expect((refusal as CircuitOpenError).status).toBe(503);
@@ -267,7 +342,9 @@ describe("circuit breaker", () => {
 
   it("stops retrying once its own retries opened the circuit", async () => {
     const a = scripted("a", [refused()]);
-    await expect(service([a], { a: { retries: 5, circuitBreaker: breaker } }).complete(a, { messages }, options())).rejects.toBeInstanceOf(CircuitOpenError);
+    await expect(
+      service([a], { a: { retries: 5, circuitBreaker: breaker } }).complete(a, { messages }, options()),
+    ).rejects.toBeInstanceOf(CircuitOpenError);
     expect(a.calls).toHaveLength(2);
   });
 
@@ -297,9 +374,11 @@ describe("circuit breaker", () => {
     const subject = service([a], { a: { circuitBreaker: breaker } });
     for (let i = 0; i < 2; i++) {
       const stream = await subject.openStream(a, { messages }, options());
-      await expect((async () => {
-        for await (const _chunk of stream);
-      })()).rejects.toBeInstanceOf(UpstreamStreamError);
+      await expect(
+        (async () => {
+          for await (const _chunk of stream);
+        })(),
+      ).rejects.toBeInstanceOf(UpstreamStreamError);
     }
     await expect(subject.openStream(a, { messages }, options())).rejects.toBeInstanceOf(CircuitOpenError);
   });

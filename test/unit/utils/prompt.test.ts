@@ -32,6 +32,11 @@ describe("extractPrompt", () => {
   });
 
   it("is empty when there is no user text", () => {
-    expect(extractPrompt([{ role: "system", content: "x" }, { role: "user", content: null }])).toBe("");
+    expect(
+      extractPrompt([
+        { role: "system", content: "x" },
+        { role: "user", content: null },
+      ]),
+    ).toBe("");
   });
 });

@@ -28,12 +28,15 @@ describe("quoteRedacted", () => {
   });
 
   // A client controls where the key lands (an upstream quoting the request's `user` field before it).
-  it.each(Array.from({ length: KEY.length + 5 }, (_, index) => MAX - KEY.length - 2 + index))("leaves no piece of a key placed at offset %i", (offset) => {
-    const text = `${"u".repeat(offset)}${KEY} and more text after the key${"!".repeat(MAX)}`;
-    const quoted = quoteRedacted(text, KEY, MAX);
-    expect(keyPiecesIn(quoted)).toEqual([]);
-    expect(quoted.length).toBeLessThanOrEqual(MAX + REDACTED.length + 1);
-  });
+  it.each(Array.from({ length: KEY.length + 5 }, (_, index) => MAX - KEY.length - 2 + index))(
+    "leaves no piece of a key placed at offset %i",
+    (offset) => {
+      const text = `${"u".repeat(offset)}${KEY} and more text after the key${"!".repeat(MAX)}`;
+      const quoted = quoteRedacted(text, KEY, MAX);
+      expect(keyPiecesIn(quoted)).toEqual([]);
+      expect(quoted.length).toBeLessThanOrEqual(MAX + REDACTED.length + 1);
+    },
+  );
 
   it("keeps a trailing beginning shorter than the minimum (a public prefix like 'sk-')", () => {
     const text = `${"u".repeat(MAX - 3)}${KEY.slice(0, -1)}`;

@@ -7,9 +7,12 @@ describe("requestIdFrom", () => {
     expect(requestIdFrom("req_abc-123.x:y")).toBe("req_abc-123.x:y");
   });
 
-  it.each([[undefined], [""], ["has space"], ["x".repeat(129)], ["a\r\nset-cookie: x"], ["ünïcode"]])("replaces %p with a new UUID", (incoming) => {
-    expect(requestIdFrom(incoming)).toMatch(UUID);
-  });
+  it.each([[undefined], [""], ["has space"], ["x".repeat(129)], ["a\r\nset-cookie: x"], ["ünïcode"]])(
+    "replaces %p with a new UUID",
+    (incoming) => {
+      expect(requestIdFrom(incoming)).toMatch(UUID);
+    },
+  );
 
   it("makes a different id each time", () => {
     expect(requestIdFrom(undefined)).not.toBe(requestIdFrom(undefined));

@@ -15,7 +15,9 @@ function parse(...pieces: string[]): Promise<ServerSentEvent[]> {
 
 /** `text` cut into pieces of `size` characters. */
 function split(text: string, size: number): string[] {
-  return Array.from({ length: Math.ceil(text.length / size) }, (_, index) => text.slice(index * size, (index + 1) * size));
+  return Array.from({ length: Math.ceil(text.length / size) }, (_, index) =>
+    text.slice(index * size, (index + 1) * size),
+  );
 }
 
 describe("parseServerSentEvents", () => {
@@ -34,7 +36,9 @@ describe("parseServerSentEvents", () => {
   });
 
   it("skips comments (keep-alives) and keeps the event type", async () => {
-    expect(await parse(": ping\n\nevent: error\ndata: {\"error\":{}}\n\n")).toEqual([{ event: "error", data: '{"error":{}}' }]);
+    expect(await parse(': ping\n\nevent: error\ndata: {"error":{}}\n\n')).toEqual([
+      { event: "error", data: '{"error":{}}' },
+    ]);
   });
 
   it("joins multi-line data with newlines and keeps a value without the optional space", async () => {
@@ -88,7 +92,9 @@ describe("parseServerSentEvents", () => {
   });
 
   it("fails an event past the limit, counted in bytes", async () => {
-    await expect(parseWith(34, [`data: ${"y".repeat(10)}\ndata: ${"y".repeat(11)}\n\n`])).rejects.toThrow(new EventTooLargeError(34));
+    await expect(parseWith(34, [`data: ${"y".repeat(10)}\ndata: ${"y".repeat(11)}\n\n`])).rejects.toThrow(
+      new EventTooLargeError(34),
+    );
     // 14 two-byte characters: 14 characters but 28 bytes of value, 35 with "data: " and the line end.
     await expect(parseWith(34, [`data: ${"é".repeat(14)}\n\n`])).rejects.toBeInstanceOf(EventTooLargeError);
   });

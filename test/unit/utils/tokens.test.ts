@@ -13,20 +13,36 @@ describe("countTokens", () => {
 
 describe("estimateUsage", () => {
   it("counts prompt and completion words", () => {
-    expect(estimateUsage("Hello world", "Echo: Hello world")).toEqual({ prompt_tokens: 2, completion_tokens: 3, total_tokens: 5 });
+    expect(estimateUsage("Hello world", "Echo: Hello world")).toEqual({
+      prompt_tokens: 2,
+      completion_tokens: 3,
+      total_tokens: 5,
+    });
   });
 });
 
 describe("parseUsage", () => {
   it("accepts an upstream's usage and fills a missing total", () => {
-    expect(parseUsage({ prompt_tokens: 7, completion_tokens: 11, total_tokens: 18 })).toEqual({ prompt_tokens: 7, completion_tokens: 11, total_tokens: 18 });
-    expect(parseUsage({ prompt_tokens: 7, completion_tokens: 11 })).toEqual({ prompt_tokens: 7, completion_tokens: 11, total_tokens: 18 });
+    expect(parseUsage({ prompt_tokens: 7, completion_tokens: 11, total_tokens: 18 })).toEqual({
+      prompt_tokens: 7,
+      completion_tokens: 11,
+      total_tokens: 18,
+    });
+    expect(parseUsage({ prompt_tokens: 7, completion_tokens: 11 })).toEqual({
+      prompt_tokens: 7,
+      completion_tokens: 11,
+      total_tokens: 18,
+    });
   });
 
-  it.each([[undefined], [null], ["5"], [{ prompt_tokens: -1, completion_tokens: 1 }], [{ prompt_tokens: 1.5, completion_tokens: 1 }], [{ prompt_tokens: 1 }]])(
-    "rejects %p",
-    (value) => {
-      expect(parseUsage(value)).toBeUndefined();
-    },
-  );
+  it.each([
+    [undefined],
+    [null],
+    ["5"],
+    [{ prompt_tokens: -1, completion_tokens: 1 }],
+    [{ prompt_tokens: 1.5, completion_tokens: 1 }],
+    [{ prompt_tokens: 1 }],
+  ])("rejects %p", (value) => {
+    expect(parseUsage(value)).toBeUndefined();
+  });
 });

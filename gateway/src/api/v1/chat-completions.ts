@@ -52,7 +52,14 @@ export function createChatCompletionsRouter(deps: {
   // requireJson has already refused other types; this also reads a body sent without a Content-Type.
   const parseJson = jsonBody({ maxBytes: deps.maxBodyBytes, timeoutSeconds: deps.bodyTimeoutSeconds });
   // Rates are checked before the body is read, the slot is taken after: a trickling body holds none.
-  const checks = [loopGuard(deps.maxHops), precheck(deps.admission, deps.accessMetrics), requireJson, parseJson, admit(deps.admission, deps.accessMetrics), rejectInvalid];
+  const checks = [
+    loopGuard(deps.maxHops),
+    precheck(deps.admission, deps.accessMetrics),
+    requireJson,
+    parseJson,
+    admit(deps.admission, deps.accessMetrics),
+    rejectInvalid,
+  ];
   router
     .route("/v1/chat/completions")
     .post(...checks, async (req: Request, res: Response) => {

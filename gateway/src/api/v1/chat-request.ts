@@ -24,22 +24,40 @@ function characterCount(text: string): number {
 
 function contentProblem(message: Record<string, unknown>, path: string): string | undefined {
   const value = message.content;
-  if (value === undefined || value === null) return CONTENT_OPTIONAL.has(message.role as string) ? undefined : `${path} is required`;
+  if (value === undefined || value === null)
+    return CONTENT_OPTIONAL.has(message.role as string) ? undefined : `${path} is required`;
   if (typeof value === "string") return undefined;
   if (!Array.isArray(value)) return `${path} must be a string or an array of content parts`;
   for (let index = 0; index < value.length; index++) {
     const part: unknown = value[index];
-    if (!isObject(part) || typeof part.type !== "string") return `${path}[${index}] must be an object with a string 'type'`;
+    if (!isObject(part) || typeof part.type !== "string")
+      return `${path}[${index}] must be an object with a string 'type'`;
     if (part.type === "text" && typeof part.text !== "string") return `${path}[${index}].text must be a string`;
   }
   return undefined;
 }
 
-function numberProblem(body: Record<string, unknown>, field: string, min: number, max: number, integer = false): InvalidRequestError | undefined {
+function numberProblem(
+  body: Record<string, unknown>,
+  field: string,
+  min: number,
+  max: number,
+  integer = false,
+): InvalidRequestError | undefined {
   const value = body[field];
   if (value === undefined || value === null) return undefined;
-  if (typeof value === "number" && Number.isFinite(value) && value >= min && value <= max && (!integer || Number.isInteger(value))) return undefined;
-  return new InvalidRequestError(`${field} must be ${integer ? "an integer" : "a number"} from ${min} to ${max}`, field);
+  if (
+    typeof value === "number" &&
+    Number.isFinite(value) &&
+    value >= min &&
+    value <= max &&
+    (!integer || Number.isInteger(value))
+  )
+    return undefined;
+  return new InvalidRequestError(
+    `${field} must be ${integer ? "an integer" : "a number"} from ${min} to ${max}`,
+    field,
+  );
 }
 
 /**
@@ -63,14 +81,17 @@ export function checkChatRequest(body: unknown): InvalidRequestError | undefined
   }
   const messages = body.messages;
   if (messages === undefined || messages === null) return new InvalidRequestError("messages is required", "messages");
-  if (!Array.isArray(messages) || messages.length === 0) return new InvalidRequestError("messages must be a non-empty array", "messages");
+  if (!Array.isArray(messages) || messages.length === 0)
+    return new InvalidRequestError("messages must be a non-empty array", "messages");
   for (let index = 0; index < messages.length; index++) {
-    if (!isObject(messages[index])) return new InvalidRequestError("each message must be an object", `messages[${index}]`);
+    if (!isObject(messages[index]))
+      return new InvalidRequestError("each message must be an object", `messages[${index}]`);
   }
   const checked = messages as Record<string, unknown>[];
   for (let index = 0; index < checked.length; index++) {
     const role = checked[index]?.role;
-    if (typeof role !== "string" || !KNOWN_ROLES.has(role)) return new InvalidRequestError(ROLE_MESSAGE, `messages[${index}].role`);
+    if (typeof role !== "string" || !KNOWN_ROLES.has(role))
+      return new InvalidRequestError(ROLE_MESSAGE, `messages[${index}].role`);
   }
   for (let index = 0; index < checked.length; index++) {
     const message = checked[index];
@@ -78,7 +99,8 @@ export function checkChatRequest(body: unknown): InvalidRequestError | undefined
     if (problem !== undefined) return new InvalidRequestError(problem, `messages[${index}].content`);
   }
   const stream = body.stream;
-  if (stream !== undefined && stream !== null && typeof stream !== "boolean") return new InvalidRequestError("stream must be a boolean", "stream");
+  if (stream !== undefined && stream !== null && typeof stream !== "boolean")
+    return new InvalidRequestError("stream must be a boolean", "stream");
   const streamOptions = body.stream_options;
   if (streamOptions !== undefined && streamOptions !== null) {
     if (!isObject(streamOptions)) return new InvalidRequestError("stream_options must be an object", "stream_options");
@@ -87,7 +109,8 @@ export function checkChatRequest(body: unknown): InvalidRequestError | undefined
       return new InvalidRequestError("stream_options.include_usage must be a boolean", "stream_options.include_usage");
     }
   }
-  if (body.n !== undefined && body.n !== null && body.n !== 1) return new InvalidRequestError("n must be 1: the gateway returns one choice", "n");
+  if (body.n !== undefined && body.n !== null && body.n !== 1)
+    return new InvalidRequestError("n must be 1: the gateway returns one choice", "n");
   return (
     numberProblem(body, "temperature", 0, 2) ??
     numberProblem(body, "top_p", 0, 1) ??

@@ -21,8 +21,16 @@ function drained(res: Response): Promise<void> {
  * A failure after the 200 went out cannot change the status, so it is sent in-band as an `{"error": …}`
  * event before `[DONE]`: OpenAI's SDK raises on that, where a stream that just stopped would pass as success.
  */
-export async function sendEventStream(res: Response, chunks: AsyncIterable<unknown>, context: RequestContext): Promise<void> {
-  res.status(200).set({ "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", "x-accel-buffering": "no" });
+export async function sendEventStream(
+  res: Response,
+  chunks: AsyncIterable<unknown>,
+  context: RequestContext,
+): Promise<void> {
+  res.status(200).set({
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+  });
   res.flushHeaders();
   try {
     for await (const chunk of chunks) {
@@ -32,7 +40,10 @@ export async function sendEventStream(res: Response, chunks: AsyncIterable<unkno
   } catch (error) {
     const failure: GatewayError = toGatewayError(error) ?? new InternalError();
     if (failure instanceof ClientClosedError || res.destroyed) return;
-    if (failure instanceof InternalError) context.logger.error("stream failed", { error: error instanceof Error ? (error.stack ?? error.message) : String(error) });
+    if (failure instanceof InternalError)
+      context.logger.error("stream failed", {
+        error: error instanceof Error ? (error.stack ?? error.message) : String(error),
+      });
     else context.logger.warn("stream interrupted", { code: failure.code, error: failure.message });
     context.failedStatus = failure.status;
     res.write(`data: ${JSON.stringify(errorBody(failure))}\n\n`);

@@ -119,7 +119,11 @@ export class HttpBackend implements Backend {
           throw this.transportError(error, call.signal, expired !== undefined);
         }
         const answer = parseAnswer(text, this.name);
-        yield { delta: { ...answer.message }, finishReason: answer.finishReason, ...(answer.usage === undefined ? {} : { usage: answer.usage }) };
+        yield {
+          delta: { ...answer.message },
+          finishReason: answer.finishReason,
+          ...(answer.usage === undefined ? {} : { usage: answer.usage }),
+        };
         finished = true;
         return;
       }
@@ -137,7 +141,8 @@ export class HttpBackend implements Backend {
         if (error instanceof EventTooLargeError) throw new UpstreamInvalidResponseError(this.name, error.message);
         if (call.signal.aborted) throw new ClientClosedError();
         if (expired === "start") throw new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
-        if (expired === "idle") throw new UpstreamTimeoutError(this.name, this.options.idleTimeoutSeconds, "sent no stream event");
+        if (expired === "idle")
+          throw new UpstreamTimeoutError(this.name, this.options.idleTimeoutSeconds, "sent no stream event");
         throw new UpstreamStreamError(this.name, `the connection was lost (${describeCause(error)})`);
       }
       throw new UpstreamStreamError(this.name, "the stream ended before [DONE]");
@@ -166,7 +171,10 @@ export class HttpBackend implements Backend {
     if (stream) {
       payload.stream = true;
       // Always ask for usage: the gateway counts tokens per backend even when the client did not ask.
-      payload.stream_options = { ...(typeof call.request.stream_options === "object" ? call.request.stream_options : {}), include_usage: true };
+      payload.stream_options = {
+        ...(typeof call.request.stream_options === "object" ? call.request.stream_options : {}),
+        include_usage: true,
+      };
     }
     return payload;
   }
@@ -204,11 +212,16 @@ export class HttpBackend implements Backend {
    * 5xx are the upstream's, so both become 502. A 508 is a gateway further on refusing a loop: it stays a
    * 508, so every gateway in the loop answers it without retrying or falling back (which would multiply it).
    */
-  private statusError(status: number, text: string, headers: Record<string, string | string[] | undefined>): GatewayError {
+  private statusError(
+    status: number,
+    text: string,
+    headers: Record<string, string | string[] | undefined>,
+  ): GatewayError {
     const message = quoteUpstreamError(text, status, this.options.apiKey);
     if (status === 508) return new LoopDetectedError(`Backend '${this.name}' reported a gateway loop: ${message}`);
     const retryAfterMs = parseRetryAfter(headers["retry-after"], Date.now());
-    const isClientFault = status >= 400 && status < 500 && status !== 401 && status !== 403 && status !== 407 && status !== 408;
+    const isClientFault =
+      status >= 400 && status < 500 && status !== 401 && status !== 403 && status !== 407 && status !== 408;
     if (!isClientFault) return new UpstreamHttpError(this.name, status, message, retryAfterMs);
     const passOn: Record<string, string> = {};
     if (retryAfterMs !== undefined) passOn["retry-after"] = retryAfterHeader(retryAfterMs);

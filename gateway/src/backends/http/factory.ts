@@ -44,7 +44,11 @@ export const httpBackendFactory: BackendFactory<HttpBackendOptions> = {
   parseOptions(fields: ConfigFields, env: BackendContext["env"]): HttpBackendOptions {
     const url = fields.httpUrl("url");
     const timeoutSeconds = fields.number("timeout", 60, { min: 0, max: 3600, exclusiveMin: true });
-    const connectTimeoutSeconds = fields.number("connect_timeout", Math.min(10, timeoutSeconds), { min: 0, max: 3600, exclusiveMin: true });
+    const connectTimeoutSeconds = fields.number("connect_timeout", Math.min(10, timeoutSeconds), {
+      min: 0,
+      max: 3600,
+      exclusiveMin: true,
+    });
     const idleTimeoutSeconds = fields.number("idle_timeout", timeoutSeconds, { min: 0, max: 3600, exclusiveMin: true });
     const model = fields.optionalString("model");
     const maxEventBytes = fields.integer("max_event_bytes", DEFAULT_MAX_EVENT_BYTES, BYTE_SETTING_RANGE);
@@ -52,7 +56,8 @@ export const httpBackendFactory: BackendFactory<HttpBackendOptions> = {
     const apiKeyEnv = fields.optionalString("api_key_env");
     let apiKey: string | undefined;
     if (apiKeyEnv !== undefined) {
-      if (!ENV_NAME.test(apiKeyEnv)) throw new ConfigError(fields.keyPath("api_key_env"), "must be an environment variable name");
+      if (!ENV_NAME.test(apiKeyEnv))
+        throw new ConfigError(fields.keyPath("api_key_env"), "must be an environment variable name");
       apiKey = env[apiKeyEnv];
       if (apiKey === undefined || apiKey === "") {
         throw new ConfigError(fields.keyPath("api_key_env"), `environment variable ${apiKeyEnv} is not set`);

@@ -15,7 +15,12 @@ export interface WholeAnswer {
  * `request` hands back kept each call's objects alive through young-generation GCs (bench/README.md).
  * Rejects with undici's own errors (or `RequestAbortedError` once `signal` aborts), as `request` would.
  */
-export function readWhole(pool: Pool, options: Dispatcher.DispatchOptions, signal: AbortSignal, allowance: AnswerAllowance): Promise<WholeAnswer> {
+export function readWhole(
+  pool: Pool,
+  options: Dispatcher.DispatchOptions,
+  signal: AbortSignal,
+  allowance: AnswerAllowance,
+): Promise<WholeAnswer> {
   return new Promise((resolve, reject) => {
     const handler = new WholeAnswerHandler(signal, allowance, resolve, reject);
     try {
@@ -136,7 +141,8 @@ export class AnswerAllowance {
 
   /** Reserves up to `bytes` for the answer in total; throws if that is past either bound. */
   need(bytes: number): void {
-    if (bytes > this.maxBytes) throw new UpstreamInvalidResponseError(this.backend, `the answer is larger than ${this.maxBytes} bytes`);
+    if (bytes > this.maxBytes)
+      throw new UpstreamInvalidResponseError(this.backend, `the answer is larger than ${this.maxBytes} bytes`);
     if (bytes <= this.reserved) return;
     if (!this.budget.tryReserve(bytes - this.reserved)) throw new ResponseBudgetExhaustedError(this.budget.limitBytes);
     this.reserved = bytes;

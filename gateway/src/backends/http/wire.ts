@@ -21,7 +21,8 @@ export function parseAnswer(text: string, backend: string): BackendResult {
   } catch {
     throw new UpstreamInvalidResponseError(backend, "body is not JSON");
   }
-  if (exceedsDepth(body, MAX_JSON_DEPTH)) throw new UpstreamInvalidResponseError(backend, `body is nested more than ${MAX_JSON_DEPTH} levels deep`);
+  if (exceedsDepth(body, MAX_JSON_DEPTH))
+    throw new UpstreamInvalidResponseError(backend, `body is nested more than ${MAX_JSON_DEPTH} levels deep`);
   const choice = firstChoice(body);
   if (choice === undefined) throw new UpstreamInvalidResponseError(backend, "no choices[0]");
   const message = choice.message;
@@ -33,8 +34,13 @@ export function parseAnswer(text: string, backend: string): BackendResult {
     throw new UpstreamInvalidResponseError(backend, "choices[0].message.content is not a string");
   }
   // Extra fields such as tool_calls or refusal pass through; role and content are normalised.
-  const assistant: AssistantMessage = { ...(message as Record<string, unknown>), role: "assistant", content: content ?? null };
-  const finishReason = typeof choice.finish_reason === "string" && choice.finish_reason !== "" ? choice.finish_reason : "stop";
+  const assistant: AssistantMessage = {
+    ...(message as Record<string, unknown>),
+    role: "assistant",
+    content: content ?? null,
+  };
+  const finishReason =
+    typeof choice.finish_reason === "string" && choice.finish_reason !== "" ? choice.finish_reason : "stop";
   const usage = parseUsage((body as Record<string, unknown>).usage);
   return usage === undefined ? { message: assistant, finishReason } : { message: assistant, finishReason, usage };
 }
@@ -44,28 +50,40 @@ export function parseAnswer(text: string, backend: string): BackendResult {
  * finish reason, then usage. An error event fails the stream with the upstream's message, quoted with
  * `apiKey` redacted.
  */
-export function* parseStreamEvent(type: string | undefined, data: string, backend: string, apiKey?: string): Generator<StreamEvent> {
+export function* parseStreamEvent(
+  type: string | undefined,
+  data: string,
+  backend: string,
+  apiKey?: string,
+): Generator<StreamEvent> {
   let body: unknown;
   try {
     body = JSON.parse(data);
   } catch {
     throw new UpstreamInvalidResponseError(backend, "a stream event is not JSON");
   }
-  if (typeof body !== "object" || body === null || Array.isArray(body)) throw new UpstreamInvalidResponseError(backend, "a stream event is not a JSON object");
+  if (typeof body !== "object" || body === null || Array.isArray(body))
+    throw new UpstreamInvalidResponseError(backend, "a stream event is not a JSON object");
   // Checked before anything walks it: relaying it would overflow the stack in JSON.stringify.
-  if (exceedsDepth(body, MAX_JSON_DEPTH)) throw new UpstreamInvalidResponseError(backend, `a stream event is nested more than ${MAX_JSON_DEPTH} levels deep`);
+  if (exceedsDepth(body, MAX_JSON_DEPTH))
+    throw new UpstreamInvalidResponseError(backend, `a stream event is nested more than ${MAX_JSON_DEPTH} levels deep`);
   const fields = body as Record<string, unknown>;
-  if (type === "error" || fields.error !== undefined) throw new UpstreamStreamError(backend, quoteUpstreamError(data, 502, apiKey));
+  if (type === "error" || fields.error !== undefined)
+    throw new UpstreamStreamError(backend, quoteUpstreamError(data, 502, apiKey));
   const choice = firstChoice(body);
   if (choice !== undefined) {
     const delta = choice.delta;
-    const finishReason = typeof choice.finish_reason === "string" && choice.finish_reason !== "" ? choice.finish_reason : undefined;
+    const finishReason =
+      typeof choice.finish_reason === "string" && choice.finish_reason !== "" ? choice.finish_reason : undefined;
     if (delta !== undefined && delta !== null && (typeof delta !== "object" || Array.isArray(delta))) {
       throw new UpstreamInvalidResponseError(backend, "choices[0].delta is not an object");
     }
     const deltaFields = (delta ?? {}) as Record<string, unknown>;
     if (Object.keys(deltaFields).length > 0 || finishReason !== undefined) {
-      yield { ...(Object.keys(deltaFields).length > 0 ? { delta: deltaFields } : {}), ...(finishReason === undefined ? {} : { finishReason }) };
+      yield {
+        ...(Object.keys(deltaFields).length > 0 ? { delta: deltaFields } : {}),
+        ...(finishReason === undefined ? {} : { finishReason }),
+      };
     }
   } else if (!Array.isArray(fields.choices)) {
     throw new UpstreamInvalidResponseError(backend, "a stream event has no choices");

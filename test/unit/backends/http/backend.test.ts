@@ -3,7 +3,12 @@ import type { Backend, BackendCall } from "../../../../gateway/src/backends/back
 import { httpBackendFactory } from "../../../../gateway/src/backends/http/factory";
 import { ResponseBudget } from "../../../../gateway/src/backends/response-budget";
 import { ConfigFields } from "../../../../gateway/src/config/fields";
-import { ClientClosedError, GatewayError, ResponseBudgetExhaustedError, UpstreamInvalidResponseError } from "../../../../gateway/src/errors";
+import {
+  ClientClosedError,
+  GatewayError,
+  ResponseBudgetExhaustedError,
+  UpstreamInvalidResponseError,
+} from "../../../../gateway/src/errors";
 import { createLogger } from "../../../../gateway/src/observability/logger";
 import { judge } from "../../../../gateway/src/services/resilience";
 import { type RunningMock, startMock, userMessage } from "../../../support/servers";
@@ -60,11 +65,17 @@ describe("http backend: a payload that cannot be serialised", () => {
 
 /** A completion body of about `bytes` bytes. */
 function answerOf(bytes: number): string {
-  return JSON.stringify({ choices: [{ index: 0, message: { role: "assistant", content: "z".repeat(bytes) }, finish_reason: "stop" }] });
+  return JSON.stringify({
+    choices: [{ index: 0, message: { role: "assistant", content: "z".repeat(bytes) }, finish_reason: "stop" }],
+  });
 }
 
 /** An http backend on `url` with these YAML fields, and its own budget of `budgetBytes`. */
-function backendOn(url: string, budgetBytes: number, fields: Record<string, unknown> = {}): { backend: Backend; budget: ResponseBudget } {
+function backendOn(
+  url: string,
+  budgetBytes: number,
+  fields: Record<string, unknown> = {},
+): { backend: Backend; budget: ResponseBudget } {
   const budget = new ResponseBudget(budgetBytes);
   const options = httpBackendFactory.parseOptions(ConfigFields.from({ url, timeout: 5, ...fields }, "backends[0]"), {});
   return { backend: httpBackendFactory.create("remote", options, { env: {}, logger, responseBudget: budget }), budget };
@@ -124,7 +135,14 @@ describe("http backend: answers read whole are bounded", () => {
     const { backend, budget } = backendOn(server.url, 10_000);
     try {
       const calls = [backend.complete(call({})), backend.complete(call({}))];
-      const first = await Promise.race(calls.map((pending) => pending.then(() => "answered", () => "failed")));
+      const first = await Promise.race(
+        calls.map((pending) =>
+          pending.then(
+            () => "answered",
+            () => "failed",
+          ),
+        ),
+      );
       expect(first).toBe("failed");
       for (const waiting of held) waiting.end(body);
       const results = await Promise.allSettled(calls);
@@ -210,7 +228,8 @@ describe("http backend: answers read whole are bounded", () => {
     const { backend, budget } = backendOn(server.url, 4096, { max_response_bytes: 4096, max_event_bytes: 4096 });
     try {
       let content = 0;
-      for await (const part of backend.stream(call({}))) content += typeof part.delta?.content === "string" ? part.delta.content.length : 0;
+      for await (const part of backend.stream(call({})))
+        content += typeof part.delta?.content === "string" ? part.delta.content.length : 0;
       expect(content).toBe(events * 200);
       expect(budget.usedBytes).toBe(0);
     } finally {

@@ -1,4 +1,8 @@
-import { completionsPath, type HttpBackendOptions, httpBackendFactory } from "../../../../gateway/src/backends/http/factory";
+import {
+  completionsPath,
+  type HttpBackendOptions,
+  httpBackendFactory,
+} from "../../../../gateway/src/backends/http/factory";
 import { ResponseBudget } from "../../../../gateway/src/backends/response-budget";
 import { ConfigError } from "../../../../gateway/src/config/errors";
 import { ConfigFields } from "../../../../gateway/src/config/fields";
@@ -23,7 +27,12 @@ function problem(fields: Record<string, unknown>, env: Record<string, string> = 
 
 describe("httpBackendFactory: url", () => {
   it("gives http backends their endpoint path, timeout and upstream model", () => {
-    expect(options({ timeout: 5, model: "llama-3" })).toMatchObject({ origin: "http://127.0.0.1:8081", path: "/v1/chat/completions", timeoutSeconds: 5, model: "llama-3" });
+    expect(options({ timeout: 5, model: "llama-3" })).toMatchObject({
+      origin: "http://127.0.0.1:8081",
+      path: "/v1/chat/completions",
+      timeoutSeconds: 5,
+      model: "llama-3",
+    });
   });
 
   it("does not double /v1 when the base URL already ends with it", () => {
@@ -64,11 +73,17 @@ describe("httpBackendFactory: timeouts", () => {
   it("defaults idle_timeout (between stream events) to timeout, and reads it when given", () => {
     expect(options({ timeout: 5 }).idleTimeoutSeconds).toBe(5);
     expect(options({ timeout: 5, idle_timeout: 2 }).idleTimeoutSeconds).toBe(2);
-    expect(problem({ timeout: 5, idle_timeout: 0 })).toBe("backends[1].idle_timeout: must be a number greater than 0 and at most 3600");
+    expect(problem({ timeout: 5, idle_timeout: 0 })).toBe(
+      "backends[1].idle_timeout: must be a number greater than 0 and at most 3600",
+    );
   });
 
   it("reads fractions of a second and accepts up to an hour", () => {
-    expect(options({ timeout: 3600, connect_timeout: 0.5, idle_timeout: 3600 })).toMatchObject({ timeoutSeconds: 3600, connectTimeoutSeconds: 0.5, idleTimeoutSeconds: 3600 });
+    expect(options({ timeout: 3600, connect_timeout: 0.5, idle_timeout: 3600 })).toMatchObject({
+      timeoutSeconds: 3600,
+      connectTimeoutSeconds: 0.5,
+      idleTimeoutSeconds: 3600,
+    });
   });
 
   it.each(["timeout", "connect_timeout", "idle_timeout"])("refuses %s of 0, over an hour, or not a number", (key) => {
@@ -126,17 +141,34 @@ describe("httpBackendFactory: api_key_env", () => {
   });
 
   it("must name an environment variable that is set and not empty", () => {
-    expect(problem({ api_key_env: "UPSTREAM-KEY" }, { "UPSTREAM-KEY": "sk-test" })).toBe("backends[1].api_key_env: must be an environment variable name");
-    expect(problem({ api_key_env: "UPSTREAM_KEY" }, { UPSTREAM_KEY: "" })).toBe("backends[1].api_key_env: environment variable UPSTREAM_KEY is not set");
+    expect(problem({ api_key_env: "UPSTREAM-KEY" }, { "UPSTREAM-KEY": "sk-test" })).toBe(
+      "backends[1].api_key_env: must be an environment variable name",
+    );
+    expect(problem({ api_key_env: "UPSTREAM_KEY" }, { UPSTREAM_KEY: "" })).toBe(
+      "backends[1].api_key_env: environment variable UPSTREAM_KEY is not set",
+    );
   });
 });
 
 describe("httpBackendFactory.create", () => {
   it("builds an http backend aimed at the endpoint, with its timeout", async () => {
-    const context = { env: {}, logger: createLogger({ level: "error", service: "test" }), responseBudget: new ResponseBudget(1024) };
-    const backend = httpBackendFactory.create("remote", options({ url: "http://127.0.0.1:8081/proxy", timeout: 7 }), context);
+    const context = {
+      env: {},
+      logger: createLogger({ level: "error", service: "test" }),
+      responseBudget: new ResponseBudget(1024),
+    };
+    const backend = httpBackendFactory.create(
+      "remote",
+      options({ url: "http://127.0.0.1:8081/proxy", timeout: 7 }),
+      context,
+    );
     try {
-      expect(backend).toMatchObject({ name: "remote", type: "http", target: "http://127.0.0.1:8081/proxy/v1/chat/completions", timeoutSeconds: 7 });
+      expect(backend).toMatchObject({
+        name: "remote",
+        type: "http",
+        target: "http://127.0.0.1:8081/proxy/v1/chat/completions",
+        timeoutSeconds: 7,
+      });
     } finally {
       await backend.close();
     }

@@ -5,7 +5,12 @@ import { ResponseBudget } from "../../../../gateway/src/backends/response-budget
 import { ResponseBudgetExhaustedError, UpstreamInvalidResponseError } from "../../../../gateway/src/errors";
 import { upstream } from "./upstream";
 
-const POST: Dispatcher.DispatchOptions = { method: "POST", path: "/v1/chat/completions", headers: { "content-type": "application/json" }, body: "{}" };
+const POST: Dispatcher.DispatchOptions = {
+  method: "POST",
+  path: "/v1/chat/completions",
+  headers: { "content-type": "application/json" },
+  body: "{}",
+};
 
 async function failure(promise: Promise<unknown>): Promise<unknown> {
   return promise.then(
@@ -36,7 +41,9 @@ describe("AnswerAllowance", () => {
   it("refuses an answer past max_response_bytes as the backend's invalid response, reserving nothing for it", () => {
     const budget = new ResponseBudget(1_000_000);
     const allowance = new AnswerAllowance(budget, 4096, "remote");
-    expect(() => allowance.need(4097)).toThrow(new UpstreamInvalidResponseError("remote", "the answer is larger than 4096 bytes"));
+    expect(() => allowance.need(4097)).toThrow(
+      new UpstreamInvalidResponseError("remote", "the answer is larger than 4096 bytes"),
+    );
     expect(budget.usedBytes).toBe(0);
   });
 
@@ -57,7 +64,9 @@ describe("AnswerAllowance", () => {
 describe("utf8Text", () => {
   it("joins chunks before decoding, so a character split between two survives, and drops a byte-order mark", () => {
     const euro = Buffer.from("€");
-    expect(utf8Text([Buffer.from([0xef, 0xbb, 0xbf]), euro.subarray(0, 1), euro.subarray(1), Buffer.from("5")])).toBe("€5");
+    expect(utf8Text([Buffer.from([0xef, 0xbb, 0xbf]), euro.subarray(0, 1), euro.subarray(1), Buffer.from("5")])).toBe(
+      "€5",
+    );
     expect(utf8Text([])).toBe("");
   });
 });
@@ -71,7 +80,9 @@ describe("readBody", () => {
 
   it("stops at the bound and gives the bytes back", async () => {
     const budget = new ResponseBudget(100_000);
-    const error = await failure(readBody(chunks("x".repeat(1000), "x".repeat(1000)), new AnswerAllowance(budget, 1500, "remote")));
+    const error = await failure(
+      readBody(chunks("x".repeat(1000), "x".repeat(1000)), new AnswerAllowance(budget, 1500, "remote")),
+    );
     expect(error).toBeInstanceOf(UpstreamInvalidResponseError);
     expect(budget.usedBytes).toBe(0);
   });
@@ -86,7 +97,12 @@ describe("readWhole", () => {
     const pool = new Pool(server.url);
     const budget = new ResponseBudget(1000);
     try {
-      const answer = await readWhole(pool, POST, new AbortController().signal, new AnswerAllowance(budget, 1024, "remote"));
+      const answer = await readWhole(
+        pool,
+        POST,
+        new AbortController().signal,
+        new AnswerAllowance(budget, 1024, "remote"),
+      );
       expect(answer).toMatchObject({ status: 418, text: "short and stout", headers: { "x-extra": "1" } });
       expect(budget.usedBytes).toBe(0);
     } finally {
@@ -106,7 +122,9 @@ describe("readWhole", () => {
     try {
       const stop = new AbortController();
       stop.abort();
-      expect(await failure(readWhole(pool, POST, stop.signal, new AnswerAllowance(budget, 1024, "remote")))).toBeInstanceOf(undiciErrors.RequestAbortedError);
+      expect(
+        await failure(readWhole(pool, POST, stop.signal, new AnswerAllowance(budget, 1024, "remote"))),
+      ).toBeInstanceOf(undiciErrors.RequestAbortedError);
       // A later request on the same pool is the first the server sees.
       await readWhole(pool, POST, new AbortController().signal, new AnswerAllowance(budget, 1024, "remote"));
       expect(seen).toBe(1);
@@ -125,7 +143,9 @@ describe("readWhole", () => {
     const pool = new Pool(server.url);
     const budget = new ResponseBudget(100_000);
     try {
-      expect(await failure(readWhole(pool, POST, new AbortController().signal, new AnswerAllowance(budget, 4096, "remote")))).toBeInstanceOf(UpstreamInvalidResponseError);
+      expect(
+        await failure(readWhole(pool, POST, new AbortController().signal, new AnswerAllowance(budget, 4096, "remote"))),
+      ).toBeInstanceOf(UpstreamInvalidResponseError);
       expect(budget.usedBytes).toBe(0);
     } finally {
       await pool.close();
@@ -140,7 +160,9 @@ describe("readWhole", () => {
     const pool = new Pool(url);
     const budget = new ResponseBudget(1000);
     try {
-      const error = await failure(readWhole(pool, POST, new AbortController().signal, new AnswerAllowance(budget, 1024, "remote")));
+      const error = await failure(
+        readWhole(pool, POST, new AbortController().signal, new AnswerAllowance(budget, 1024, "remote")),
+      );
       expect(error).toMatchObject({ code: "ECONNREFUSED" });
       expect(budget.usedBytes).toBe(0);
     } finally {

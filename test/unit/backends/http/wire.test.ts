@@ -1,4 +1,10 @@
-import { firstChoice, parseAnswer, parseStreamEvent, quoteUpstreamError, upstreamErrorMessage } from "../../../../gateway/src/backends/http/wire";
+import {
+  firstChoice,
+  parseAnswer,
+  parseStreamEvent,
+  quoteUpstreamError,
+  upstreamErrorMessage,
+} from "../../../../gateway/src/backends/http/wire";
 import { UpstreamInvalidResponseError, UpstreamStreamError } from "../../../../gateway/src/errors";
 import { MAX_JSON_DEPTH } from "../../../../gateway/src/utils/json-depth";
 
@@ -21,11 +27,15 @@ function answer(message: unknown, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({ choices: [{ index: 0, message, finish_reason: "stop" }], ...extra });
 }
 
-const events = (data: string, type?: string, apiKey?: string) => Array.from(parseStreamEvent(type, data, "remote", apiKey));
+const events = (data: string, type?: string, apiKey?: string) =>
+  Array.from(parseStreamEvent(type, data, "remote", apiKey));
 
 describe("parseAnswer", () => {
   it("reads the message, finish reason and usage", () => {
-    const text = answer({ role: "assistant", content: "Hi" }, { usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } });
+    const text = answer(
+      { role: "assistant", content: "Hi" },
+      { usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } },
+    );
     expect(parseAnswer(text, "remote")).toEqual({
       message: { role: "assistant", content: "Hi" },
       finishReason: "stop",
@@ -35,7 +45,10 @@ describe("parseAnswer", () => {
 
   it("passes extra message fields through and normalises role and a missing content", () => {
     const toolCalls = [{ id: "c1", type: "function", function: { name: "f", arguments: "{}" } }];
-    const result = parseAnswer(JSON.stringify({ choices: [{ message: { role: "tool", tool_calls: toolCalls } }] }), "remote");
+    const result = parseAnswer(
+      JSON.stringify({ choices: [{ message: { role: "tool", tool_calls: toolCalls } }] }),
+      "remote",
+    );
     expect(result.message).toEqual({ role: "assistant", content: null, tool_calls: toolCalls });
     // No finish_reason, and no usable usage: "stop" and no usage at all.
     expect(result.finishReason).toBe("stop");
@@ -44,14 +57,26 @@ describe("parseAnswer", () => {
 
   it.each([
     ["that is not JSON", "<html>502</html>", "body is not JSON"],
-    ["that is nested too deep", answer({ role: "assistant", content: "Hi" }, { extra: JSON.parse(nested(MAX_JSON_DEPTH + 1)) as unknown }), `body is nested more than ${MAX_JSON_DEPTH} levels deep`],
+    [
+      "that is nested too deep",
+      answer({ role: "assistant", content: "Hi" }, { extra: JSON.parse(nested(MAX_JSON_DEPTH + 1)) as unknown }),
+      `body is nested more than ${MAX_JSON_DEPTH} levels deep`,
+    ],
     ["without choices", JSON.stringify({ object: "chat.completion" }), "no choices[0]"],
     ["with no choice", JSON.stringify({ choices: [] }), "no choices[0]"],
     ["with a choice that is not an object", JSON.stringify({ choices: ["Hi"] }), "no choices[0]"],
     ["without a message", JSON.stringify({ choices: [{ finish_reason: "stop" }] }), "choices[0].message is missing"],
     ["with a message that is a list", answer([{ content: "Hi" }]), "choices[0].message is missing"],
-    ["with content that is not a string", answer({ role: "assistant", content: 42 }), "choices[0].message.content is not a string"],
-    ["with content that is an object", answer({ role: "assistant", content: { text: "Hi" } }), "choices[0].message.content is not a string"],
+    [
+      "with content that is not a string",
+      answer({ role: "assistant", content: 42 }),
+      "choices[0].message.content is not a string",
+    ],
+    [
+      "with content that is an object",
+      answer({ role: "assistant", content: { text: "Hi" } }),
+      "choices[0].message.content is not a string",
+    ],
   ])("refuses an answer %s", (_what, text, why) => {
     const error = thrown(() => parseAnswer(text, "remote"));
     expect(error).toBeInstanceOf(UpstreamInvalidResponseError);
@@ -59,15 +84,24 @@ describe("parseAnswer", () => {
   });
 
   it("accepts nesting up to the limit", () => {
-    const text = answer({ role: "assistant", content: "Hi" }, { extra: JSON.parse(nested(MAX_JSON_DEPTH - 4)) as unknown });
+    const text = answer(
+      { role: "assistant", content: "Hi" },
+      { extra: JSON.parse(nested(MAX_JSON_DEPTH - 4)) as unknown },
+    );
     expect(parseAnswer(text, "remote").message.content).toBe("Hi");
   });
 });
 
 describe("parseStreamEvent", () => {
   it("yields the delta and finish reason of choices[0], then usage", () => {
-    const data = JSON.stringify({ choices: [{ delta: { content: "Hi" }, finish_reason: "stop" }], usage: { prompt_tokens: 2, completion_tokens: 1 } });
-    expect(events(data)).toEqual([{ delta: { content: "Hi" }, finishReason: "stop" }, { usage: { prompt_tokens: 2, completion_tokens: 1, total_tokens: 3 } }]);
+    const data = JSON.stringify({
+      choices: [{ delta: { content: "Hi" }, finish_reason: "stop" }],
+      usage: { prompt_tokens: 2, completion_tokens: 1 },
+    });
+    expect(events(data)).toEqual([
+      { delta: { content: "Hi" }, finishReason: "stop" },
+      { usage: { prompt_tokens: 2, completion_tokens: 1, total_tokens: 3 } },
+    ]);
   });
 
   it("yields nothing for an empty delta, a null delta, an empty finish reason or an empty choices list", () => {
@@ -77,9 +111,9 @@ describe("parseStreamEvent", () => {
   });
 
   it("yields usage alone from the last event of an include_usage stream", () => {
-    expect(events(JSON.stringify({ choices: [], usage: { prompt_tokens: 2, completion_tokens: 5, total_tokens: 7 } }))).toEqual([
-      { usage: { prompt_tokens: 2, completion_tokens: 5, total_tokens: 7 } },
-    ]);
+    expect(
+      events(JSON.stringify({ choices: [], usage: { prompt_tokens: 2, completion_tokens: 5, total_tokens: 7 } })),
+    ).toEqual([{ usage: { prompt_tokens: 2, completion_tokens: 5, total_tokens: 7 } }]);
   });
 
   it.each([
@@ -87,9 +121,21 @@ describe("parseStreamEvent", () => {
     ["that is a list", "[1,2]", "a stream event is not a JSON object"],
     ["that is a string", '"Hi"', "a stream event is not a JSON object"],
     ["that is null", "null", "a stream event is not a JSON object"],
-    ["that is nested too deep", JSON.stringify({ choices: [], extra: JSON.parse(nested(MAX_JSON_DEPTH + 1)) as unknown }), `a stream event is nested more than ${MAX_JSON_DEPTH} levels deep`],
-    ["with a delta that is a string", JSON.stringify({ choices: [{ delta: "Hi" }] }), "choices[0].delta is not an object"],
-    ["with a delta that is a list", JSON.stringify({ choices: [{ delta: ["Hi"] }] }), "choices[0].delta is not an object"],
+    [
+      "that is nested too deep",
+      JSON.stringify({ choices: [], extra: JSON.parse(nested(MAX_JSON_DEPTH + 1)) as unknown }),
+      `a stream event is nested more than ${MAX_JSON_DEPTH} levels deep`,
+    ],
+    [
+      "with a delta that is a string",
+      JSON.stringify({ choices: [{ delta: "Hi" }] }),
+      "choices[0].delta is not an object",
+    ],
+    [
+      "with a delta that is a list",
+      JSON.stringify({ choices: [{ delta: ["Hi"] }] }),
+      "choices[0].delta is not an object",
+    ],
     ["without choices", JSON.stringify({ id: "x" }), "a stream event has no choices"],
   ])("refuses an event %s", (_what, data, why) => {
     const error = thrown(() => events(data));
@@ -110,22 +156,29 @@ describe("parseStreamEvent", () => {
 
   it("redacts the backend's key where an error event quotes it", () => {
     const key = "sk-test-0123456789abcdef";
-    const error = thrown(() => events(JSON.stringify({ error: { message: `Incorrect API key provided: ${key}.` } }), undefined, key));
+    const error = thrown(() =>
+      events(JSON.stringify({ error: { message: `Incorrect API key provided: ${key}.` } }), undefined, key),
+    );
     expect(error).toBeInstanceOf(UpstreamStreamError);
-    expect((error as Error).message).toBe("Backend 'remote' broke off its stream: Incorrect API key provided: [redacted].");
+    expect((error as Error).message).toBe(
+      "Backend 'remote' broke off its stream: Incorrect API key provided: [redacted].",
+    );
   });
 });
 
 describe("firstChoice", () => {
   it("is choices[0] when that is an object, else undefined", () => {
     expect(firstChoice({ choices: [{ index: 0 }, { index: 1 }] })).toEqual({ index: 0 });
-    for (const body of [null, "x", {}, { choices: {} }, { choices: [] }, { choices: [null] }, { choices: [3] }]) expect(firstChoice(body)).toBeUndefined();
+    for (const body of [null, "x", {}, { choices: {} }, { choices: [] }, { choices: [null] }, { choices: [3] }])
+      expect(firstChoice(body)).toBeUndefined();
   });
 });
 
 describe("upstreamErrorMessage", () => {
   it("takes the message of an OpenAI-style body, a bare error string, or a top-level message", () => {
-    expect(upstreamErrorMessage(JSON.stringify({ error: { message: "bad model", type: "invalid_request_error" } }), 400)).toBe("bad model");
+    expect(
+      upstreamErrorMessage(JSON.stringify({ error: { message: "bad model", type: "invalid_request_error" } }), 400),
+    ).toBe("bad model");
     expect(upstreamErrorMessage(JSON.stringify({ error: "bad model" }), 400)).toBe("bad model");
     expect(upstreamErrorMessage(JSON.stringify({ message: "bad model" }), 400)).toBe("bad model");
   });
@@ -135,14 +188,17 @@ describe("upstreamErrorMessage", () => {
   });
 
   it("falls back to the status when there is nothing to quote", () => {
-    for (const text of ["", "   ", "{}", JSON.stringify({ error: { code: 5 } }), JSON.stringify({ error: "" }), "null"]) expect(upstreamErrorMessage(text, 503)).toBe("HTTP 503");
+    for (const text of ["", "   ", "{}", JSON.stringify({ error: { code: 5 } }), JSON.stringify({ error: "" }), "null"])
+      expect(upstreamErrorMessage(text, 503)).toBe("HTTP 503");
   });
 });
 
 describe("quoteUpstreamError", () => {
   it("redacts the key and cuts the message to 300 characters", () => {
     const key = "sk-test-0123456789abcdef";
-    expect(quoteUpstreamError(JSON.stringify({ error: { message: `bad key ${key}` } }), 401, key)).toBe("bad key [redacted]");
+    expect(quoteUpstreamError(JSON.stringify({ error: { message: `bad key ${key}` } }), 401, key)).toBe(
+      "bad key [redacted]",
+    );
     const quoted = quoteUpstreamError("x".repeat(5000), 502, undefined);
     expect(quoted).toBe(`${"x".repeat(300)}…`);
   });
