@@ -2,6 +2,8 @@
 # the container tests included). Node >= 22.22 must be on PATH; on the project's CI machines, whose own
 # Node is 20, `export PATH="$(bash ../shared/ci/host-node.sh):$PATH"` first.
 SHELL := /bin/bash
+# The gateway's V8 flags, defined once in package.json ("config".nodeFlags); the Dockerfile is checked against it.
+NODE_FLAGS = $(shell node -p 'require("./package.json").config.nodeFlags')
 NODE_MAJOR_MIN := 22
 
 .PHONY: help install build typecheck lint format run run-mock smoke bench test test-unit test-integration test-containers test-load check-node check-docker up down logs clean
@@ -36,7 +38,7 @@ format: install
 run: build
 	@PORT=$${MOCK_PORT:-8081} node dist/mock-remote/src/main.js & mock=$$!; \
 	trap 'kill $$mock 2>/dev/null' EXIT; \
-	node --max-semi-space-size=4 dist/gateway/src/main.js
+	node $(NODE_FLAGS) dist/gateway/src/main.js
 
 run-mock: build
 	node dist/mock-remote/src/main.js

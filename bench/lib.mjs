@@ -15,7 +15,9 @@ export const GATEWAY_MAIN = join(ROOT, "dist/gateway/src/main.js");
  * The V8 flags the gateway ships with (Dockerfile CMD, `npm start`, `make run`): measure what users run.
  * Without a bounded young generation V8 grows it to 64 MiB semi-spaces under load: peak RSS past 250 MiB.
  */
-export const GATEWAY_NODE_FLAGS = ["--max-semi-space-size=4"];
+export const GATEWAY_NODE_FLAGS = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).config.nodeFlags.split(
+  " ",
+);
 export const GATEWAY_ARGS = [...GATEWAY_NODE_FLAGS, GATEWAY_MAIN];
 export const HOST = "127.0.0.1";
 export const PATH = "/v1/chat/completions";

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { Pool } from "undici";
 import { type Sample, total } from "../support/exposition";
 import { scrape } from "../support/metrics";
-import { GATEWAY_MAIN, MOCK_MAIN, ROOT } from "../support/process";
+import { GATEWAY_MAIN, GATEWAY_NODE_FLAGS, MOCK_MAIN, ROOT } from "../support/process";
 import { userMessage } from "../support/servers";
 import { freePort } from "../support/ports";
 
@@ -376,7 +376,7 @@ async function startGateway(mockUrl: string): Promise<Started> {
   // With the V8 flag the gateway ships with (Dockerfile, make run): without it the young generation alone
   // grows to 128 MiB under this load and RSS after a second round moves by tens of MB either way.
   return startProcess(
-    ["--expose-gc", "--max-semi-space-size=4", "--require", join(dir, "gc-on-signal.js"), GATEWAY_MAIN],
+    ["--expose-gc", ...GATEWAY_NODE_FLAGS, "--require", join(dir, "gc-on-signal.js"), GATEWAY_MAIN],
     { CONFIG_FILE: "config.yaml", LOG_LEVEL: "error", DRAIN_DELAY: "0" },
     dir,
     "/ready",

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { eventually } from "./eventually";
@@ -8,6 +8,11 @@ import { eventually } from "./eventually";
 export const ROOT = resolve(__dirname, "../..");
 export const GATEWAY_MAIN = join(ROOT, "dist/gateway/src/main.js");
 export const MOCK_MAIN = join(ROOT, "dist/mock-remote/src/main.js");
+
+/** The V8 flags the gateway ships with, defined once in package.json ("config".nodeFlags). */
+export const GATEWAY_NODE_FLAGS: readonly string[] = (
+  JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { config: { nodeFlags: string } }
+).config.nodeFlags.split(" ");
 
 export interface Started {
   readonly child: ChildProcess;
