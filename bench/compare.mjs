@@ -65,7 +65,8 @@ try {
     for (const key of Object.keys(variant.env)) variant.env[key] = variant.env[key].replace("{upstream}", upstream.url);
     variant.server = await startServer({
       name: variant.label,
-      cpus: plan.server,
+      // As in run.mjs: a cluster gets the pair of cores, a single process one.
+      cpus: Number({ ...options.env, ...variant.env }.WORKERS ?? 1) > 1 ? plan.serverPair : plan.server,
       args: [...GATEWAY_NODE_FLAGS, variant.main],
       env: { ...gatewayEnv(config), ...options.env, ...variant.env },
       logFile: `${dir}/${variant.label}.log`,
