@@ -110,6 +110,8 @@ export interface ResilienceSettings {
   readonly backoff?: BackoffOptions;
   /** Jitter source; tests pass a fixed one. */
   readonly random?: () => number;
+  /** The circuit breakers' clock (`performance.now()` by default); tests move it instead of sleeping. */
+  readonly now?: () => number;
 }
 
 interface Guarded {
@@ -148,21 +150,25 @@ export class Resilience {
             throw new Error(`backend '${backend.name}' names an invalid fallback '${name}'`);
           return fallback;
         });
-        const breaker = new CircuitBreaker(options.circuitBreaker, (state) => {
-          series.setUp(state === "closed");
-          if (state === "open")
-            logger?.warn("circuit opened: calls to the backend paused", {
-              backend: backend.name,
-              cooldownSeconds: options.circuitBreaker?.cooldownSeconds,
-            });
-          else
-            logger?.info(
-              state === "closed"
-                ? "circuit closed: backend answering again"
-                : "circuit half-open: letting one trial call through",
-              { backend: backend.name },
-            );
-        });
+        const breaker = new CircuitBreaker(
+          options.circuitBreaker,
+          (state) => {
+            series.setUp(state === "closed");
+            if (state === "open")
+              logger?.warn("circuit opened: calls to the backend paused", {
+                backend: backend.name,
+                cooldownSeconds: options.circuitBreaker?.cooldownSeconds,
+              });
+            else
+              logger?.info(
+                state === "closed"
+                  ? "circuit closed: backend answering again"
+                  : "circuit half-open: letting one trial call through",
+                { backend: backend.name },
+              );
+          },
+          settings.now,
+        );
         return [backend, { options, fallbacks, breaker, series }];
       }),
     );

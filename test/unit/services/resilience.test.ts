@@ -46,11 +46,20 @@ beforeEach(() => {
   metrics = createMetrics(new Registry(), ["a", "b", "c"], new Map([["a", ["b", "c"]]]));
 });
 
-function service(backends: FakeBackend[], policies: Record<string, Partial<ResilienceOptions>>): InferenceService {
+function service(
+  backends: FakeBackend[],
+  policies: Record<string, Partial<ResilienceOptions>>,
+  now?: () => number,
+): InferenceService {
   const first = backends[0];
   if (first === undefined) throw new Error("no backends");
   const map = new Map(Object.entries(policies).map(([name, options]) => [name, policy(options)]));
-  return new InferenceService(backends, first, metrics, { policies: map, backoff: FAST, random: () => 0.5 });
+  return new InferenceService(backends, first, metrics, {
+    policies: map,
+    backoff: FAST,
+    random: () => 0.5,
+    ...(now === undefined ? {} : { now }),
+  });
 }
 
 function options(extra: { signal?: AbortSignal; onBackend?: (name: string) => void } = {}) {
@@ -350,16 +359,13 @@ describe("circuit breaker", () => {
 
   it("closes again after the cooldown when the trial call succeeds", async () => {
     const a = scripted("a", [refused(), refused(), "ok"]);
-    const subject = service([a], { a: { circuitBreaker: breaker } });
+    let skipped = 0;
+    const subject = service([a], { a: { circuitBreaker: breaker } }, () => performance.now() + skipped);
     for (let i = 0; i < 2; i++) await subject.complete(a, { messages }, options()).catch(() => undefined);
-    // The breaker reads performance.now(): move that clock past the 0.2 s cooldown instead of sleeping.
-    const realNow = performance.now.bind(performance);
-    const clock = jest.spyOn(performance, "now").mockImplementation(() => realNow() + 220);
-    try {
-      expect((await subject.complete(a, { messages }, options())).backend).toBe("a");
-    } finally {
-      clock.mockRestore();
-    }
+    await expect(subject.complete(a, { messages }, options())).rejects.toBeInstanceOf(CircuitOpenError);
+    // The breakers' clock moves past the 0.2 s cooldown instead of the test sleeping.
+    skipped = 220;
+    expect((await subject.complete(a, { messages }, options())).backend).toBe("a");
     expect(await metric("gateway_backend_up", { backend: "a" })).toBe(1);
   });
 
