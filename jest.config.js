@@ -24,6 +24,7 @@ module.exports = {
       displayName: "integration",
       roots: ["<rootDir>/test/integration"],
       testMatch: ["**/*.test.ts"],
+      // The load test is the "load" project below (plain `jest`, hence `make test` and CI, runs it too).
       testPathIgnorePatterns: ["/node_modules/", LOAD],
       globalSetup: "<rootDir>/test/support/global-setup-build.ts",
     },

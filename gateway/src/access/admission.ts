@@ -128,6 +128,8 @@ export class Admission {
    * minute is refused without the gateway reading (or waiting for) its body. Counts nothing.
    */
   precheck(client: { readonly key?: string; readonly address: string }): void {
+    // Without rate limits there is nothing to check: admit() alone looks the address up (and ages it).
+    if (client.key === undefined && !hasRates(this.access.limits)) return;
     const state = this.stateOf(client);
     if (state !== undefined) this.checkRates(state, whoIs(client), this.now());
   }
@@ -234,6 +236,10 @@ export class Admission {
       }
     }
   }
+}
+
+function hasRates(limits: ClientLimits): boolean {
+  return limits.requestsPerMinute !== undefined || limits.tokensPerMinute !== undefined;
 }
 
 function whoIs(client: { readonly key?: string }): string {
