@@ -12,7 +12,9 @@ import {
 import { createLogger } from "../../../../gateway/src/observability/logger";
 import { judge } from "../../../../gateway/src/services/resilience";
 import { type RunningMock, startMock, userMessage } from "../../../support/servers";
-import { upstream } from "./upstream";
+import { closeAfterTest, closeOpened, failure, upstream } from "./upstream";
+
+afterEach(closeOpened);
 
 const logger = createLogger({ level: "error", service: "test" });
 const context = { env: {}, logger, responseBudget: new ResponseBudget(1024 * 1024) };
@@ -78,14 +80,8 @@ function backendOn(
 ): { backend: Backend; budget: ResponseBudget } {
   const budget = new ResponseBudget(budgetBytes);
   const options = httpBackendFactory.parseOptions(ConfigFields.from({ url, timeout: 5, ...fields }, "backends[0]"), {});
-  return { backend: httpBackendFactory.create("remote", options, { env: {}, logger, responseBudget: budget }), budget };
-}
-
-async function failure(promise: Promise<unknown>): Promise<unknown> {
-  return promise.then(
-    () => undefined,
-    (error: unknown) => error,
-  );
+  const backend = httpBackendFactory.create("remote", options, { env: {}, logger, responseBudget: budget });
+  return { backend: closeAfterTest(backend), budget };
 }
 
 describe("http backend: answers read whole are bounded", () => {
@@ -95,15 +91,10 @@ describe("http backend: answers read whole are bounded", () => {
       res.end(answerOf(5000));
     });
     const { backend, budget } = backendOn(server.url, 1024 * 1024, { max_response_bytes: 4096 });
-    try {
-      const error = await failure(backend.complete(call({})));
-      expect(error).toBeInstanceOf(UpstreamInvalidResponseError);
-      expect((error as Error).message).toContain("larger than 4096 bytes");
-      expect(budget.usedBytes).toBe(0);
-    } finally {
-      await backend.close();
-      await server.close();
-    }
+    const error = await failure(backend.complete(call({})));
+    expect(error).toBeInstanceOf(UpstreamInvalidResponseError);
+    expect((error as Error).message).toContain("larger than 4096 bytes");
+    expect(budget.usedBytes).toBe(0);
   });
 
   it("refuses an answer whose content-length is over max_response_bytes before reading it", async () => {
@@ -114,13 +105,8 @@ describe("http backend: answers read whole are bounded", () => {
       res.flushHeaders();
     });
     const { backend, budget } = backendOn(server.url, 1024 * 1024, { max_response_bytes: 4096 });
-    try {
-      expect(await failure(backend.complete(call({})))).toBeInstanceOf(UpstreamInvalidResponseError);
-      expect(budget.usedBytes).toBe(0);
-    } finally {
-      await backend.close();
-      await server.close();
-    }
+    expect(await failure(backend.complete(call({})))).toBeInstanceOf(UpstreamInvalidResponseError);
+    expect(budget.usedBytes).toBe(0);
   });
 
   it("of two concurrent answers that do not fit the budget together, one gets 503 and is not the backend's fault", async () => {
@@ -133,32 +119,27 @@ describe("http backend: answers read whole are bounded", () => {
       held.push(res);
     });
     const { backend, budget } = backendOn(server.url, 10_000);
-    try {
-      const calls = [backend.complete(call({})), backend.complete(call({}))];
-      const first = await Promise.race(
-        calls.map((pending) =>
-          pending.then(
-            () => "answered",
-            () => "failed",
-          ),
+    const calls = [backend.complete(call({})), backend.complete(call({}))];
+    const first = await Promise.race(
+      calls.map((pending) =>
+        pending.then(
+          () => "answered",
+          () => "failed",
         ),
-      );
-      expect(first).toBe("failed");
-      for (const waiting of held) waiting.end(body);
-      const results = await Promise.allSettled(calls);
-      const rejected = results.filter((result): result is PromiseRejectedResult => result.status === "rejected");
-      expect(results.filter((result) => result.status === "fulfilled")).toHaveLength(1);
-      expect(rejected).toHaveLength(1);
-      const error: unknown = rejected[0]?.reason;
-      expect(error).toBeInstanceOf(ResponseBudgetExhaustedError);
-      expect(error).toMatchObject({ status: 503, code: "response_budget_exhausted", headers: { "retry-after": "1" } });
-      // Not counted against the backend, not retried, not sent to a fallback.
-      expect(judge(error)).toEqual({ retry: false, fallBack: false, health: "neutral" });
-      expect(budget.usedBytes).toBe(0);
-    } finally {
-      await backend.close();
-      await server.close();
-    }
+      ),
+    );
+    expect(first).toBe("failed");
+    for (const waiting of held) waiting.end(body);
+    const results = await Promise.allSettled(calls);
+    const rejected = results.filter((result): result is PromiseRejectedResult => result.status === "rejected");
+    expect(results.filter((result) => result.status === "fulfilled")).toHaveLength(1);
+    expect(rejected).toHaveLength(1);
+    const error: unknown = rejected[0]?.reason;
+    expect(error).toBeInstanceOf(ResponseBudgetExhaustedError);
+    expect(error).toMatchObject({ status: 503, code: "response_budget_exhausted", headers: { "retry-after": "1" } });
+    // Not counted against the backend, not retried, not sent to a fallback.
+    expect(judge(error)).toEqual({ retry: false, fallBack: false, health: "neutral" });
+    expect(budget.usedBytes).toBe(0);
   });
 
   it("reserves bytes as they arrive when no length is declared, and gives them all back", async () => {
@@ -167,13 +148,8 @@ describe("http backend: answers read whole are bounded", () => {
       res.end(answerOf(20_000));
     });
     const { backend, budget } = backendOn(server.url, 8192);
-    try {
-      expect(await failure(backend.complete(call({})))).toBeInstanceOf(ResponseBudgetExhaustedError);
-      expect(budget.usedBytes).toBe(0);
-    } finally {
-      await backend.close();
-      await server.close();
-    }
+    expect(await failure(backend.complete(call({})))).toBeInstanceOf(ResponseBudgetExhaustedError);
+    expect(budget.usedBytes).toBe(0);
   });
 
   it("gives the bytes back when the client leaves in the middle of an answer", async () => {
@@ -184,19 +160,14 @@ describe("http backend: answers read whole are bounded", () => {
       res.write("x".repeat(3000), () => sent());
     });
     const { backend, budget } = backendOn(server.url, 1024 * 1024);
-    try {
-      const client = new AbortController();
-      const pending = failure(backend.complete(call({}, client.signal)));
-      await halfSent;
-      for (let i = 0; i < 100 && budget.usedBytes === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
-      expect(budget.usedBytes).toBeGreaterThan(0);
-      client.abort();
-      expect(await pending).toBeInstanceOf(ClientClosedError);
-      expect(budget.usedBytes).toBe(0);
-    } finally {
-      await backend.close();
-      await server.close();
-    }
+    const client = new AbortController();
+    const pending = failure(backend.complete(call({}, client.signal)));
+    await halfSent;
+    for (let i = 0; i < 100 && budget.usedBytes === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(budget.usedBytes).toBeGreaterThan(0);
+    client.abort();
+    expect(await pending).toBeInstanceOf(ClientClosedError);
+    expect(budget.usedBytes).toBe(0);
   });
 
   it("bounds a non-SSE answer to a stream request by max_response_bytes too", async () => {
@@ -205,15 +176,10 @@ describe("http backend: answers read whole are bounded", () => {
       res.end(answerOf(5000));
     });
     const { backend, budget } = backendOn(server.url, 1024 * 1024, { max_response_bytes: 4096 });
-    try {
-      const error = await failure(backend.stream(call({}))[Symbol.asyncIterator]().next());
-      expect(error).toBeInstanceOf(UpstreamInvalidResponseError);
-      expect((error as Error).message).toContain("larger than 4096 bytes");
-      expect(budget.usedBytes).toBe(0);
-    } finally {
-      await backend.close();
-      await server.close();
-    }
+    const error = await failure(backend.stream(call({}))[Symbol.asyncIterator]().next());
+    expect(error).toBeInstanceOf(UpstreamInvalidResponseError);
+    expect((error as Error).message).toContain("larger than 4096 bytes");
+    expect(budget.usedBytes).toBe(0);
   });
 
   it("does not cut a stream by its total size: only one event is bounded", async () => {
@@ -226,15 +192,10 @@ describe("http backend: answers read whole are bounded", () => {
     });
     // About 1.1 MB in all, against 4 KiB per answer read whole and a 4 KiB budget.
     const { backend, budget } = backendOn(server.url, 4096, { max_response_bytes: 4096, max_event_bytes: 4096 });
-    try {
-      let content = 0;
-      for await (const part of backend.stream(call({})))
-        content += typeof part.delta?.content === "string" ? part.delta.content.length : 0;
-      expect(content).toBe(events * 200);
-      expect(budget.usedBytes).toBe(0);
-    } finally {
-      await backend.close();
-      await server.close();
-    }
+    let content = 0;
+    for await (const part of backend.stream(call({})))
+      content += typeof part.delta?.content === "string" ? part.delta.content.length : 0;
+    expect(content).toBe(events * 200);
+    expect(budget.usedBytes).toBe(0);
   });
 });

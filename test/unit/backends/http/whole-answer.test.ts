@@ -3,7 +3,9 @@ import type { Dispatcher } from "undici";
 import { AnswerAllowance, readBody, readWhole, utf8Text } from "../../../../gateway/src/backends/http/whole-answer";
 import { ResponseBudget } from "../../../../gateway/src/backends/response-budget";
 import { ResponseBudgetExhaustedError, UpstreamInvalidResponseError } from "../../../../gateway/src/errors";
-import { upstream } from "./upstream";
+import { closeAfterTest, closeOpened, failure, upstream } from "./upstream";
+
+afterEach(closeOpened);
 
 const POST: Dispatcher.DispatchOptions = {
   method: "POST",
@@ -11,13 +13,6 @@ const POST: Dispatcher.DispatchOptions = {
   headers: { "content-type": "application/json" },
   body: "{}",
 };
-
-async function failure(promise: Promise<unknown>): Promise<unknown> {
-  return promise.then(
-    () => undefined,
-    (error: unknown) => error,
-  );
-}
 
 async function* chunks(...parts: string[]): AsyncGenerator<Buffer> {
   for (const part of parts) yield Buffer.from(part);
@@ -94,21 +89,16 @@ describe("readWhole", () => {
       res.writeHead(418, { "content-type": "text/plain", "x-extra": "1" });
       res.end("\ufeffshort and stout");
     });
-    const pool = new Pool(server.url);
+    const pool = closeAfterTest(new Pool(server.url));
     const budget = new ResponseBudget(1000);
-    try {
-      const answer = await readWhole(
-        pool,
-        POST,
-        new AbortController().signal,
-        new AnswerAllowance(budget, 1024, "remote"),
-      );
-      expect(answer).toMatchObject({ status: 418, text: "short and stout", headers: { "x-extra": "1" } });
-      expect(budget.usedBytes).toBe(0);
-    } finally {
-      await pool.close();
-      await server.close();
-    }
+    const answer = await readWhole(
+      pool,
+      POST,
+      new AbortController().signal,
+      new AnswerAllowance(budget, 1024, "remote"),
+    );
+    expect(answer).toMatchObject({ status: 418, text: "short and stout", headers: { "x-extra": "1" } });
+    expect(budget.usedBytes).toBe(0);
   });
 
   it("does not send a request whose signal aborted before it left the pool", async () => {
@@ -117,22 +107,17 @@ describe("readWhole", () => {
       seen++;
       res.end("{}");
     });
-    const pool = new Pool(server.url);
+    const pool = closeAfterTest(new Pool(server.url));
     const budget = new ResponseBudget(1000);
-    try {
-      const stop = new AbortController();
-      stop.abort();
-      expect(
-        await failure(readWhole(pool, POST, stop.signal, new AnswerAllowance(budget, 1024, "remote"))),
-      ).toBeInstanceOf(undiciErrors.RequestAbortedError);
-      // A later request on the same pool is the first the server sees.
-      await readWhole(pool, POST, new AbortController().signal, new AnswerAllowance(budget, 1024, "remote"));
-      expect(seen).toBe(1);
-      expect(budget.usedBytes).toBe(0);
-    } finally {
-      await pool.close();
-      await server.close();
-    }
+    const stop = new AbortController();
+    stop.abort();
+    expect(
+      await failure(readWhole(pool, POST, stop.signal, new AnswerAllowance(budget, 1024, "remote"))),
+    ).toBeInstanceOf(undiciErrors.RequestAbortedError);
+    // A later request on the same pool is the first the server sees.
+    await readWhole(pool, POST, new AbortController().signal, new AnswerAllowance(budget, 1024, "remote"));
+    expect(seen).toBe(1);
+    expect(budget.usedBytes).toBe(0);
   });
 
   it("rejects with the allowance's error on a declared length past it, before any of the body arrives", async () => {
@@ -140,33 +125,24 @@ describe("readWhole", () => {
       res.writeHead(200, { "content-length": "5000" });
       res.flushHeaders();
     });
-    const pool = new Pool(server.url);
+    const pool = closeAfterTest(new Pool(server.url));
     const budget = new ResponseBudget(100_000);
-    try {
-      expect(
-        await failure(readWhole(pool, POST, new AbortController().signal, new AnswerAllowance(budget, 4096, "remote"))),
-      ).toBeInstanceOf(UpstreamInvalidResponseError);
-      expect(budget.usedBytes).toBe(0);
-    } finally {
-      await pool.close();
-      await server.close();
-    }
+    expect(
+      await failure(readWhole(pool, POST, new AbortController().signal, new AnswerAllowance(budget, 4096, "remote"))),
+    ).toBeInstanceOf(UpstreamInvalidResponseError);
+    expect(budget.usedBytes).toBe(0);
   });
 
   it("rejects with undici's own error when nothing listens", async () => {
     const server = await upstream((_req, res) => res.end());
     const url = server.url;
     await server.close();
-    const pool = new Pool(url);
+    const pool = closeAfterTest(new Pool(url));
     const budget = new ResponseBudget(1000);
-    try {
-      const error = await failure(
-        readWhole(pool, POST, new AbortController().signal, new AnswerAllowance(budget, 1024, "remote")),
-      );
-      expect(error).toMatchObject({ code: "ECONNREFUSED" });
-      expect(budget.usedBytes).toBe(0);
-    } finally {
-      await pool.close();
-    }
+    const error = await failure(
+      readWhole(pool, POST, new AbortController().signal, new AnswerAllowance(budget, 1024, "remote")),
+    );
+    expect(error).toMatchObject({ code: "ECONNREFUSED" });
+    expect(budget.usedBytes).toBe(0);
   });
 });
