@@ -193,10 +193,12 @@ export function memoryMiB(pids) {
  * start and end of the measured window, so the caller can read the server's CPU time over exactly that span.
  */
 export function loadgen(plan, spec, onWindow = () => undefined) {
-  const [command, argv] = pinnedCommand(plan.load, process.execPath, [
-    join(BENCH_DIR, "loadgen.mjs"),
-    JSON.stringify(spec),
-  ]);
+  return loadgenProcess(plan, "loadgen.mjs", spec, onWindow, (spec.warmupSeconds ?? 0) + (spec.seconds ?? 0));
+}
+
+/** As loadgen, with any client script of bench/ that speaks the same lines (stream-client.mjs too). */
+export function loadgenProcess(plan, script, spec, onWindow, expectedSeconds) {
+  const [command, argv] = pinnedCommand(plan.load, process.execPath, [join(BENCH_DIR, script), JSON.stringify(spec)]);
   const child = spawn(command, argv, { stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   let stderr = "";
@@ -207,13 +209,13 @@ export function loadgen(plan, spec, onWindow = () => undefined) {
     else if (line.startsWith("{")) result = JSON.parse(line);
   });
   // Generous but finite: a run that hangs must fail the benchmark, not hold it forever.
-  const limit = setTimeout(() => child.kill("SIGKILL"), ((spec.warmupSeconds ?? 0) + (spec.seconds ?? 0) + 60) * 1000);
+  const limit = setTimeout(() => child.kill("SIGKILL"), (expectedSeconds + 60) * 1000);
   return new Promise((resolveRun, reject) => {
     child.on("exit", (code) => {
       clearTimeout(limit);
       children.delete(child);
       if (code === 0 && result !== undefined) resolveRun(result);
-      else reject(new Error(`load generator failed (exit ${code}): ${stderr}`));
+      else reject(new Error(`${script} failed (exit ${code}): ${stderr}`));
     });
   });
 }

@@ -11,11 +11,12 @@ import {
   UpstreamUnreachableError,
 } from "../../errors";
 import { parseRetryAfter, retryAfterHeader } from "../../utils/retry-after";
-import { EventTooLargeError, parseServerSentEvents } from "../../utils/sse";
+import { EventTooLargeError, type ServerSentEvent } from "../../utils/sse";
 import type { Backend, BackendCall, BackendResult, StreamEvent } from "../backend";
 import type { ResponseBudget } from "../response-budget";
 import type { HttpBackendOptions } from "./factory";
-import { AnswerAllowance, readBody, readWhole, type WholeAnswer } from "./whole-answer";
+import { StreamExchange } from "./stream-exchange";
+import { AnswerAllowance, readWhole, type WholeAnswer } from "./whole-answer";
 import { parseAnswer, parseStreamEvent, quoteUpstreamError } from "./wire";
 
 /** Forwards to an OpenAI-compatible `/v1/chat/completions` (llama.cpp, vLLM, OpenAI, another gateway). */
@@ -87,34 +88,42 @@ export class HttpBackend implements Backend {
     let expired: "start" | "idle" | undefined;
     const onClientGone = () => stop.abort();
     call.signal.addEventListener("abort", onClientGone, { once: true });
-    const expire = (phase: "start" | "idle") => () => {
-      expired = phase;
-      stop.abort();
+    // One timer for the whole stream, not one per event: an event only notes its time, and the timer,
+    // when it fires, sleeps again for what is left of the idle timeout since the last one.
+    let lastEventAt = 0;
+    const check = () => {
+      if (lastEventAt === 0) {
+        expired = "start";
+        stop.abort();
+        return;
+      }
+      const quiet = performance.now() - lastEventAt;
+      if (quiet >= this.idleTimeoutMs) {
+        expired = "idle";
+        stop.abort();
+      } else timer = setTimeout(check, Math.ceil(this.idleTimeoutMs - quiet));
     };
-    let timer = setTimeout(expire("start"), this.remainingMs(call));
-    const rearm = () => {
-      clearTimeout(timer);
-      timer = setTimeout(expire("idle"), this.idleTimeoutMs);
-    };
+    let timer = setTimeout(check, this.remainingMs(call));
+    const exchange = StreamExchange.open(this.pool, options, stop.signal, this.options.maxEventBytes, () =>
+      this.allowance(),
+    );
     let finished = false;
     try {
-      let response: Awaited<ReturnType<Pool["request"]>>;
       try {
-        response = await this.pool.request({ ...options, signal: stop.signal });
+        await exchange.head();
       } catch (error) {
         throw this.transportError(error, call.signal, expired !== undefined);
       }
-      if (response.statusCode < 200 || response.statusCode > 299) {
+      if (exchange.status < 200 || exchange.status > 299) {
         // Bounded like any answer read whole; past the bounds the status alone is reported.
-        const text = await readBody(response.body, this.allowance()).catch(() => "");
-        throw this.statusError(response.statusCode, text, response.headers);
+        const text = await exchange.text().catch(() => "");
+        throw this.statusError(exchange.status, text, exchange.headers);
       }
-      const contentType = String(response.headers["content-type"] ?? "");
-      if (!contentType.includes("text/event-stream")) {
+      if (!exchange.isEventStream) {
         // Some servers ignore `stream: true` and answer in one piece: pass that on as a one-event stream.
         let text: string;
         try {
-          text = await readBody(response.body, this.allowance());
+          text = await exchange.text();
         } catch (error) {
           throw this.transportError(error, call.signal, expired !== undefined);
         }
@@ -127,30 +136,41 @@ export class HttpBackend implements Backend {
         finished = true;
         return;
       }
-      try {
-        for await (const event of parseServerSentEvents(response.body, this.options.maxEventBytes)) {
-          rearm();
+      for (;;) {
+        let events: ServerSentEvent[] | undefined;
+        try {
+          events = await exchange.next();
+        } catch (error) {
+          if (error instanceof EventTooLargeError) throw new UpstreamInvalidResponseError(this.name, error.message);
+          if (call.signal.aborted) throw new ClientClosedError();
+          if (expired === "start") throw new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
+          if (expired === "idle")
+            throw new UpstreamTimeoutError(this.name, this.options.idleTimeoutSeconds, "sent no stream event");
+          throw new UpstreamStreamError(this.name, `the connection was lost (${describeCause(error)})`);
+        }
+        if (events === undefined) break;
+        if (lastEventAt === 0) {
+          // Started: from now on the timer watches the silences, not the start deadline.
+          clearTimeout(timer);
+          timer = setTimeout(check, this.idleTimeoutMs);
+        }
+        lastEventAt = performance.now();
+        for (const event of events) {
           if (event.data === "[DONE]") {
             finished = true;
             return;
           }
           yield* parseStreamEvent(event.event, event.data, this.name, this.options.apiKey);
         }
-      } catch (error) {
-        if (error instanceof GatewayError) throw error;
-        if (error instanceof EventTooLargeError) throw new UpstreamInvalidResponseError(this.name, error.message);
-        if (call.signal.aborted) throw new ClientClosedError();
-        if (expired === "start") throw new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
-        if (expired === "idle")
-          throw new UpstreamTimeoutError(this.name, this.options.idleTimeoutSeconds, "sent no stream event");
-        throw new UpstreamStreamError(this.name, `the connection was lost (${describeCause(error)})`);
       }
       throw new UpstreamStreamError(this.name, "the stream ended before [DONE]");
     } finally {
       clearTimeout(timer);
       call.signal.removeEventListener("abort", onClientGone);
-      // Leaving early (client gone, or an error) must close the upstream request now, not when it ends.
-      if (!finished) stop.abort();
+      // After [DONE] the connection is kept (the rest of the body is read and dropped); leaving early (client
+      // gone, or an error) must close the upstream request now, not when it ends.
+      if (finished) exchange.finish();
+      else exchange.abort();
     }
   }
 
