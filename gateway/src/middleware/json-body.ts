@@ -10,7 +10,7 @@ import {
   RequestTimeoutError,
   UnsupportedEncodingError,
 } from "../errors";
-import { exceedsDepth, MAX_JSON_DEPTH } from "../utils/json-depth";
+import { jsonTextExceedsDepth, MAX_JSON_DEPTH } from "../utils/json-depth";
 
 export interface JsonBodyOptions {
   /** The largest body accepted, counted after decompression (MAX_BODY_BYTES). */
@@ -71,9 +71,10 @@ async function readJsonBody(req: IncomingMessage, options: JsonBodyOptions): Pro
   const bytes = await collect(req, decoder, encoding, options);
   if (bytes.length === 0) return {};
   const text = bytes.toString("utf8");
+  const json = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
   let body: unknown;
   try {
-    body = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+    body = JSON.parse(json);
   } catch (error) {
     throw new InvalidRequestError(
       `The request body is not valid JSON: ${error instanceof Error ? error.message : String(error)}`,
@@ -81,7 +82,7 @@ async function readJsonBody(req: IncomingMessage, options: JsonBodyOptions): Pro
       "invalid_json",
     );
   }
-  if (exceedsDepth(body, MAX_JSON_DEPTH)) {
+  if (jsonTextExceedsDepth(json, MAX_JSON_DEPTH)) {
     throw new InvalidRequestError(
       `The request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels.`,
       null,

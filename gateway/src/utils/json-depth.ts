@@ -6,27 +6,31 @@
 export const MAX_JSON_DEPTH = 128;
 
 /**
- * Whether `value` nests objects and arrays more than `maxDepth` levels deep: a primitive is depth 0,
- * `{}` and `[]` are depth 1, `[[1]]` is depth 2. It walks with its own stack, never recursion, so no depth
- * can overflow it, and it stops at the first container past the limit (a cycle, which JSON cannot
- * produce, is therefore reported as too deep rather than walked forever).
+ * Whether the JSON text `text` (already known to parse) nests objects and arrays more than `maxDepth`
+ * levels deep: a primitive is depth 0, `{}` and `[]` are depth 1, `[[1]]` is depth 2. It reads the text,
+ * not the parsed value: one pass over its characters with a counter, no stack and no allocation (walking
+ * the parsed value took an array per object, on every request body and every stream event), and it stops
+ * at the first bracket past the limit.
  */
-export function exceedsDepth(value: unknown, maxDepth: number): boolean {
-  const pending: unknown[] = [value];
-  const depths: number[] = [0];
-  for (;;) {
-    const item = pending.pop();
-    const depth = depths.pop();
-    if (depth === undefined) return false;
-    if (typeof item !== "object" || item === null) continue;
-    if (depth + 1 > maxDepth) return true;
-    const children = Array.isArray(item) ? (item as readonly unknown[]) : Object.values(item);
-    for (const child of children) {
-      // Only containers go on the stack: a wide array of numbers costs no stack entries.
-      if (typeof child === "object" && child !== null) {
-        pending.push(child);
-        depths.push(depth + 1);
-      }
-    }
+export function jsonTextExceedsDepth(text: string, maxDepth: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (inString) {
+      if (code === BACKSLASH) i++;
+      else if (code === QUOTE) inString = false;
+    } else if (code === QUOTE) inString = true;
+    else if (code === OPEN_BRACE || code === OPEN_BRACKET) {
+      if (++depth > maxDepth) return true;
+    } else if (code === CLOSE_BRACE || code === CLOSE_BRACKET) depth--;
   }
+  return false;
 }
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;

@@ -160,7 +160,8 @@ export class HttpBackend implements Backend {
             finished = true;
             return;
           }
-          yield* parseStreamEvent(event.event, event.data, this.name, this.options.apiKey);
+          const parsed = parseStreamEvent(event.event, event.data, this.name, this.options.apiKey);
+          if (parsed !== undefined) yield parsed;
         }
       }
       throw new UpstreamStreamError(this.name, "the stream ended before [DONE]");

@@ -1,6 +1,6 @@
 import { UpstreamInvalidResponseError, UpstreamStreamError } from "../../errors";
 import type { AssistantMessage } from "../../schemas/chat";
-import { exceedsDepth, MAX_JSON_DEPTH } from "../../utils/json-depth";
+import { jsonTextExceedsDepth, MAX_JSON_DEPTH } from "../../utils/json-depth";
 import { quoteRedacted } from "../../utils/redact";
 import { parseUsage } from "../../utils/tokens";
 import type { BackendResult, StreamEvent } from "../backend";
@@ -21,7 +21,7 @@ export function parseAnswer(text: string, backend: string): BackendResult {
   } catch {
     throw new UpstreamInvalidResponseError(backend, "body is not JSON");
   }
-  if (exceedsDepth(body, MAX_JSON_DEPTH))
+  if (jsonTextExceedsDepth(text, MAX_JSON_DEPTH))
     throw new UpstreamInvalidResponseError(backend, `body is nested more than ${MAX_JSON_DEPTH} levels deep`);
   const choice = firstChoice(body);
   if (choice === undefined) throw new UpstreamInvalidResponseError(backend, "no choices[0]");
@@ -46,16 +46,16 @@ export function parseAnswer(text: string, backend: string): BackendResult {
 }
 
 /**
- * One server-sent event's `data` (of SSE type `type`) as the stream events it holds: none, a delta and/or
- * finish reason, then usage. An error event fails the stream with the upstream's message, quoted with
- * `apiKey` redacted.
+ * One server-sent event's `data` (of SSE type `type`) as the stream event it holds: a delta and/or finish
+ * reason, and/or usage; undefined when it holds none of them. An error event fails the stream with the
+ * upstream's message, quoted with `apiKey` redacted.
  */
-export function* parseStreamEvent(
+export function parseStreamEvent(
   type: string | undefined,
   data: string,
   backend: string,
   apiKey?: string,
-): Generator<StreamEvent> {
+): StreamEvent | undefined {
   let body: unknown;
   try {
     body = JSON.parse(data);
@@ -65,31 +65,37 @@ export function* parseStreamEvent(
   if (typeof body !== "object" || body === null || Array.isArray(body))
     throw new UpstreamInvalidResponseError(backend, "a stream event is not a JSON object");
   // Checked before anything walks it: relaying it would overflow the stack in JSON.stringify.
-  if (exceedsDepth(body, MAX_JSON_DEPTH))
+  if (jsonTextExceedsDepth(data, MAX_JSON_DEPTH))
     throw new UpstreamInvalidResponseError(backend, `a stream event is nested more than ${MAX_JSON_DEPTH} levels deep`);
   const fields = body as Record<string, unknown>;
   if (type === "error" || fields.error !== undefined)
     throw new UpstreamStreamError(backend, quoteUpstreamError(data, 502, apiKey));
+  let delta: Record<string, unknown> | undefined;
+  let finishReason: string | undefined;
   const choice = firstChoice(body);
   if (choice !== undefined) {
-    const delta = choice.delta;
-    const finishReason =
-      typeof choice.finish_reason === "string" && choice.finish_reason !== "" ? choice.finish_reason : undefined;
-    if (delta !== undefined && delta !== null && (typeof delta !== "object" || Array.isArray(delta))) {
+    const given = choice.delta;
+    if (given !== undefined && given !== null && (typeof given !== "object" || Array.isArray(given))) {
       throw new UpstreamInvalidResponseError(backend, "choices[0].delta is not an object");
     }
-    const deltaFields = (delta ?? {}) as Record<string, unknown>;
-    if (Object.keys(deltaFields).length > 0 || finishReason !== undefined) {
-      yield {
-        ...(Object.keys(deltaFields).length > 0 ? { delta: deltaFields } : {}),
-        ...(finishReason === undefined ? {} : { finishReason }),
-      };
-    }
+    if (given !== undefined && given !== null && hasKeys(given)) delta = given as Record<string, unknown>;
+    if (typeof choice.finish_reason === "string" && choice.finish_reason !== "") finishReason = choice.finish_reason;
   } else if (!Array.isArray(fields.choices)) {
     throw new UpstreamInvalidResponseError(backend, "a stream event has no choices");
   }
   const usage = parseUsage(fields.usage);
-  if (usage !== undefined) yield { usage };
+  if (delta === undefined && finishReason === undefined && usage === undefined) return undefined;
+  return {
+    ...(delta === undefined ? {} : { delta }),
+    ...(finishReason === undefined ? {} : { finishReason }),
+    ...(usage === undefined ? {} : { usage }),
+  };
+}
+
+/** Whether an object has an own enumerable key, without listing them all. */
+function hasKeys(value: object): boolean {
+  for (const key in value) if (Object.hasOwn(value, key)) return true;
+  return false;
 }
 
 /** `choices[0]` when it is an object. */

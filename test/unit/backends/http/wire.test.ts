@@ -27,8 +27,10 @@ function answer(message: unknown, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({ choices: [{ index: 0, message, finish_reason: "stop" }], ...extra });
 }
 
-const events = (data: string, type?: string, apiKey?: string) =>
-  Array.from(parseStreamEvent(type, data, "remote", apiKey));
+const events = (data: string, type?: string, apiKey?: string) => {
+  const event = parseStreamEvent(type, data, "remote", apiKey);
+  return event === undefined ? [] : [event];
+};
 
 describe("parseAnswer", () => {
   it("reads the message, finish reason and usage", () => {
@@ -93,24 +95,27 @@ describe("parseAnswer", () => {
 });
 
 describe("parseStreamEvent", () => {
-  it("yields the delta and finish reason of choices[0], then usage", () => {
+  it("reads the delta and finish reason of choices[0], and usage, as one event", () => {
     const data = JSON.stringify({
       choices: [{ delta: { content: "Hi" }, finish_reason: "stop" }],
       usage: { prompt_tokens: 2, completion_tokens: 1 },
     });
     expect(events(data)).toEqual([
-      { delta: { content: "Hi" }, finishReason: "stop" },
-      { usage: { prompt_tokens: 2, completion_tokens: 1, total_tokens: 3 } },
+      {
+        delta: { content: "Hi" },
+        finishReason: "stop",
+        usage: { prompt_tokens: 2, completion_tokens: 1, total_tokens: 3 },
+      },
     ]);
   });
 
-  it("yields nothing for an empty delta, a null delta, an empty finish reason or an empty choices list", () => {
+  it("is nothing for an empty delta, a null delta, an empty finish reason or an empty choices list", () => {
     expect(events(JSON.stringify({ choices: [{ delta: {}, finish_reason: null }] }))).toEqual([]);
     expect(events(JSON.stringify({ choices: [{ delta: null, finish_reason: "" }] }))).toEqual([]);
     expect(events(JSON.stringify({ choices: [] }))).toEqual([]);
   });
 
-  it("yields usage alone from the last event of an include_usage stream", () => {
+  it("is usage alone from the last event of an include_usage stream", () => {
     expect(
       events(JSON.stringify({ choices: [], usage: { prompt_tokens: 2, completion_tokens: 5, total_tokens: 7 } })),
     ).toEqual([{ usage: { prompt_tokens: 2, completion_tokens: 5, total_tokens: 7 } }]);
