@@ -5,7 +5,9 @@
 // A variant may set its own environment: label=path/to/main.js,LOG_LEVEL=warn; a reference server can be a
 // variant too: express=bench/express-undici.mjs,UPSTREAM={upstream}.
 // Options: --path=http|echo (default http), --rounds=N (8), --seconds=S (2), --warmup=S (0.5), --connections=C (32),
-// --env=K=V (for every variant). Every variant runs with the gateway's shipped V8 flags (GATEWAY_NODE_FLAGS).
+// --env=K=V (for every variant), --header=name:value (sent with every request to every variant; repeatable; `{upstream}`
+// in the value is the bench upstream's URL, e.g. for a gateway told its upstream per request). Every variant runs
+// with the gateway's shipped V8 flags (GATEWAY_NODE_FLAGS).
 import { resolve } from "node:path";
 import {
   BODY,
@@ -24,7 +26,7 @@ import {
   writeGatewayConfig,
 } from "./lib.mjs";
 
-const options = { path: "http", rounds: 8, seconds: 2, warmup: 0.5, connections: 32, env: {} };
+const options = { path: "http", rounds: 8, seconds: 2, warmup: 0.5, connections: 32, env: {}, headers: {} };
 const variants = [];
 for (const arg of process.argv.slice(2)) {
   const option = /^--(\w+)=(.*)$/.exec(arg);
@@ -40,6 +42,9 @@ for (const arg of process.argv.slice(2)) {
   } else if (option[1] === "env") {
     const [key, ...value] = option[2].split("=");
     options.env[key] = value.join("=");
+  } else if (option[1] === "header") {
+    const [name, ...value] = option[2].split(":");
+    options.headers[name.trim().toLowerCase()] = value.join(":").trim();
   } else {
     options[option[1]] = option[1] === "path" ? option[2] : Number(option[2]);
   }
@@ -60,6 +65,8 @@ try {
     options.path === "echo"
       ? writeGatewayConfig(dir, "echo", ["type: echo"])
       : writeGatewayConfig(dir, "http", ["type: http", `url: ${upstream.url}`]);
+  for (const name of Object.keys(options.headers))
+    options.headers[name] = options.headers[name].replace("{upstream}", upstream.url);
   for (const variant of variants) {
     // `{upstream}` in a variant's environment is the bench upstream's URL: UPSTREAM={upstream} for bench/proxy.mjs.
     for (const key of Object.keys(variant.env)) variant.env[key] = variant.env[key].replace("{upstream}", upstream.url);
@@ -82,6 +89,7 @@ try {
       variant.runs.push(
         await throughput(plan, variant.server, {
           body: BODY,
+          headers: options.headers,
           connections: options.connections,
           warmupSeconds: options.warmup,
           seconds: options.seconds,

@@ -221,13 +221,13 @@ export function loadgenProcess(plan, script, spec, onWindow, expectedSeconds) {
 }
 
 /** A closed-loop run against `server`: requests per second, and the server's CPU time per request. */
-export async function throughput(plan, server, { body = BODY, connections, warmupSeconds, seconds }) {
+export async function throughput(plan, server, { body = BODY, headers = {}, connections, warmupSeconds, seconds }) {
   const pids = processTree(server.pid);
   let cpuStart = 0;
   let cpuEnd = 0;
   const result = await loadgen(
     plan,
-    { mode: "closed", host: HOST, port: server.port, path: PATH, body, connections, warmupSeconds, seconds },
+    { mode: "closed", host: HOST, port: server.port, path: PATH, body, headers, connections, warmupSeconds, seconds },
     (edge) => {
       if (edge === "window-start") cpuStart = cpuSeconds(pids);
       else cpuEnd = cpuSeconds(pids);

@@ -11,7 +11,13 @@
 import { Connection, buildRequest } from "./http-client.mjs";
 
 const spec = JSON.parse(process.argv[2] ?? "{}");
-const request = buildRequest({ host: spec.host, port: spec.port, path: spec.path, body: spec.body });
+const request = buildRequest({
+  host: spec.host,
+  port: spec.port,
+  path: spec.path,
+  body: spec.body,
+  headers: spec.headers,
+});
 const MAX_CONNECTIONS = 512;
 const IDLE_REUSE_MS = 4000;
 
