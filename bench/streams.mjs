@@ -64,95 +64,124 @@ function writeStreamsConfig(dir, upstreamUrl) {
 }
 
 /**
- * Runs one server (`spec`: { label, args, env, cluster }) at one level: a fresh upstream and a fresh server,
- * `rounds` measured windows. `{upstream}` in the server's environment is the upstream's URL.
+ * Runs every server of `specs` ({ label, args, env, gateway, cluster }) at one level: one upstream for the
+ * level, a fresh process per server, then `rounds` rounds in which each server in turn has the streams
+ * (the order rotates each round; servers not measured are stopped with SIGSTOP meanwhile, as in run.mjs).
+ * `{upstream}` in a server's environment is the upstream's URL. Each result carries, per round, its ratio
+ * of CPU per chunk to the first server's in the same round: on a shared machine the steadier figure.
  */
-export async function measureLevel(plan, level, spec, { rounds = 2, seconds = 8, warmupSeconds = 3, dir }) {
+export async function measureLevel(plan, level, specs, { rounds = 2, seconds = 8, warmupSeconds = 3, dir }) {
   const upstream = await startServer({
     name: "sse-upstream",
     cpus: plan.behind,
     args: [join(BENCH_DIR, "sse-upstream.mjs")],
     env: { RATE: String(level.rate), CHUNKS: String(CHUNKS_PER_STREAM) },
   });
-  const env = Object.fromEntries(
-    Object.entries(spec.env).map(([key, value]) => [key, value.replace("{upstream}", upstream.url)]),
-  );
-  if (spec.gateway) Object.assign(env, gatewayEnv(writeStreamsConfig(dir, upstream.url), env));
-  const server = await startServer({
-    name: spec.label,
-    cpus: spec.cluster ? plan.serverPair : plan.server,
-    args: spec.args,
-    env,
-    logFile: join(dir, `${spec.label}-${level.streams}.log`),
-  });
-  if (spec.cluster) await sleep(1500);
-  const pids = processTree(server.pid);
-  const idleRss = memoryMiB(pids).rss;
-  const runs = [];
+  const servers = [];
   try {
-    for (let round = 0; round < rounds; round++) {
-      let cpuStart = 0;
-      let cpuEnd = 0;
-      let rssOpen = 0;
-      const result = await loadgenProcess(
-        plan,
-        "stream-client.mjs",
-        {
-          host: HOST,
-          port: server.port,
-          path: PATH,
-          body: STREAMS_BODY,
-          streams: level.streams,
-          // Arrivals spread over a few seconds the first time; later rounds reopen them as fast.
-          rampSeconds: 3,
-          warmupSeconds,
-          seconds,
-        },
-        (edge) => {
-          if (edge === "window-start") cpuStart = cpuSeconds(pids);
-          else {
-            cpuEnd = cpuSeconds(pids);
-            rssOpen = memoryMiB(pids).rss;
-          }
-        },
-        3 + warmupSeconds + seconds,
+    for (const spec of specs) {
+      const env = Object.fromEntries(
+        Object.entries(spec.env).map(([key, value]) => [key, value.replace("{upstream}", upstream.url)]),
       );
-      runs.push({ ...result, cpuSeconds: cpuEnd - cpuStart, rssOpen });
-      // The streams closed: let the server settle before the next round opens them again.
-      await sleep(1000);
+      if (spec.gateway) Object.assign(env, gatewayEnv(writeStreamsConfig(dir, upstream.url), env));
+      const server = await startServer({
+        name: spec.label,
+        cpus: spec.cluster ? plan.serverPair : plan.server,
+        args: spec.args,
+        env,
+        logFile: join(dir, `${spec.label}-${level.streams}.log`),
+      });
+      if (spec.cluster) await sleep(1500);
+      const pids = processTree(server.pid);
+      servers.push({ spec, server, pids, idleRss: memoryMiB(pids).rss, runs: [] });
+      signalAll(pids, "SIGSTOP");
     }
+    for (let round = 0; round < rounds; round++) {
+      for (let i = 0; i < servers.length; i++) {
+        const entry = servers[(i + round) % servers.length];
+        signalAll(entry.pids, "SIGCONT");
+        entry.runs[round] = await oneRound(plan, level, entry, { seconds, warmupSeconds });
+        // The streams closed: let the server settle before it is stopped.
+        await sleep(500);
+        signalAll(entry.pids, "SIGSTOP");
+      }
+    }
+    for (const entry of servers) entry.peakRss = memoryMiB(entry.pids).peak;
   } finally {
-    const peak = memoryMiB(pids).peak;
-    server.child.kill("SIGKILL");
+    for (const entry of servers) {
+      signalAll(entry.pids, "SIGCONT");
+      entry.server.child.kill("SIGKILL");
+    }
     upstream.child.kill("SIGKILL");
-    runs.peak = peak;
   }
-  const schedule = level.streams * level.rate;
-  const chunksPerSecond = median(runs.map((run) => run.chunksPerSecond));
-  const cpuPerChunkUs = median(runs.map((run) => (run.cpuSeconds * 1e6) / Math.max(1, run.chunks)));
-  const errors = {};
-  for (const run of runs)
-    for (const [kind, count] of Object.entries(run.errors)) errors[kind] = (errors[kind] ?? 0) + count;
-  const rssOpen = runs.map((run) => run.rssOpen);
-  return {
-    label: spec.label,
-    level,
-    schedule,
-    chunksPerSecond,
-    cpuPerChunkUs,
-    cpuUse: median(runs.map((run) => run.cpuSeconds / run.seconds)),
-    idleRss,
-    rssOpen,
-    peakRss: runs.peak,
-    rssPerStreamKiB: ((median(rssOpen) - idleRss) * 1024) / level.streams,
-    firstByteMs: {
-      p50: median(runs.map((run) => run.firstByteMs.p50)),
-      p99: median(runs.map((run) => run.firstByteMs.p99)),
+  const cpuPerChunk = (run) => (run.cpuSeconds * 1e6) / Math.max(1, run.chunks);
+  return servers.map(({ spec, idleRss, runs, peakRss }) => {
+    const errors = {};
+    for (const run of runs)
+      for (const [kind, count] of Object.entries(run.errors)) errors[kind] = (errors[kind] ?? 0) + count;
+    const rssOpen = runs.map((run) => run.rssOpen);
+    return {
+      label: spec.label,
+      level,
+      schedule: level.streams * level.rate,
+      chunksPerSecond: median(runs.map((run) => run.chunksPerSecond)),
+      cpuPerChunkUs: median(runs.map(cpuPerChunk)),
+      cpuVsFirst: median(runs.map((run, round) => cpuPerChunk(run) / cpuPerChunk(servers[0].runs[round]))),
+      cpuUse: median(runs.map((run) => run.cpuSeconds / run.seconds)),
+      idleRss,
+      rssOpen,
+      peakRss,
+      rssPerStreamKiB: ((median(rssOpen) - idleRss) * 1024) / level.streams,
+      firstByteMs: {
+        p50: median(runs.map((run) => run.firstByteMs.p50)),
+        p99: median(runs.map((run) => run.firstByteMs.p99)),
+      },
+      maxGapP99Ms: median(runs.map((run) => run.maxGapMs.p99)),
+      completed: runs.reduce((sum, run) => sum + run.completed, 0),
+      errors,
+    };
+  });
+}
+
+function signalAll(pids, signal) {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // Gone already: nothing to stop or continue.
+    }
+  }
+}
+
+/** One measured window of `level` streams against one server: the client's result, CPU and RSS. */
+async function oneRound(plan, level, { server, pids }, { seconds, warmupSeconds }) {
+  let cpuStart = 0;
+  let cpuEnd = 0;
+  let rssOpen = 0;
+  const result = await loadgenProcess(
+    plan,
+    "stream-client.mjs",
+    {
+      host: HOST,
+      port: server.port,
+      path: PATH,
+      body: STREAMS_BODY,
+      streams: level.streams,
+      // Arrivals spread over a few seconds, as users arrive.
+      rampSeconds: 3,
+      warmupSeconds,
+      seconds,
     },
-    maxGapP99Ms: median(runs.map((run) => run.maxGapMs.p99)),
-    completed: runs.reduce((sum, run) => sum + run.completed, 0),
-    errors,
-  };
+    (edge) => {
+      if (edge === "window-start") cpuStart = cpuSeconds(pids);
+      else {
+        cpuEnd = cpuSeconds(pids);
+        rssOpen = memoryMiB(pids).rss;
+      }
+    },
+    3 + warmupSeconds + seconds,
+  );
+  return { ...result, cpuSeconds: cpuEnd - cpuStart, rssOpen };
 }
 
 /** The servers compared at each level: the bare pipe proxy (the floor), the gateway, the gateway with WORKERS=2. */
@@ -188,9 +217,12 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     const path = resolve(ROOT, main);
     const gateway = path.endsWith("gateway/src/main.js");
     const env = Object.fromEntries(pairs.map((pair) => [pair.split("=")[0], pair.split("=").slice(1).join("=")]));
+    // NODE_FLAGS="--a --b" in a variant replaces the gateway's shipped V8 flags, to price another setting.
+    const flags = env.NODE_FLAGS === undefined ? GATEWAY_NODE_FLAGS : env.NODE_FLAGS.split(" ").filter(Boolean);
+    delete env.NODE_FLAGS;
     specs.push({
       label,
-      args: gateway ? [...GATEWAY_NODE_FLAGS, path] : [path],
+      args: gateway ? [...flags, path] : [path],
       env,
       gateway,
       cluster: Number(env.WORKERS ?? 1) > 1,
@@ -202,15 +234,13 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const dir = tempDir();
   try {
     for (const level of options.levels.split(",").map(parseLevel)) {
-      for (const spec of specs) {
-        const result = await measureLevel(plan, level, spec, {
-          rounds: options.rounds,
-          seconds: options.seconds,
-          warmupSeconds: options.warmup,
-          dir,
-        });
-        process.stdout.write(`${formatResult(result)}\n`);
-      }
+      const results = await measureLevel(plan, level, specs, {
+        rounds: options.rounds,
+        seconds: options.seconds,
+        warmupSeconds: options.warmup,
+        dir,
+      });
+      for (const result of results) process.stdout.write(`${formatResult(result)}\n`);
     }
   } finally {
     stopAll();
@@ -227,7 +257,7 @@ export function formatResult(r) {
     r.label.padEnd(10),
     `${r.chunksPerSecond.toFixed(0)}/${r.schedule} chunks/s`.padEnd(20),
     `cpu ${(r.cpuUse * 100).toFixed(0)}%`.padEnd(9),
-    `${r.cpuPerChunkUs.toFixed(1)} µs/chunk`.padEnd(16),
+    `${r.cpuPerChunkUs.toFixed(1)} µs/chunk (${r.cpuVsFirst.toFixed(2)}x first)`.padEnd(30),
     `rss idle ${r.idleRss.toFixed(0)} open ${r.rssOpen.map((v) => v.toFixed(0)).join("/")} peak ${r.peakRss.toFixed(0)} MiB`,
     `${r.rssPerStreamKiB.toFixed(1)} KiB/stream`,
     `ttfb ${r.firstByteMs.p50?.toFixed(1)}/${r.firstByteMs.p99?.toFixed(1)} ms`,

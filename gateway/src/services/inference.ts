@@ -1,10 +1,12 @@
 import { randomUUID } from "node:crypto";
 import type { Backend, BackendCall, BackendResult, StreamEvent } from "../backends/backend";
-import { BackendNotAllowedError, ClientClosedError } from "../errors";
+import { BackendNotAllowedError } from "../errors";
 import type { BackendSeries, GatewayMetrics } from "../observability/metrics";
-import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage } from "../schemas/chat";
+import type { ChatCompletion, ChatCompletionRequest, Usage } from "../schemas/chat";
+import { type PullStream, pullFrom } from "../utils/pull-stream";
 import { extractPrompt } from "../utils/prompt";
 import { estimateUsage } from "../utils/tokens";
+import { ChunkRelay, type ChunkStream } from "./chunk-relay";
 import { type BaseCall, type RequestHooks, Resilience, type ResilienceSettings } from "./resilience";
 
 /** What the service needs from the request: the API hands it the request's context (middleware/request-context.ts). */
@@ -30,8 +32,9 @@ export interface InferenceSettings extends ResilienceSettings {
 
 /** A stream whose first event is in hand: what a streamed "attempt" produces. */
 interface OpenedStream {
-  readonly events: AsyncIterator<StreamEvent>;
-  readonly first: IteratorResult<StreamEvent>;
+  readonly events: PullStream<StreamEvent>;
+  /** Undefined: the stream ended without any event. */
+  readonly first: StreamEvent | undefined;
   readonly series: BackendSeries;
   readonly started: number;
 }
@@ -72,10 +75,7 @@ export class InferenceService {
   }
 
   /** As completeChat, streamed: see openStream. */
-  async openChatStream(
-    request: ChatCompletionRequest,
-    options: CallOptions,
-  ): Promise<AsyncIterable<ChatCompletionChunk>> {
+  async openChatStream(request: ChatCompletionRequest, options: CallOptions): Promise<ChunkStream> {
     const backend = this.routeAllowed(request, options);
     options.onStream?.();
     return this.openStream(backend, request, options);
@@ -111,11 +111,7 @@ export class InferenceService {
    * before it produced anything still becomes an ordinary HTTP error, or a retry, or a fallback.
    * What it resolves to yields the chunks to send; it throws a GatewayError if the stream breaks later.
    */
-  async openStream(
-    backend: Backend,
-    request: ChatCompletionRequest,
-    options: CallOptions,
-  ): Promise<AsyncIterable<ChatCompletionChunk>> {
+  async openStream(backend: Backend, request: ChatCompletionRequest, options: CallOptions): Promise<ChunkStream> {
     const prompt = extractPrompt(request.messages);
     const answered = await this.resilience.call(
       backend,
@@ -125,7 +121,7 @@ export class InferenceService {
       (target, call) => this.openOnce(target, call),
     );
     const includeUsage = (request.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
-    return relay({
+    return new ChunkRelay({
       ...answered.value,
       backend: answered.backend,
       model: request.model ?? backend.name,
@@ -161,9 +157,9 @@ export class InferenceService {
     const series = this.seriesOf(backend);
     const started = performance.now();
     series.callStarted();
-    const events = backend.stream(call)[Symbol.asyncIterator]();
+    const events = pullFrom(backend.stream(call));
     try {
-      return { events, first: await events.next(), series, started };
+      return { events, first: await firstEvent(events), series, started };
     } catch (error) {
       series.callEnded((performance.now() - started) / 1000, error);
       throw error;
@@ -183,97 +179,16 @@ export class InferenceService {
   }
 }
 
+/** The stream's first event, taken; undefined if it ended with none. Throws what broke it first. */
+async function firstEvent(events: PullStream<StreamEvent>): Promise<StreamEvent | undefined> {
+  // Each turn waits for the backend to report something new.
+  for (;;) {
+    const event = events.take();
+    if (event !== undefined || events.ended) return event;
+    await events.wait();
+  }
+}
+
 function baseCall(request: ChatCompletionRequest, prompt: string, options: CallOptions): BaseCall {
   return { request, prompt, requestId: options.requestId, signal: options.signal, hops: options.hops ?? 0 };
-}
-
-interface RelayState {
-  readonly backend: Backend;
-  /** The `model` every chunk reports: the one the client asked for. */
-  readonly model: string;
-  readonly prompt: string;
-  readonly options: CallOptions;
-  readonly series: BackendSeries;
-  readonly started: number;
-  readonly events: AsyncIterator<StreamEvent>;
-  readonly first: IteratorResult<StreamEvent>;
-  readonly includeUsage: boolean;
-  /** Tells the backend's circuit breaker how the stream ended. */
-  readonly settle: (health: "success" | "failure") => void;
-}
-
-/**
- * Turns backend events into OpenAI chunks: one id and `created` for the whole stream, `role` on the first
- * delta, a `finish_reason` on the last, and with `include_usage` exactly one usage chunk at the end. A
- * backend failure here is after the first byte, so it counts as `stream_interrupted` and is rethrown for
- * the writer to report in-band.
- */
-async function* relay(state: RelayState): AsyncGenerator<ChatCompletionChunk> {
-  const { backend, series, events, includeUsage } = state;
-  const base = {
-    id: randomUUID(),
-    object: "chat.completion.chunk" as const,
-    created: Math.floor(Date.now() / 1000),
-    model: state.model,
-    backend: backend.name,
-  };
-  const chunk = (delta: Readonly<Record<string, unknown>>, finishReason: string | null): ChatCompletionChunk => ({
-    ...base,
-    choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
-    ...(includeUsage ? { usage: null } : {}),
-  });
-  let content = "";
-  let usage: Usage | undefined;
-  let finishReason: string | undefined;
-  let sentRole = false;
-  let ended = false;
-  let charged = false;
-  const elapsed = () => (performance.now() - state.started) / 1000;
-  try {
-    let next = state.first;
-    while (next.done !== true) {
-      const event = next.value;
-      if (event.usage !== undefined) usage = event.usage;
-      if (event.delta !== undefined || event.finishReason !== undefined) {
-        let delta = event.delta ?? {};
-        if (typeof delta.content === "string") content += delta.content;
-        if (!sentRole) {
-          delta = { role: "assistant", ...delta };
-          sentRole = true;
-          series.firstToken((performance.now() - state.options.startedAt) / 1000);
-        }
-        if (event.finishReason !== undefined) finishReason = event.finishReason;
-        yield chunk(delta, event.finishReason ?? null);
-      }
-      try {
-        next = await events.next();
-      } catch (error) {
-        ended = true;
-        series.callEnded(elapsed());
-        if (!(error instanceof ClientClosedError)) {
-          series.streamInterrupted();
-          state.settle("failure");
-        }
-        throw error;
-      }
-    }
-    ended = true;
-    series.callEnded(elapsed());
-    state.settle("success");
-    if (!sentRole) yield chunk({ role: "assistant", content: "" }, null);
-    if (finishReason === undefined) yield chunk({}, "stop");
-    const counted = usage ?? estimateUsage(state.prompt, content);
-    series.countTokens(counted);
-    state.options.onUsage?.(counted);
-    charged = true;
-    if (includeUsage) yield { ...base, choices: [], usage: counted };
-  } finally {
-    // A stream that broke or was left still spent what it produced: the key's token limit is charged an estimate.
-    if (!charged) state.options.onUsage?.(usage ?? estimateUsage(state.prompt, content));
-    if (!ended) {
-      // The consumer stopped early (the client left): release the backend and close the books.
-      series.callEnded(elapsed());
-      await events.return?.();
-    }
-  }
 }

@@ -2,6 +2,7 @@ import type { Response } from "express";
 import { ClientClosedError, type GatewayError, InternalError } from "../../errors";
 import { errorBody, toGatewayError } from "../../middleware/error-handler";
 import type { RequestContext } from "../../middleware/request-context";
+import type { PullStream } from "../../utils/pull-stream";
 
 /** Waits until the socket can take more, or the client is gone: a slow reader must not make us buffer. */
 function drained(res: Response): Promise<void> {
@@ -23,7 +24,7 @@ function drained(res: Response): Promise<void> {
  */
 export async function sendEventStream(
   res: Response,
-  chunks: AsyncIterable<unknown>,
+  chunks: PullStream<unknown>,
   context: RequestContext,
 ): Promise<void> {
   res.status(200).set({
@@ -33,9 +34,16 @@ export async function sendEventStream(
   });
   res.flushHeaders();
   try {
-    for await (const chunk of chunks) {
-      if (res.destroyed) break;
-      if (!res.write(`data: ${JSON.stringify(chunk)}\n\n`)) await drained(res);
+    // Every chunk there is goes out in one synchronous run; the stream is awaited once per arrival.
+    for (;;) {
+      for (let chunk = chunks.take(); chunk !== undefined; chunk = chunks.take()) {
+        // The client left: `finally` releases the backend.
+        if (res.destroyed) return;
+        if (!res.write(`data: ${JSON.stringify(chunk)}\n\n`)) await drained(res);
+      }
+      if (chunks.ended) break;
+      if (res.destroyed) return;
+      await chunks.wait();
     }
   } catch (error) {
     const failure: GatewayError = toGatewayError(error) ?? new InternalError();
@@ -47,6 +55,9 @@ export async function sendEventStream(
     else context.logger.warn("stream interrupted", { code: failure.code, error: failure.message });
     context.failedStatus = failure.status;
     res.write(`data: ${JSON.stringify(errorBody(failure))}\n\n`);
+  } finally {
+    // Whatever ended the writing, the backend is released (a no-op once the stream is over).
+    chunks.close();
   }
   if (!res.destroyed) res.end("data: [DONE]\n\n");
 }

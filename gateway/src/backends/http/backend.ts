@@ -11,11 +11,12 @@ import {
   UpstreamUnreachableError,
 } from "../../errors";
 import { parseRetryAfter, retryAfterHeader } from "../../utils/retry-after";
-import { EventTooLargeError, type ServerSentEvent } from "../../utils/sse";
+import { PullQueue } from "../../utils/pull-stream";
+import { EventTooLargeError } from "../../utils/sse";
 import type { Backend, BackendCall, BackendResult, StreamEvent } from "../backend";
 import type { ResponseBudget } from "../response-budget";
 import type { HttpBackendOptions } from "./factory";
-import { StreamExchange } from "./stream-exchange";
+import { type EventSink, StreamExchange } from "./stream-exchange";
 import { AnswerAllowance, readWhole, type WholeAnswer } from "./whole-answer";
 import { parseAnswer, parseStreamEvent, quoteUpstreamError } from "./wire";
 
@@ -77,17 +78,22 @@ export class HttpBackend implements Backend {
   }
 
   /**
-   * Relays the upstream's events as they arrive. `timeout` bounds the wait for the stream to start (its
-   * first event); from then on `idle_timeout` bounds each silence between events, so a long answer that
-   * keeps flowing is never cut off, while one that stalls is.
+   * The upstream's events as they arrive, in a PullQueue the relay takes them from: each upstream read is
+   * parsed and queued in undici's data callback, with no promise per event. `timeout` bounds the wait for
+   * the stream to start (its first event); from then on `idle_timeout` bounds each silence between events, so
+   * a long answer that keeps flowing is never cut off, while one that stalls is.
    */
-  async *stream(call: BackendCall): AsyncGenerator<StreamEvent> {
-    // As in complete(): a payload that cannot be serialised is not a transport failure.
-    const options = this.requestOptions(call, this.payload(call, true));
+  stream(call: BackendCall): PullQueue<StreamEvent> {
     const stop = new AbortController();
+    /** `[DONE]` came: the exchange reads the rest of the body to keep the connection, and is left to it. */
+    let finished = false;
+    // Leaving early (the client gone, or the relay gave up) closes the upstream request now, not when it ends.
+    const events = new PullQueue<StreamEvent>(() => {
+      if (!finished) stop.abort();
+    });
     let expired: "start" | "idle" | undefined;
-    const onClientGone = () => stop.abort();
-    call.signal.addEventListener("abort", onClientGone, { once: true });
+    /** The relay is behind (the client reads slowly): the upstream is paused, which is not its silence. */
+    let paused = false;
     // One timer for the whole stream, not one per event: an event only notes its time, and the timer,
     // when it fires, sleeps again for what is left of the idle timeout since the last one.
     let lastEventAt = 0;
@@ -97,18 +103,79 @@ export class HttpBackend implements Backend {
         stop.abort();
         return;
       }
-      const quiet = performance.now() - lastEventAt;
+      const quiet = paused ? 0 : performance.now() - lastEventAt;
       if (quiet >= this.idleTimeoutMs) {
         expired = "idle";
         stop.abort();
       } else timer = setTimeout(check, Math.ceil(this.idleTimeoutMs - quiet));
     };
     let timer = setTimeout(check, this.remainingMs(call));
+    const onClientGone = () => stop.abort();
+    call.signal.addEventListener("abort", onClientGone, { once: true });
+    const over = (failure?: unknown) => {
+      clearTimeout(timer);
+      call.signal.removeEventListener("abort", onClientGone);
+      if (failure === undefined) events.end();
+      else events.fail(failure);
+    };
+
+    let options: Dispatcher.DispatchOptions;
+    try {
+      // As in complete(): a payload that cannot be serialised is not a transport failure.
+      options = this.requestOptions(call, this.payload(call, true));
+    } catch (error) {
+      over(error);
+      return events;
+    }
     const exchange = StreamExchange.open(this.pool, options, stop.signal, this.options.maxEventBytes, () =>
       this.allowance(),
     );
-    let finished = false;
-    try {
+    /** What a failure after the start means for the client. */
+    const broken = (error: unknown): unknown => {
+      if (error instanceof GatewayError) return error;
+      if (error instanceof EventTooLargeError) return new UpstreamInvalidResponseError(this.name, error.message);
+      if (call.signal.aborted) return new ClientClosedError();
+      if (expired === "start") return new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
+      if (expired === "idle")
+        return new UpstreamTimeoutError(this.name, this.options.idleTimeoutSeconds, "sent no stream event");
+      return new UpstreamStreamError(this.name, `the connection was lost (${describeCause(error)})`);
+    };
+    const sink: EventSink = {
+      event: (event) => {
+        if (lastEventAt === 0) {
+          // Started: from now on the timer watches the silences, not the start deadline.
+          clearTimeout(timer);
+          timer = setTimeout(check, this.idleTimeoutMs);
+        }
+        lastEventAt = performance.now();
+        if (event.data === "[DONE]") {
+          finished = true;
+          exchange.finish();
+          over();
+          return true;
+        }
+        let parsed: StreamEvent | undefined;
+        try {
+          parsed = parseStreamEvent(event.event, event.data, this.name, this.options.apiKey);
+        } catch (error) {
+          // The failure first: aborting the exchange reports its own (a lost connection) to this sink.
+          over(error);
+          exchange.abort();
+          return false;
+        }
+        if (parsed === undefined || events.push(parsed)) return true;
+        paused = true;
+        void events.whenTaken().then(() => {
+          paused = false;
+          exchange.resume();
+        });
+        return false;
+      },
+      end: () => over(new UpstreamStreamError(this.name, "the stream ended before [DONE]")),
+      fail: (error) => over(broken(error)),
+    };
+
+    const start = async (): Promise<void> => {
       try {
         await exchange.head();
       } catch (error) {
@@ -119,60 +186,31 @@ export class HttpBackend implements Backend {
         const text = await exchange.text().catch(() => "");
         throw this.statusError(exchange.status, text, exchange.headers);
       }
-      if (!exchange.isEventStream) {
-        // Some servers ignore `stream: true` and answer in one piece: pass that on as a one-event stream.
-        let text: string;
-        try {
-          text = await exchange.text();
-        } catch (error) {
-          throw this.transportError(error, call.signal, expired !== undefined);
-        }
-        const answer = parseAnswer(text, this.name);
-        yield {
-          delta: { ...answer.message },
-          finishReason: answer.finishReason,
-          ...(answer.usage === undefined ? {} : { usage: answer.usage }),
-        };
-        finished = true;
+      if (exchange.isEventStream) {
+        exchange.relay(sink);
         return;
       }
-      for (;;) {
-        let events: ServerSentEvent[] | undefined;
-        try {
-          events = await exchange.next();
-        } catch (error) {
-          if (error instanceof EventTooLargeError) throw new UpstreamInvalidResponseError(this.name, error.message);
-          if (call.signal.aborted) throw new ClientClosedError();
-          if (expired === "start") throw new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
-          if (expired === "idle")
-            throw new UpstreamTimeoutError(this.name, this.options.idleTimeoutSeconds, "sent no stream event");
-          throw new UpstreamStreamError(this.name, `the connection was lost (${describeCause(error)})`);
-        }
-        if (events === undefined) break;
-        if (lastEventAt === 0) {
-          // Started: from now on the timer watches the silences, not the start deadline.
-          clearTimeout(timer);
-          timer = setTimeout(check, this.idleTimeoutMs);
-        }
-        lastEventAt = performance.now();
-        for (const event of events) {
-          if (event.data === "[DONE]") {
-            finished = true;
-            return;
-          }
-          const parsed = parseStreamEvent(event.event, event.data, this.name, this.options.apiKey);
-          if (parsed !== undefined) yield parsed;
-        }
+      // Some servers ignore `stream: true` and answer in one piece: pass that on as a one-event stream.
+      let text: string;
+      try {
+        text = await exchange.text();
+      } catch (error) {
+        throw this.transportError(error, call.signal, expired !== undefined);
       }
-      throw new UpstreamStreamError(this.name, "the stream ended before [DONE]");
-    } finally {
-      clearTimeout(timer);
-      call.signal.removeEventListener("abort", onClientGone);
-      // After [DONE] the connection is kept (the rest of the body is read and dropped); leaving early (client
-      // gone, or an error) must close the upstream request now, not when it ends.
-      if (finished) exchange.finish();
-      else exchange.abort();
-    }
+      const answer = parseAnswer(text, this.name);
+      finished = true;
+      events.push({
+        delta: { ...answer.message },
+        finishReason: answer.finishReason,
+        ...(answer.usage === undefined ? {} : { usage: answer.usage }),
+      });
+      over();
+    };
+    start().catch((error: unknown) => {
+      over(error);
+      exchange.abort();
+    });
+    return events;
   }
 
   /** One answer's claim on `max_response_bytes` and on the process's budget. */

@@ -3,35 +3,43 @@ import { type Dispatcher, type Pool, errors as undiciErrors } from "undici";
 import { type ServerSentEvent, SseParser } from "../../utils/sse";
 import { type AnswerAllowance, utf8Text } from "./whole-answer";
 
-/** Events parsed and not yet taken past this many bytes of input: stop reading until the relay catches up. */
-const HIGH_WATER_BYTES = 64 * 1024;
 /** After `[DONE]`, what an upstream may still send before its answer ends: the rest is cut, with the connection. */
 const DRAIN_BYTES = 64 * 1024;
 const DRAIN_MS = 1000;
 
 /**
  * One streamed exchange through undici's lowest-level `dispatch`, not `Pool.request`: each upstream read
- * is parsed where undici hands it over (SseParser, synchronous) and the events it completes wait in a queue
- * for `next()`. No body stream, no async iterator under the relay: per read, one promise instead of the
- * stream machinery's several (and their garbage), which made the relay cost 1.5x a bare pipe proxy per chunk.
+ * is parsed where undici hands it over (SseParser, synchronous) and the events it completes go straight to
+ * the sink given to `relay()`, in the same call. No body stream, no async iterator, no promise per event.
  *
  * A 2xx `text/event-stream` answer is read as events; any other answer (an error, or a server that
- * ignored `stream: true`) is read whole within an AnswerAllowance, for `text()`. Rejects with undici's own
+ * ignored `stream: true`) is read whole within an AnswerAllowance, for `text()`. Fails with undici's own
  * errors, or `RequestAbortedError` once `signal` aborts, or SseParser's EventTooLargeError.
  */
+/** Where a StreamExchange hands its events (see relay). */
+export interface EventSink {
+  /** One event; false to pause reading until the exchange's `resume()`. */
+  event(event: ServerSentEvent): boolean;
+  end(): void;
+  fail(error: Error): void;
+}
+
 export class StreamExchange implements Dispatcher.DispatchHandler {
   status = 0;
   headers: IncomingHttpHeaders = {};
-  /** The answer is server-sent events (2xx `text/event-stream`): read with next(); otherwise with text(). */
+  /** The answer is server-sent events (2xx `text/event-stream`): read with relay(); otherwise with text(). */
   isEventStream = false;
   private controller: Dispatcher.DispatchController | undefined;
   private mode: "head" | "events" | "whole" | "draining" = "head";
   private readonly parser: SseParser;
-  private queue: ServerSentEvent[] = [];
-  private queuedBytes = 0;
+  /** Events parsed before relay() gave a sink (the head and the first events often come in one read). */
+  private early: ServerSentEvent[] = [];
+  /** Where SseParser puts each read's events, reused. */
+  private parsed: ServerSentEvent[] = [];
+  private sink: EventSink | undefined;
   private ended = false;
   private failure: Error | undefined;
-  /** Whoever awaits the next change (head, next or text). */
+  /** Whoever awaits the next change (head or text). */
   private waiter: (() => void) | undefined;
   private allowance: AnswerAllowance | undefined;
   private chunks: Buffer[] = [];
@@ -73,21 +81,22 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
     }
   }
 
-  /** The next events, as many as have arrived (at least one); undefined once the answer ended. */
-  async next(): Promise<ServerSentEvent[] | undefined> {
-    // Each turn waits for the handler to report something new: data, the end or a failure.
-    for (;;) {
-      if (this.queue.length > 0) {
-        const events = this.queue;
-        this.queue = [];
-        this.queuedBytes = 0;
-        if (this.controller?.paused === true) this.controller.resume();
-        return events;
-      }
-      if (this.failure !== undefined) throw this.failure;
-      if (this.ended) return undefined;
-      await this.change();
-    }
+  /**
+   * Hands every event, from now on and any that came early, to `sink`, synchronously as the reads arrive;
+   * then the end or the failure, once. When `sink.event` returns false, reading pauses until `resume()`.
+   */
+  relay(sink: EventSink): void {
+    this.sink = sink;
+    const early = this.early;
+    this.early = [];
+    for (const event of early) this.deliver(event);
+    if (this.failure !== undefined) sink.fail(this.failure);
+    else if (this.ended) sink.end();
+  }
+
+  /** The sink caught up: read again. */
+  resume(): void {
+    if (this.controller?.paused === true) this.controller.resume();
   }
 
   /** A whole answer's text (UTF-8, a byte-order mark dropped), within its allowance. */
@@ -105,8 +114,8 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
   finish(): void {
     if (this.ended || this.failure !== undefined) return;
     this.mode = "draining";
-    this.queue = [];
-    if (this.controller?.paused === true) this.controller.resume();
+    this.sink = undefined;
+    this.resume();
     this.received = 0;
     this.drainTimer = setTimeout(() => this.abort(), DRAIN_MS);
     this.drainTimer.unref();
@@ -138,20 +147,24 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.failure !== undefined) return;
     if (this.mode === "events") {
-      const before = this.queue.length;
+      const parsed = this.parsed;
       try {
-        this.parser.push(chunk, this.queue);
+        this.parser.push(chunk, parsed);
       } catch (error) {
+        parsed.length = 0;
         this.fail(error instanceof Error ? error : new Error(String(error)));
         return;
       }
-      this.queuedBytes += chunk.length;
-      if (this.queue.length > before) {
-        // Only events waiting to be taken pause the reading: a partial event needs more bytes to complete
-        // (SseParser bounds it by max_event_bytes).
-        if (this.queuedBytes > HIGH_WATER_BYTES && !controller.paused) controller.pause();
-        this.wake();
+      // Only events the sink could not take pause the reading: a partial event needs more bytes to complete
+      // (SseParser bounds it by max_event_bytes).
+      let more = true;
+      for (const event of parsed) {
+        // The sink may have finished with the stream ([DONE]) or failed it on this very event.
+        if (this.mode !== "events" || this.failure !== undefined) break;
+        more = this.deliver(event) && more;
       }
+      parsed.length = 0;
+      if (!more && !controller.paused) controller.pause();
     } else if (this.mode === "whole") {
       this.received += chunk.length;
       if (this.claim(this.received)) this.chunks.push(chunk);
@@ -171,6 +184,7 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
     this.ended = true;
     this.release();
     this.wake();
+    this.sink?.end();
   }
 
   onResponseError(_controller: Dispatcher.DispatchController | undefined, error: Error): void {
@@ -178,6 +192,7 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
     this.failure = error;
     this.release();
     this.wake();
+    this.sink?.fail(error);
   }
 
   /** Stops the exchange now (the client left, or the relay gave up on it). */
@@ -192,6 +207,16 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
     this.controller?.abort(error);
     this.release();
     this.wake();
+    this.sink?.fail(error);
+  }
+
+  /** One event to the sink, or kept for it; false when the sink wants no more for now. */
+  private deliver(event: ServerSentEvent): boolean {
+    if (this.sink === undefined) {
+      this.early.push(event);
+      return true;
+    }
+    return this.sink.event(event);
   }
 
   /** Claims `bytes` for a whole answer; past its bounds the exchange fails with that error (and false). */
