@@ -91,6 +91,10 @@ export class ChunkRelay implements ChunkStream {
     return this.relay.events.wait();
   }
 
+  listen(listener: (() => void) | undefined): void {
+    this.relay.events.listen(listener);
+  }
+
   /** The consumer stopped early (the client left): release the backend and close the books. */
   close(): void {
     if (this.state !== "relaying") return;

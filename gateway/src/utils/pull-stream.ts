@@ -16,6 +16,12 @@ export interface PullStream<T> {
   readonly ended: boolean;
   /** Resolves when `take()` may have something new: an item, the end, or a failure. */
   wait(): Promise<void>;
+  /**
+   * Calls `listener` (synchronously, from the producer's own call) each time `take()` may have something
+   * new, until replaced or cleared. One function for the whole stream: no promise per arrival, which is
+   * what a writer relaying thousands of streams wants (api/v1/event-stream.ts).
+   */
+  listen(listener: (() => void) | undefined): void;
   /** The consumer stops early: the producer releases what it holds (an upstream request). Harmless when over. */
   close(): void;
 }
@@ -33,6 +39,7 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
   private failure: unknown;
   private closed = false;
   private waiter: (() => void) | undefined;
+  private listener: (() => void) | undefined;
   private taken: (() => void) | undefined;
 
   constructor(
@@ -95,6 +102,10 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
     });
   }
 
+  listen(listener: (() => void) | undefined): void {
+    this.listener = listener;
+  }
+
   /** Resolves when every item pushed so far has been taken (at once when none waits), or the consumer closed. */
   whenTaken(): Promise<void> {
     if (this.head === this.items.length || this.closed) return Promise.resolve();
@@ -111,6 +122,8 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
     const taken = this.taken;
     this.taken = undefined;
     taken?.();
+    // The consumer closed it: its listener has nothing to hear, a pending wait() is let go.
+    this.listener = undefined;
     this.wake();
     this.onClose();
   }
@@ -121,9 +134,9 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
 
   private wake(): void {
     const waiter = this.waiter;
-    if (waiter === undefined) return;
     this.waiter = undefined;
-    waiter();
+    waiter?.();
+    this.listener?.();
   }
 }
 

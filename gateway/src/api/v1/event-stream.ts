@@ -4,60 +4,95 @@ import { errorBody, toGatewayError } from "../../middleware/error-handler";
 import type { RequestContext } from "../../middleware/request-context";
 import type { PullStream } from "../../utils/pull-stream";
 
-/** Waits until the socket can take more, or the client is gone: a slow reader must not make us buffer. */
-function drained(res: Response): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off("drain", done);
-      res.off("close", done);
-      resolve();
-    };
-    res.on("drain", done);
-    res.on("close", done);
-  });
-}
-
 /**
  * Sends chunks as server-sent events, each flushed as it is made, and always ends with `data: [DONE]`.
  * A failure after the 200 went out cannot change the status, so it is sent in-band as an `{"error": …}`
  * event before `[DONE]`: OpenAI's SDK raises on that, where a stream that just stopped would pass as success.
+ *
+ * Driven by the stream's listener, not by awaiting it: each arrival runs `pump` from the producer's own call
+ * (for the http backend, undici's data callback), which writes every chunk there is. No promise per chunk:
+ * at thousands of open streams, the promises a `for await` leaves waiting between chunks were most of the
+ * relay's garbage. Resolves once the stream is over and the response ended (or the client left).
  */
-export async function sendEventStream(
-  res: Response,
-  chunks: PullStream<unknown>,
-  context: RequestContext,
-): Promise<void> {
+export function sendEventStream(res: Response, chunks: PullStream<unknown>, context: RequestContext): Promise<void> {
   res.status(200).set({
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache",
     "x-accel-buffering": "no",
   });
   res.flushHeaders();
-  try {
-    // Every chunk there is goes out in one synchronous run; the stream is awaited once per arrival.
-    for (;;) {
-      for (let chunk = chunks.take(); chunk !== undefined; chunk = chunks.take()) {
-        // The client left: `finally` releases the backend.
-        if (res.destroyed) return;
-        if (!res.write(`data: ${JSON.stringify(chunk)}\n\n`)) await drained(res);
+  return new Promise((resolve) => {
+    let over = false;
+    /** Waiting for the socket to drain: a slow reader must not make us buffer. */
+    let blocked = false;
+    let pumping = false;
+    let again = false;
+    const finish = (failure?: unknown) => {
+      over = true;
+      chunks.listen(undefined);
+      res.off("drain", onDrain);
+      res.off("close", onClose);
+      if (failure !== undefined) sendFailure(res, failure, context);
+      // Whatever ended the writing, the backend is released (a no-op once the stream is over).
+      chunks.close();
+      if (!res.destroyed) res.end("data: [DONE]\n\n");
+      resolve();
+    };
+    const onDrain = () => {
+      blocked = false;
+      pump();
+    };
+    // A client that leaves, while the stream waits for its next event or for the socket to drain: finish
+    // now, not at the next event.
+    const onClose = () => {
+      blocked = false;
+      pump();
+    };
+    function pump(): void {
+      if (over || blocked) return;
+      // A call made while pumping (a write that woke the producer) becomes one more turn of this one.
+      if (pumping) {
+        again = true;
+        return;
       }
-      if (chunks.ended) break;
-      if (res.destroyed) return;
-      await chunks.wait();
+      pumping = true;
+      try {
+        do {
+          again = false;
+          for (let chunk = chunks.take(); chunk !== undefined; chunk = chunks.take()) {
+            if (res.destroyed) break;
+            if (!res.write(`data: ${JSON.stringify(chunk)}\n\n`)) {
+              blocked = true;
+              res.once("drain", onDrain);
+              return;
+            }
+          }
+          // Ended, or the client left (`finish` then releases the backend).
+          if (chunks.ended || res.destroyed) {
+            finish();
+            return;
+          }
+        } while (again);
+      } catch (error) {
+        finish(error);
+      } finally {
+        pumping = false;
+      }
     }
-  } catch (error) {
-    const failure: GatewayError = toGatewayError(error) ?? new InternalError();
-    if (failure instanceof ClientClosedError || res.destroyed) return;
-    if (failure instanceof InternalError)
-      context.logger.error("stream failed", {
-        error: error instanceof Error ? (error.stack ?? error.message) : String(error),
-      });
-    else context.logger.warn("stream interrupted", { code: failure.code, error: failure.message });
-    context.failedStatus = failure.status;
-    res.write(`data: ${JSON.stringify(errorBody(failure))}\n\n`);
-  } finally {
-    // Whatever ended the writing, the backend is released (a no-op once the stream is over).
-    chunks.close();
-  }
-  if (!res.destroyed) res.end("data: [DONE]\n\n");
+    res.once("close", onClose);
+    chunks.listen(pump);
+    pump();
+  });
+}
+
+function sendFailure(res: Response, error: unknown, context: RequestContext): void {
+  const failure: GatewayError = toGatewayError(error) ?? new InternalError();
+  if (failure instanceof ClientClosedError || res.destroyed) return;
+  if (failure instanceof InternalError)
+    context.logger.error("stream failed", {
+      error: error instanceof Error ? (error.stack ?? error.message) : String(error),
+    });
+  else context.logger.warn("stream interrupted", { code: failure.code, error: failure.message });
+  context.failedStatus = failure.status;
+  res.write(`data: ${JSON.stringify(errorBody(failure))}\n\n`);
 }
