@@ -3,7 +3,7 @@ import type { Backend, StreamEvent } from "../backends/backend";
 import { ClientClosedError } from "../errors";
 import type { BackendSeries } from "../observability/metrics";
 import type { ChatCompletionChunk, Usage } from "../schemas/chat";
-import { estimateUsage } from "../utils/tokens";
+import { estimateUsage, TokenCounter } from "../utils/tokens";
 import { iterate, type PullStream } from "../utils/pull-stream";
 import type { CallOptions } from "./inference";
 
@@ -37,7 +37,8 @@ export class ChunkRelay implements ChunkStream {
   /** Chunks made and not yet taken: the closing ones, made together at the end. */
   private readonly closing: ChatCompletionChunk[] = [];
   private first: StreamEvent | undefined;
-  private content = "";
+  /** The completion's tokens as estimated so far (the text itself is not kept: it would grow with the stream). */
+  private readonly tokens = new TokenCounter();
   private usage: Usage | undefined;
   private finishReason: string | undefined;
   private sentRole = false;
@@ -112,7 +113,7 @@ export class ChunkRelay implements ChunkStream {
     if (event.usage !== undefined) this.usage = event.usage;
     if (event.delta === undefined && event.finishReason === undefined) return undefined;
     let delta = event.delta ?? {};
-    if (typeof delta.content === "string") this.content += delta.content;
+    if (typeof delta.content === "string") this.tokens.add(delta.content);
     if (!this.sentRole) {
       delta = { role: "assistant", ...delta };
       this.sentRole = true;
@@ -129,7 +130,7 @@ export class ChunkRelay implements ChunkStream {
     this.relay.settle("success");
     if (!this.sentRole) this.closing.push(this.chunk({ role: "assistant", content: "" }, null));
     if (this.finishReason === undefined) this.closing.push(this.chunk({}, "stop"));
-    const counted = this.usage ?? estimateUsage(this.relay.prompt, this.content);
+    const counted = this.usage ?? estimateUsage(this.relay.prompt, this.tokens.count);
     series.countTokens(counted);
     options.onUsage?.(counted);
     if (this.relay.includeUsage) this.closing.push({ ...this.base, choices: [], usage: counted });
@@ -148,7 +149,7 @@ export class ChunkRelay implements ChunkStream {
 
   /** A stream that broke or was left still spent what it produced: the key's token limit is charged an estimate. */
   private chargeEstimate(): void {
-    this.relay.options.onUsage?.(this.usage ?? estimateUsage(this.relay.prompt, this.content));
+    this.relay.options.onUsage?.(this.usage ?? estimateUsage(this.relay.prompt, this.tokens.count));
   }
 
   private chunk(delta: Readonly<Record<string, unknown>>, finishReason: string | null): ChatCompletionChunk {

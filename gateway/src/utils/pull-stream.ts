@@ -79,7 +79,8 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
       this.items[this.head] = undefined;
       this.head++;
       if (this.head === this.items.length) {
-        this.items = [];
+        // Emptied, not replaced: a new array per item would live until the next one arrives.
+        this.items.length = 0;
         this.head = 0;
         const taken = this.taken;
         this.taken = undefined;
@@ -117,7 +118,7 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.items = [];
+    this.items.length = 0;
     this.head = 0;
     const taken = this.taken;
     this.taken = undefined;

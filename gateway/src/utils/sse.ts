@@ -51,7 +51,7 @@ export class SseParser {
       if (end === -1) break;
       const tail = text.slice(start, end);
       const line = this.pieces.length === 0 ? tail : `${this.pieces.join("")}${tail}`;
-      if (this.pieces.length > 0) this.pieces = [];
+      this.pieces.length = 0;
       this.pendingBytes = 0;
       if (text.charCodeAt(end) === 13) {
         if (end + 1 === text.length) this.afterCr = true;
@@ -75,7 +75,8 @@ export class SseParser {
       if (this.data.length > 0)
         out.push({ event: this.event, data: this.data.length === 1 ? (this.data[0] ?? "") : this.data.join("\n") });
       this.event = undefined;
-      if (this.data.length > 0) this.data = [];
+      // Emptied, not replaced: a new array per event would live until the next one (garbage that survives GCs).
+      this.data.length = 0;
       this.eventBytes = 0;
       return;
     }

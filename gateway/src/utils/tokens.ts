@@ -2,21 +2,33 @@ import type { Usage } from "../schemas/chat";
 
 /** A stand-in for a tokenizer: whitespace-separated words. Real upstream usage always wins over it. */
 export function countTokens(text: string): number {
-  let count = 0;
-  let inWord = false;
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    // Space, tab, newline, vertical tab, form feed, carriage return.
-    const isSpace = code === 32 || (code >= 9 && code <= 13);
-    if (!isSpace && !inWord) count++;
-    inWord = !isSpace;
-  }
-  return count;
+  return new TokenCounter().add(text).count;
 }
 
-export function estimateUsage(prompt: string, completion: string): Usage {
+/**
+ * countTokens over text that arrives in pieces (a stream's deltas), without keeping the text: a word split
+ * across two pieces counts once.
+ */
+export class TokenCounter {
+  count = 0;
+  private inWord = false;
+
+  add(text: string): this {
+    for (let i = 0; i < text.length; i++) {
+      const code = text.charCodeAt(i);
+      // Space, tab, newline, vertical tab, form feed, carriage return.
+      const isSpace = code === 32 || (code >= 9 && code <= 13);
+      if (!isSpace && !this.inWord) this.count++;
+      this.inWord = !isSpace;
+    }
+    return this;
+  }
+}
+
+/** Usage estimated from the prompt and the completion (its text, or its token count when already counted). */
+export function estimateUsage(prompt: string, completion: string | number): Usage {
   const promptTokens = countTokens(prompt);
-  const completionTokens = countTokens(completion);
+  const completionTokens = typeof completion === "number" ? completion : countTokens(completion);
   return {
     prompt_tokens: promptTokens,
     completion_tokens: completionTokens,

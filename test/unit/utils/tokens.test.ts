@@ -1,4 +1,4 @@
-import { countTokens, estimateUsage, parseUsage } from "../../../gateway/src/utils/tokens";
+import { countTokens, estimateUsage, parseUsage, TokenCounter } from "../../../gateway/src/utils/tokens";
 
 describe("countTokens", () => {
   it.each([
@@ -44,5 +44,23 @@ describe("parseUsage", () => {
     [{ prompt_tokens: 1 }],
   ])("rejects %p", (value) => {
     expect(parseUsage(value)).toBeUndefined();
+  });
+});
+
+describe("TokenCounter", () => {
+  it("counts a text fed in pieces as countTokens counts it whole, a word split across pieces once", () => {
+    const text = "Hello there,  how are\tyou doing today?\nFine.";
+    for (let size = 1; size <= text.length; size++) {
+      const counter = new TokenCounter();
+      for (let at = 0; at < text.length; at += size) counter.add(text.slice(at, at + size));
+      expect(counter.count).toBe(countTokens(text));
+    }
+    expect(countTokens(text)).toBe(8);
+  });
+
+  it("gives estimateUsage the same completion count as the text would", () => {
+    const counted = new TokenCounter().add("one two").add("three").count;
+    expect(estimateUsage("a prompt", counted)).toEqual(estimateUsage("a prompt", "one twothree"));
+    expect(estimateUsage("a prompt", counted)).toEqual({ prompt_tokens: 2, completion_tokens: 2, total_tokens: 4 });
   });
 });
