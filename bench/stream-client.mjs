@@ -6,8 +6,8 @@
 //
 // Prints "window-start" and "window-end" (so the caller reads the server's CPU time over exactly the
 // measured window) and one JSON line: chunks delivered, streams completed, time to first byte, the largest
-// gap between two chunks of a stream, and errors by kind. Chunks, streams completed and errors count in the
-// measured window only; time to first byte and gaps count every stream of the run, the ramp's included.
+// gap between two chunks of a stream, and errors by kind. Chunks and streams completed count in the measured
+// window only; time to first byte, gaps and errors count every stream of the run, the ramp's included.
 import { connect } from "node:net";
 import { buildRequest } from "./http-client.mjs";
 
@@ -28,8 +28,9 @@ const counts = { chunks: 0, completed: 0 };
 const errors = {};
 const firstByteMs = [];
 const maxGapMs = [];
+// Errors count over the whole run, the ramp included: a reset while users arrive is still a reset.
 const countError = (kind) => {
-  if (measuring) errors[kind] = (errors[kind] ?? 0) + 1;
+  if (!stopping) errors[kind] = (errors[kind] ?? 0) + 1;
 };
 
 function occurrences(buffer, marker, from) {

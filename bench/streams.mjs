@@ -70,7 +70,12 @@ function writeStreamsConfig(dir, upstreamUrl) {
  * `{upstream}` in a server's environment is the upstream's URL. Each result carries, per round, its ratio
  * of CPU per chunk to the first server's in the same round: on a shared machine the steadier figure.
  */
-export async function measureLevel(plan, level, specs, { rounds = 2, seconds = 8, warmupSeconds = 3, dir }) {
+export async function measureLevel(
+  plan,
+  level,
+  specs,
+  { rounds = 2, seconds = 8, warmupSeconds = 3, rampSeconds = 3, dir },
+) {
   const upstream = await startServer({
     name: "sse-upstream",
     cpus: plan.behind,
@@ -100,7 +105,7 @@ export async function measureLevel(plan, level, specs, { rounds = 2, seconds = 8
       for (let i = 0; i < servers.length; i++) {
         const entry = servers[(i + round) % servers.length];
         signalAll(entry.pids, "SIGCONT");
-        entry.runs[round] = await oneRound(plan, level, entry, { seconds, warmupSeconds });
+        entry.runs[round] = await oneRound(plan, level, entry, { seconds, warmupSeconds, rampSeconds });
         // The streams closed: let the server settle before it is stopped.
         await sleep(500);
         signalAll(entry.pids, "SIGSTOP");
@@ -154,7 +159,7 @@ function signalAll(pids, signal) {
 }
 
 /** One measured window of `level` streams against one server: the client's result, CPU and RSS. */
-async function oneRound(plan, level, { server, pids }, { seconds, warmupSeconds }) {
+async function oneRound(plan, level, { server, pids }, { seconds, warmupSeconds, rampSeconds }) {
   let cpuStart = 0;
   let cpuEnd = 0;
   let rssOpen = 0;
@@ -167,8 +172,8 @@ async function oneRound(plan, level, { server, pids }, { seconds, warmupSeconds 
       path: PATH,
       body: STREAMS_BODY,
       streams: level.streams,
-      // Arrivals spread over a few seconds, as users arrive.
-      rampSeconds: 3,
+      // Arrivals spread over a few seconds, as users arrive (--ramp=0: all at once).
+      rampSeconds,
       warmupSeconds,
       seconds,
     },
@@ -179,7 +184,7 @@ async function oneRound(plan, level, { server, pids }, { seconds, warmupSeconds 
         rssOpen = memoryMiB(pids).rss;
       }
     },
-    3 + warmupSeconds + seconds,
+    rampSeconds + warmupSeconds + seconds,
   );
   return { ...result, cpuSeconds: cpuEnd - cpuStart, rssOpen };
 }
@@ -203,7 +208,7 @@ export function streamServers({ workers2 = true, gatewayMain = join(ROOT, "dist/
 
 // ---- alone: node bench/streams.mjs ... ---------------------------------------------------------------
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const options = { levels: "1000x10,3000x3", rounds: 2, seconds: 8, warmup: 3 };
+  const options = { levels: "1000x10,3000x3", rounds: 2, seconds: 8, warmup: 3, ramp: 3 };
   const specs = [];
   for (const arg of process.argv.slice(2)) {
     const option = /^--(\w+)=(.*)$/.exec(arg);
@@ -238,6 +243,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
         rounds: options.rounds,
         seconds: options.seconds,
         warmupSeconds: options.warmup,
+        rampSeconds: options.ramp,
         dir,
       });
       for (const result of results) process.stdout.write(`${formatResult(result)}\n`);

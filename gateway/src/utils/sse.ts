@@ -21,18 +21,21 @@ export class EventTooLargeError extends Error {
  * `data` fields matter here. A byte stream that ends mid-event drops that partial event, as the spec says.
  *
  * Synchronous, fed one chunk at a time as the bytes arrive (the http backend's dispatch handler calls it
- * from undici's data callback): no stream or promise per chunk. Each chunk is scanned once: a line still
- * without its end is kept as a list of pieces and joined once when its end arrives (rescanning and
- * re-copying it per chunk made one long line quadratic). Its size is checked per chunk, so an event past
- * `maxEventBytes` fails as soon as it is, line end or not.
+ * from undici's data callback): no stream or promise per chunk. It works on the bytes: line ends are found
+ * with a native scan (a CR or LF byte is never part of a multi-byte UTF-8 character), and only a field's
+ * value is decoded, once, so a read costs one string per data line and no decoder state per stream. A line
+ * still without its end is kept as the byte slices it arrived in and joined once its end arrives (rescanning
+ * it per chunk made one long line quadratic). Its size is checked per chunk, so an event past `maxEventBytes`
+ * fails as soon as it is, line end or not.
  */
 export class SseParser {
-  private readonly decoder = new TextDecoder();
-  /** The line in progress, in the pieces it arrived in. */
-  private pieces: string[] = [];
+  /** The line in progress, in the slices it arrived in. */
+  private pieces: Buffer[] = [];
   private pendingBytes = 0;
   /** The previous chunk ended in CR: an LF that starts this one is the rest of that CRLF, not a blank line. */
   private afterCr = false;
+  /** Nothing read yet: a byte-order mark may open the stream, and is dropped. */
+  private atStart = true;
   private event: string | undefined;
   private data: string[] = [];
   /** Bytes of the current event's lines already read whole. */
@@ -42,36 +45,56 @@ export class SseParser {
 
   /** Appends to `out` the events `chunk` completes; throws EventTooLargeError past the bound. */
   push(chunk: Buffer | string, out: ServerSentEvent[]): void {
-    const text = typeof chunk === "string" ? chunk : this.decoder.decode(chunk, { stream: true });
-    if (text === "") return;
-    let start = this.afterCr && text.charCodeAt(0) === 10 ? 1 : 0;
+    let bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+    if (bytes.length === 0) return;
+    if (this.atStart) {
+      if (this.pendingBytes + bytes.length < BOM.length && BOM.subarray(this.pendingBytes).indexOf(bytes) === 0) {
+        // Too short to tell yet: kept as the start of the line, judged with the next chunk.
+        this.pieces.push(bytes);
+        this.pendingBytes += bytes.length;
+        return;
+      }
+      this.atStart = false;
+      if (this.pieces.length > 0) {
+        bytes = Buffer.concat([...this.pieces, bytes]);
+        this.pieces.length = 0;
+        this.pendingBytes = 0;
+      }
+      if (bytes.subarray(0, BOM.length).equals(BOM)) bytes = bytes.subarray(BOM.length);
+    }
+    let start = this.afterCr && bytes[0] === LF ? 1 : 0;
     this.afterCr = false;
+    // Most streams never send a CR: then one native search for LF finds each line's end.
+    const hasCr = bytes.indexOf(CR, start) !== -1;
     for (;;) {
-      const end = lineEnd(text, start);
+      const end = hasCr ? lineEnd(bytes, start) : bytes.indexOf(LF, start);
       if (end === -1) break;
-      const tail = text.slice(start, end);
-      const line = this.pieces.length === 0 ? tail : `${this.pieces.join("")}${tail}`;
-      this.pieces.length = 0;
+      if (this.pieces.length === 0) this.line(bytes, start, end, out);
+      else {
+        this.pieces.push(bytes.subarray(start, end));
+        const whole = Buffer.concat(this.pieces);
+        this.pieces.length = 0;
+        this.line(whole, 0, whole.length, out);
+      }
       this.pendingBytes = 0;
-      if (text.charCodeAt(end) === 13) {
-        if (end + 1 === text.length) this.afterCr = true;
-        start = text.charCodeAt(end + 1) === 10 ? end + 2 : end + 1;
+      if (bytes[end] === CR) {
+        if (end + 1 === bytes.length) this.afterCr = true;
+        start = bytes[end + 1] === LF ? end + 2 : end + 1;
       } else {
         start = end + 1;
       }
-      this.line(line, out);
     }
-    if (start < text.length) {
-      const rest = text.slice(start);
-      this.pieces.push(rest);
-      this.pendingBytes += Buffer.byteLength(rest);
+    if (start < bytes.length) {
+      this.pieces.push(bytes.subarray(start));
+      this.pendingBytes += bytes.length - start;
       // Checked without waiting for the line's end, which a broken upstream may never send.
       if (this.eventBytes + this.pendingBytes > this.maxEventBytes) throw new EventTooLargeError(this.maxEventBytes);
     }
   }
 
-  private line(line: string, out: ServerSentEvent[]): void {
-    if (line === "") {
+  /** The line `bytes[start, end)`, without its end. */
+  private line(bytes: Buffer, start: number, end: number, out: ServerSentEvent[]): void {
+    if (start === end) {
       if (this.data.length > 0)
         out.push({ event: this.event, data: this.data.length === 1 ? (this.data[0] ?? "") : this.data.join("\n") });
       this.event = undefined;
@@ -80,16 +103,36 @@ export class SseParser {
       this.eventBytes = 0;
       return;
     }
-    if (line.charCodeAt(0) === 58) return; // ":" starts a comment
-    this.eventBytes += Buffer.byteLength(line) + 1;
+    if (bytes[start] === COLON) return; // a comment
+    this.eventBytes += end - start + 1;
     if (this.eventBytes > this.maxEventBytes) throw new EventTooLargeError(this.maxEventBytes);
-    const colon = line.indexOf(":");
-    const field = colon === -1 ? line : line.slice(0, colon);
-    let value = colon === -1 ? "" : line.slice(colon + 1);
-    if (value.charCodeAt(0) === 32) value = value.slice(1);
-    if (field === "data") this.data.push(value);
-    else if (field === "event") this.event = value;
+    let colon = bytes.indexOf(COLON, start);
+    if (colon === -1 || colon > end) colon = end;
+    let valueStart = colon === end ? end : colon + 1;
+    if (bytes[valueStart] === SPACE && valueStart < end) valueStart++;
+    if (isField(bytes, start, colon, DATA)) this.data.push(bytes.toString("utf8", valueStart, end));
+    else if (isField(bytes, start, colon, EVENT)) this.event = bytes.toString("utf8", valueStart, end);
   }
+}
+
+const LF = 10;
+const CR = 13;
+const COLON = 58;
+const SPACE = 32;
+const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
+const DATA = Buffer.from("data");
+const EVENT = Buffer.from("event");
+
+function isField(bytes: Buffer, start: number, end: number, name: Buffer): boolean {
+  return end - start === name.length && bytes.compare(name, 0, name.length, start, end) === 0;
+}
+
+function lineEnd(bytes: Buffer, from: number): number {
+  for (let i = from; i < bytes.length; i++) {
+    const byte = bytes[i];
+    if (byte === LF || byte === CR) return i;
+  }
+  return -1;
 }
 
 /** The events of a whole byte stream, as SseParser reads them. */
@@ -103,12 +146,4 @@ export async function* parseServerSentEvents(
     parser.push(chunk, events);
     yield* events;
   }
-}
-
-function lineEnd(text: string, from: number): number {
-  for (let i = from; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code === 10 || code === 13) return i;
-  }
-  return -1;
 }

@@ -60,6 +60,19 @@ describe("parseServerSentEvents", () => {
     expect(events).toEqual([{ event: undefined, data: "é" }]);
   });
 
+  it("drops a byte-order mark that opens the stream, whole or split, and only there", async () => {
+    const bom = "\ufeff";
+    expect(await parse(`${bom}data: a\n\n`)).toEqual([{ event: undefined, data: "a" }]);
+    const bytes = Buffer.from(`${bom}data: b\n\n${bom}data: c\n\n`);
+    async function* body() {
+      for (let at = 0; at < bytes.length; at++) yield bytes.subarray(at, at + 1);
+    }
+    const events: ServerSentEvent[] = [];
+    for await (const event of parseServerSentEvents(body())) events.push(event);
+    // A mark later in the stream is not at its start: it makes an unknown field, which is ignored.
+    expect(events).toEqual([{ event: undefined, data: "b" }]);
+  });
+
   it("joins one event split across many chunks, one character each", async () => {
     const text = 'event: delta\ndata: {"a":1}\ndata: {"b":2}\n\ndata: [DONE]\n\n';
     expect(await parse(...split(text, 1))).toEqual([
