@@ -153,11 +153,8 @@ export class ChunkRelay implements ChunkStream {
   }
 
   private chunk(delta: Readonly<Record<string, unknown>>, finishReason: string | null): ChatCompletionChunk {
-    return {
-      ...this.base,
-      choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
-      ...(this.relay.includeUsage ? { usage: null } : {}),
-    };
+    const choices = [{ index: 0 as const, delta, finish_reason: finishReason, logprobs: null }];
+    return this.relay.includeUsage ? { ...this.base, choices, usage: null } : { ...this.base, choices };
   }
 
   private elapsed(): number {

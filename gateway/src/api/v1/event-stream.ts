@@ -2,6 +2,7 @@ import type { Response } from "express";
 import { ClientClosedError, type GatewayError, InternalError } from "../../errors";
 import { errorBody, toGatewayError } from "../../middleware/error-handler";
 import type { RequestContext } from "../../middleware/request-context";
+import type { ChatCompletionChunk } from "../../schemas/chat";
 import type { PullStream } from "../../utils/pull-stream";
 
 /**
@@ -14,7 +15,11 @@ import type { PullStream } from "../../utils/pull-stream";
  * at thousands of open streams, the promises a `for await` leaves waiting between chunks were most of the
  * relay's garbage. Resolves once the stream is over and the response ended (or the client left).
  */
-export function sendEventStream(res: Response, chunks: PullStream<unknown>, context: RequestContext): Promise<void> {
+export function sendEventStream(
+  res: Response,
+  chunks: PullStream<ChatCompletionChunk>,
+  context: RequestContext,
+): Promise<void> {
   res.status(200).set({
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache",
@@ -27,6 +32,7 @@ export function sendEventStream(res: Response, chunks: PullStream<unknown>, cont
     let blocked = false;
     let pumping = false;
     let again = false;
+    const lines = new ChunkLines();
     const finish = (failure?: unknown) => {
       over = true;
       chunks.listen(undefined);
@@ -59,9 +65,11 @@ export function sendEventStream(res: Response, chunks: PullStream<unknown>, cont
       try {
         do {
           again = false;
-          for (let chunk = chunks.take(); chunk !== undefined; chunk = chunks.take()) {
-            if (res.destroyed) break;
-            if (!res.write(`data: ${JSON.stringify(chunk)}\n\n`)) {
+          // Each turn writes one chunk taken; the run ends when none is left.
+          for (;;) {
+            const chunk = chunks.take();
+            if (chunk === undefined || res.destroyed) break;
+            if (!res.write(lines.line(chunk))) {
               blocked = true;
               res.once("drain", onDrain);
               return;
@@ -83,6 +91,26 @@ export function sendEventStream(res: Response, chunks: PullStream<unknown>, cont
     chunks.listen(pump);
     pump();
   });
+}
+
+/**
+ * A chunk's `data:` line, the same bytes as `data: ${JSON.stringify(chunk)}`. Every chunk of a stream shares
+ * its id, object, created, model and backend: they are serialised once per stream, and each chunk adds only
+ * its choices (and usage), in the key order ChunkRelay makes them in.
+ */
+export class ChunkLines {
+  private id: string | undefined;
+  private head = "";
+
+  line(chunk: ChatCompletionChunk): string {
+    if (chunk.id !== this.id) {
+      this.id = chunk.id;
+      const { id, object, created, model, backend } = chunk;
+      this.head = `data: ${JSON.stringify({ id, object, created, model, backend }).slice(0, -1)},"choices":`;
+    }
+    const usage = chunk.usage === undefined ? "" : `,"usage":${JSON.stringify(chunk.usage)}`;
+    return `${this.head}${JSON.stringify(chunk.choices)}${usage}}\n\n`;
+  }
 }
 
 function sendFailure(res: Response, error: unknown, context: RequestContext): void {
