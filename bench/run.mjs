@@ -2,10 +2,10 @@
 // node:http upstream measured in the same run. Prints the tables and writes them, with the machine, the
 // versions and the exact command, to bench/RESULTS.md. See bench/README.md for what each number means.
 //
-//   node bench/run.mjs [--rounds=3] [--seconds=3] [--latency-seconds=8] [--quick] [--out=bench/RESULTS.md]
-//                      [--gateway-node-options=...]
+//   node bench/run.mjs [--rounds=3] [--seconds=3] [--latency-seconds=8] [--stream-rounds=3] [--quick]
+//                      [--out=bench/RESULTS.md] [--gateway-node-options=...]
 //
-// Needs the production build (`npm run build`; `make bench` does it). Bounded: about 3 minutes by default.
+// Needs the production build (`npm run build`; `make bench` does it). Bounded: about 8 minutes by default.
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, release, totalmem } from "node:os";
 import { join, relative } from "node:path";
@@ -35,6 +35,7 @@ import {
   throughput,
   writeGatewayConfig,
 } from "./lib.mjs";
+import { CHUNKS_PER_STREAM, STREAMS_BODY, measureLevel, parseLevel, streamServers } from "./streams.mjs";
 
 const options = {
   rounds: 3,
@@ -44,12 +45,16 @@ const options = {
   connections: 32,
   out: join(BENCH_DIR, "RESULTS.md"),
   gatewayNodeOptions: "",
+  streamRounds: 3,
+  quick: false,
 };
 for (const arg of process.argv.slice(2)) {
   const match = /^--([\w-]+)(?:=(.*))?$/.exec(arg);
   if (match === null) throw new Error(`unknown argument ${arg}`);
   const [, key, value] = match;
-  if (key === "quick") Object.assign(options, { rounds: 1, seconds: 1, warmup: 0.5, latencySeconds: 2 });
+  if (key === "quick")
+    Object.assign(options, { rounds: 1, seconds: 1, warmup: 0.5, latencySeconds: 2, streamRounds: 1, quick: true });
+  else if (key === "stream-rounds") options.streamRounds = Number(value);
   else if (key === "out") options.out = value;
   else if (key === "latency-seconds") options.latencySeconds = Number(value);
   // For trying V8 flags on the gateway alone, e.g. --gateway-node-options=--max-semi-space-size=16.
@@ -275,6 +280,23 @@ const accessLines = Object.fromEntries(
 );
 for (const server of Object.values(servers)) signal(server, "SIGCONT");
 stopAll();
+
+// ---- concurrent streams: many long streams open at once (bench/streams.mjs) ---------------------------
+const streamLevels = options.quick ? ["200x10", "600x5"] : ["1000x10", "3000x3"];
+const streamRuns = [];
+for (const level of streamLevels.map(parseLevel)) {
+  say(`bench: concurrent streams, ${level.streams} open x ${level.rate} chunks/s each`);
+  streamRuns.push(
+    await measureLevel(plan, level, streamServers(), {
+      rounds: options.streamRounds,
+      seconds: options.quick ? 2 : 5,
+      warmupSeconds: options.quick ? 1 : 2,
+      rampSeconds: options.quick ? 1 : 3,
+      dir,
+    }),
+  );
+}
+stopAll();
 const loadAfter = loadavg();
 const elapsedSeconds = (Date.now() - started) / 1000;
 
@@ -353,6 +375,63 @@ const scalingTable = table(
   ],
 );
 
+const STREAM_LABELS = {
+  proxy: "bare node:http proxy (floor of a Node hop)",
+  gateway: "gateway, http backend",
+  gateway2: "gateway, http backend, WORKERS=2",
+};
+const streamRows = [];
+for (const results of streamRuns)
+  for (const r of results) {
+    const errors = Object.entries(r.errors)
+      .map(([kind, count]) => `${count} ${kind}`)
+      .join(", ");
+    streamRows.push([
+      `${r.level.streams} x ${r.level.rate}`,
+      STREAM_LABELS[r.label] ?? r.label,
+      `${f0(r.chunksPerSecond)} (${r.schedule})`,
+      f0(r.cpuUse * 100) + "%",
+      f2(r.cpuPerChunkUs),
+      `${r.cpuVsFirst.toFixed(2)}x`,
+      `${f0(r.idleRss)} / ${r.rssOpen.map(f0).join(", ")} / ${f0(r.peakRss)}`,
+      f2(r.rssPerStreamKiB),
+      `${f2(r.firstByteMs.p50)} / ${f2(r.firstByteMs.p99)}`,
+      f0(r.maxGapP99Ms),
+      errors === "" ? "0" : errors,
+    ]);
+  }
+const streamTable = table(
+  [
+    "open streams x chunks/s each",
+    "server",
+    "chunks/s delivered (schedule)",
+    "CPU",
+    "CPU µs/chunk",
+    "vs proxy (paired)",
+    "RSS MiB idle / with the streams open, each round / peak",
+    "RSS KiB per open stream",
+    "first byte p50 / p99 ms",
+    "largest gap p99 ms",
+    "errors",
+  ],
+  streamRows,
+);
+const streamResult = (levelIndex, label) => streamRuns[levelIndex]?.find((r) => r.label === label);
+const low = streamResult(0, "gateway");
+const lowProxy = streamResult(0, "proxy");
+const high = streamResult(1, "gateway");
+const high2 = streamResult(1, "gateway2");
+const median0 = (values) => median(values);
+/** What one more open stream costs: the RSS slope between the two levels, fixed costs (heap, code) apart. */
+const marginalKiB =
+  low === undefined || high === undefined
+    ? null
+    : ((median0(high.rssOpen) - median0(low.rssOpen)) * 1024) / (high.level.streams - low.level.streams);
+const lastGrowth = (r) =>
+  r.rssOpen.length < 3 ? null : (r.rssOpen[r.rssOpen.length - 1] - r.rssOpen[r.rssOpen.length - 2]) / r.rssOpen[1];
+const keepsSchedule = (r) => r.chunksPerSecond >= 0.97 * r.schedule;
+const errorCount = (r) => (r === undefined ? 0 : Object.values(r.errors).reduce((sum, n) => sum + n, 0));
+
 const check = (ok) => (ok ? "met" : "NOT met");
 const lat200 = latency[200];
 const lat1000 = latency[1000];
@@ -361,6 +440,7 @@ const targets = table(
   [
     ["http path >= 0.13x upstream", ratio(rps("http") / baseline), check(rps("http") / baseline >= 0.13)],
     ["echo path >= 0.15x upstream", ratio(rps("echo") / baseline), check(rps("echo") / baseline >= 0.15)],
+    ["http path >= 0.20x upstream (issue 13)", ratio(rps("http") / baseline), check(rps("http") / baseline >= 0.2)],
     [
       "http added p50 <= 1 ms at 200 req/s",
       `${f2(lat200.http.latencyMs.p50 - lat200.upstream.latencyMs.p50)} ms`,
@@ -383,6 +463,51 @@ const targets = table(
     ["RSS < 100 MiB idle (http, one process)", `${f0(idle.http)} MiB`, check(idle.http < 100)],
     ["RSS < 160 MiB at peak (http, one process)", `${f0(peak.http)} MiB`, check(peak.http < 160)],
     ["stream first byte within 2 ms of the upstream's", `+${f2(ttfbAdded)} ms (p50)`, check(ttfbAdded <= 2)],
+    ...(low === undefined || lowProxy === undefined || high === undefined
+      ? []
+      : [
+          [
+            `CPU per relayed chunk <= 1.2x the bare pipe proxy's at ${low.level.streams} open streams`,
+            `${low.cpuVsFirst.toFixed(2)}x (${f2(low.cpuPerChunkUs)} vs ${f2(lowProxy.cpuPerChunkUs)} µs, median of paired rounds)`,
+            check(low.cpuVsFirst <= 1.2),
+          ],
+          [
+            "the gateway keeps the upstream's schedule wherever the proxy does",
+            streamRuns
+              .map((results) => {
+                const [proxy, gateway] = [
+                  results.find((r) => r.label === "proxy"),
+                  results.find((r) => r.label === "gateway"),
+                ];
+                return `${gateway.level.streams} x ${gateway.level.rate}: proxy ${f0(proxy.chunksPerSecond)}, gateway ${f0(gateway.chunksPerSecond)} of ${gateway.schedule}`;
+              })
+              .join("; "),
+            check(
+              streamRuns.every((results) => {
+                const [proxy, gateway] = [
+                  results.find((r) => r.label === "proxy"),
+                  results.find((r) => r.label === "gateway"),
+                ];
+                return !keepsSchedule(proxy) || keepsSchedule(gateway);
+              }),
+            ),
+          ],
+          [
+            `0 errors and 0 resets at ${high.level.streams} open streams`,
+            `gateway ${errorCount(high)}, WORKERS=2 ${errorCount(high2)} (ramp included)`,
+            check(errorCount(high) === 0 && errorCount(high2) === 0),
+          ],
+          [
+            "RSS per open stream <= 40 KiB",
+            `${f2(marginalKiB)} KiB (slope between ${low.level.streams} and ${high.level.streams} open streams); ${f2(high.rssPerStreamKiB)} KiB counting all of the RSS above idle at ${high.level.streams}`,
+            check(marginalKiB !== null && marginalKiB <= 40),
+          ],
+          [
+            "no RSS growth across rounds",
+            `with the streams open, each round: ${low.rssOpen.map(f0).join(", ")} MiB (${low.level.streams}), ${high.rssOpen.map(f0).join(", ")} MiB (${high.level.streams}); last round ${lastGrowth(low) === null ? "–" : `${(lastGrowth(low) * 100).toFixed(0)}%`} over the one before`,
+            check(lastGrowth(low) !== null && lastGrowth(low) <= 0.05),
+          ],
+        ]),
   ],
 );
 
@@ -433,6 +558,18 @@ Through the gateway the first byte comes ${f2(ttfbAdded)} ms (p50) after the ups
 ${scalingTable}
 
 ${plan.pinned && plan.cores <= 2 ? "On this 2-core machine the second worker shares its core with the load generator and the upstream, so this understates what a second core of its own gives." : ""}
+
+## Concurrent streams
+
+Each stream is a \`"stream": true\` request (\`${STREAMS_BODY}\`) answered with ${CHUNKS_PER_STREAM} chunks at the level's pace by one upstream driving all its streams from one timer (bench/sse-upstream.mjs); the client (bench/stream-client.mjs) keeps that many open, replacing each that ends. ${options.streamRounds} rounds per server, interleaved; "vs proxy" is the median of per-round ratios of CPU per chunk. RSS per open stream counts all of the RSS above idle; the targets below also give the slope between the levels.
+
+${streamTable}
+
+${
+  high2 === undefined || high === undefined
+    ? ""
+    : `WORKERS=2 at ${high.level.streams} open streams: ${f0(high2.chunksPerSecond)} chunks/s at ${f0(high2.cpuUse * 100)}% CPU (${f2(high2.cpuPerChunkUs)} µs per chunk) against one process's ${f0(high.chunksPerSecond)} at ${f0(high.cpuUse * 100)}%; its second worker shares CPU 1 with the client and the upstream.`
+}
 
 ## The issue's targets, in this run
 

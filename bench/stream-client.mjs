@@ -140,7 +140,8 @@ const seconds = (performance.now() - started) / 1000;
 say("window-end");
 stopping = true;
 // Streams still open count with the largest gap they have had so far.
-for (const connection of live) if (connection.inStream && connection.lastChunkAt !== 0) maxGapMs.push(connection.maxGap);
+for (const connection of live)
+  if (connection.inStream && connection.lastChunkAt !== 0) maxGapMs.push(connection.maxGap);
 for (const connection of live) connection.socket.destroy();
 say({
   streams: spec.streams,
