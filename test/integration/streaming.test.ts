@@ -1,4 +1,7 @@
+import { createServer } from "node:http";
+import { type AddressInfo, connect } from "node:net";
 import OpenAI from "openai";
+import { eventually } from "../support/eventually";
 import { total } from "../support/exposition";
 import { scrape, scrapeUntil } from "../support/metrics";
 import {
@@ -287,4 +290,76 @@ describe("client disconnect", () => {
     expect(total(samples, "gateway_requests_total", { backend: "remote", code: "499", stream: "true" })).toBe(1);
     expect(total(samples, "gateway_in_flight_requests", { backend: "remote" })).toBe(0);
   });
+});
+
+describe("a client that reads slowly", () => {
+  it("holds the upstream back instead of the gateway buffering its flood, and still gets every chunk", async () => {
+    const event = `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: "x".repeat(1000) }, finish_reason: null }] })}\n\n`;
+    const events = 100_000; // about 110 MB in all
+    let written = 0;
+    const upstream = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        let sent = 0;
+        const pump = () => {
+          while (sent < events && !res.destroyed) {
+            sent++;
+            written += event.length;
+            if (!res.write(event)) {
+              res.once("drain", pump);
+              return;
+            }
+          }
+          if (sent === events) res.end("data: [DONE]\n\n");
+        };
+        pump();
+      });
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+    const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+    const flooded = await startGateway(
+      `default_backend: flood\nbackends:\n  - name: flood\n    type: http\n    url: ${upstreamUrl}\n    timeout: 30\n`,
+    );
+    const socket = connect({ host: "127.0.0.1", port: Number(new URL(flooded.url).port) });
+    try {
+      await new Promise<void>((resolve) => socket.once("connect", resolve));
+      const body = JSON.stringify({ model: "flood", stream: true, messages: userMessage("Hi") });
+      socket.pause();
+      socket.write(
+        `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+      // Not reading for a while: what the upstream got to send is what the sockets' buffers and the
+      // gateway's bounded queue hold, not the whole answer.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      expect(written).toBeLessThan((events * event.length) / 2);
+      let received = 0;
+      let tail = "";
+      let chunks = 0;
+      const MARK = '"content":"xxxxxxxxxx';
+      socket.on("data", (data: Buffer) => {
+        received += data.length;
+        const text = tail + data.toString("latin1");
+        // Markers wholly inside the kept tail were counted with the read before.
+        chunks += text.split(MARK).length - tail.split(MARK).length;
+        tail = text.slice(-40);
+      });
+      socket.resume();
+      await eventually(
+        "the whole stream read",
+        () => Promise.resolve(tail),
+        (text) => text.includes("data: [DONE]"),
+        { timeoutMs: 60_000, intervalMs: 100 },
+      );
+      expect(chunks).toBe(events);
+      expect(received).toBeGreaterThan(events * event.length);
+    } finally {
+      socket.destroy();
+      await flooded.close();
+      await new Promise<void>((resolve) => {
+        upstream.close(() => resolve());
+        upstream.closeAllConnections();
+      });
+    }
+  }, 90_000);
 });
