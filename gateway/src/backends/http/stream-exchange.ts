@@ -7,6 +7,14 @@ import { type AnswerAllowance, utf8Text } from "./whole-answer";
 const DRAIN_BYTES = 64 * 1024;
 const DRAIN_MS = 1000;
 
+/** Where a StreamExchange hands its events (see relay). */
+export interface EventSink {
+  /** One event; false to pause reading until the exchange's `resume()`. */
+  event(event: ServerSentEvent): boolean;
+  end(): void;
+  fail(error: Error): void;
+}
+
 /**
  * One streamed exchange through undici's lowest-level `dispatch`, not `Pool.request`: each upstream read
  * is parsed where undici hands it over (SseParser, synchronous) and the events it completes go straight to
@@ -16,14 +24,6 @@ const DRAIN_MS = 1000;
  * ignored `stream: true`) is read whole within an AnswerAllowance, for `text()`. Fails with undici's own
  * errors, or `RequestAbortedError` once `signal` aborts, or SseParser's EventTooLargeError.
  */
-/** Where a StreamExchange hands its events (see relay). */
-export interface EventSink {
-  /** One event; false to pause reading until the exchange's `resume()`. */
-  event(event: ServerSentEvent): boolean;
-  end(): void;
-  fail(error: Error): void;
-}
-
 export class StreamExchange implements Dispatcher.DispatchHandler {
   status = 0;
   headers: IncomingHttpHeaders = {};

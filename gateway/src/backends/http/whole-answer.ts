@@ -31,22 +31,6 @@ export function readWhole(
   });
 }
 
-/** A response body already in hand (a stream request's error or non-SSE answer) read whole within `allowance`, which is released however the read ends. */
-export async function readBody(body: AsyncIterable<Buffer>, allowance: AnswerAllowance): Promise<string> {
-  const chunks: Buffer[] = [];
-  let received = 0;
-  try {
-    for await (const chunk of body) {
-      received += chunk.length;
-      allowance.need(received);
-      chunks.push(chunk);
-    }
-    return utf8Text(chunks);
-  } finally {
-    allowance.release();
-  }
-}
-
 export class WholeAnswerHandler implements Dispatcher.DispatchHandler {
   private status = 0;
   private headers: IncomingHttpHeaders = {};

@@ -1,6 +1,6 @@
 import { Pool, errors as undiciErrors } from "undici";
 import type { Dispatcher } from "undici";
-import { AnswerAllowance, readBody, readWhole, utf8Text } from "../../../../gateway/src/backends/http/whole-answer";
+import { AnswerAllowance, readWhole, utf8Text } from "../../../../gateway/src/backends/http/whole-answer";
 import { ResponseBudget } from "../../../../gateway/src/backends/response-budget";
 import { ResponseBudgetExhaustedError, UpstreamInvalidResponseError } from "../../../../gateway/src/errors";
 import { closeAfterTest, closeOpened, failure, upstream } from "./upstream";
@@ -13,10 +13,6 @@ const POST: Dispatcher.DispatchOptions = {
   headers: { "content-type": "application/json" },
   body: "{}",
 };
-
-async function* chunks(...parts: string[]): AsyncGenerator<Buffer> {
-  for (const part of parts) yield Buffer.from(part);
-}
 
 describe("AnswerAllowance", () => {
   it("reserves only the growth of an answer in the budget, and releases all of it once", () => {
@@ -63,23 +59,6 @@ describe("utf8Text", () => {
       "€5",
     );
     expect(utf8Text([])).toBe("");
-  });
-});
-
-describe("readBody", () => {
-  it("reads a body whole and gives its bytes back", async () => {
-    const budget = new ResponseBudget(1000);
-    expect(await readBody(chunks("ab", "cd"), new AnswerAllowance(budget, 1024, "remote"))).toBe("abcd");
-    expect(budget.usedBytes).toBe(0);
-  });
-
-  it("stops at the bound and gives the bytes back", async () => {
-    const budget = new ResponseBudget(100_000);
-    const error = await failure(
-      readBody(chunks("x".repeat(1000), "x".repeat(1000)), new AnswerAllowance(budget, 1500, "remote")),
-    );
-    expect(error).toBeInstanceOf(UpstreamInvalidResponseError);
-    expect(budget.usedBytes).toBe(0);
   });
 });
 
