@@ -134,16 +134,3 @@ function lineEnd(bytes: Buffer, from: number): number {
   }
   return -1;
 }
-
-/** The events of a whole byte stream, as SseParser reads them. */
-export async function* parseServerSentEvents(
-  body: AsyncIterable<Buffer | string>,
-  maxEventBytes = DEFAULT_MAX_EVENT_BYTES,
-): AsyncGenerator<ServerSentEvent> {
-  const parser = new SseParser(maxEventBytes);
-  for await (const chunk of body) {
-    const events: ServerSentEvent[] = [];
-    parser.push(chunk, events);
-    yield* events;
-  }
-}

@@ -1,4 +1,22 @@
-import { EventTooLargeError, parseServerSentEvents, type ServerSentEvent } from "../../../gateway/src/utils/sse";
+import {
+  DEFAULT_MAX_EVENT_BYTES,
+  EventTooLargeError,
+  type ServerSentEvent,
+  SseParser,
+} from "../../../gateway/src/utils/sse";
+
+/** The events of a whole byte stream, fed to one SseParser chunk by chunk as the http backend does. */
+async function* parseServerSentEvents(
+  body: AsyncIterable<Buffer | string>,
+  maxEventBytes = DEFAULT_MAX_EVENT_BYTES,
+): AsyncGenerator<ServerSentEvent> {
+  const parser = new SseParser(maxEventBytes);
+  for await (const chunk of body) {
+    const events: ServerSentEvent[] = [];
+    parser.push(chunk, events);
+    yield* events;
+  }
+}
 
 async function parseWith(maxEventBytes: number | undefined, pieces: readonly string[]): Promise<ServerSentEvent[]> {
   async function* body() {
@@ -20,7 +38,7 @@ function split(text: string, size: number): string[] {
   );
 }
 
-describe("parseServerSentEvents", () => {
+describe("SseParser", () => {
   it("reads data events separated by blank lines", async () => {
     expect(await parse('data: {"a":1}\n\ndata: [DONE]\n\n')).toEqual([
       { event: undefined, data: '{"a":1}' },
