@@ -47,9 +47,8 @@ EXPOSE 8080
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # Drains requests in flight on SIGTERM (SHUTDOWN_TIMEOUT, default 10 s) and exits 0.
-# A small young generation (8 MiB semi-spaces): V8 otherwise grows it to 128 MiB under load, which costs RSS
-# and buys nothing here, since next to nothing of a finished request survives a scavenge; 8 rather than 4
-# because thousands of open streams scavenge half as often for 8 MiB more. The old generation may grow 20%
-# past what was live after its last full GC (V8's own factor goes up to 4x): with thousands of open streams
-# it otherwise filled with promoted garbage, RSS rising round after round (bench/README.md).
-CMD ["node", "--max-semi-space-size=8", "--heap-growing-percent=20", "dist/gateway/src/main.js"]
+# A small young generation (4 MiB semi-spaces): V8 otherwise grows it to 128 MiB under load, which costs RSS
+# and buys nothing here, since next to nothing of a finished request survives a scavenge. The old generation
+# may grow 20% past what was live after its last full GC (V8's own factor goes up to 4x): with thousands of
+# open streams it otherwise filled with promoted garbage, RSS rising round after round (bench/README.md).
+CMD ["node", "--max-semi-space-size=4", "--heap-growing-percent=20", "dist/gateway/src/main.js"]
