@@ -421,12 +421,11 @@ const low = streamResult(0, "gateway");
 const lowProxy = streamResult(0, "proxy");
 const high = streamResult(1, "gateway");
 const high2 = streamResult(1, "gateway2");
-const median0 = (values) => median(values);
 /** What one more open stream costs: the RSS slope between the two levels, fixed costs (heap, code) apart. */
 const marginalKiB =
   low === undefined || high === undefined
     ? null
-    : ((median0(high.rssOpen) - median0(low.rssOpen)) * 1024) / (high.level.streams - low.level.streams);
+    : ((median(high.rssOpen) - median(low.rssOpen)) * 1024) / (high.level.streams - low.level.streams);
 const lastGrowth = (r) =>
   r.rssOpen.length < 3 ? null : (r.rssOpen[r.rssOpen.length - 1] - r.rssOpen[r.rssOpen.length - 2]) / r.rssOpen[1];
 const keepsSchedule = (r) => r.chunksPerSecond >= 0.97 * r.schedule;

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { type Dispatcher, type Pool, errors as undiciErrors } from "undici";
 import { type ServerSentEvent, SseParser } from "../../utils/sse";
-import { type AnswerAllowance, utf8Text } from "./whole-answer";
+import { type AnswerAllowance, WholeBody } from "./whole-answer";
 
 /** After `[DONE]`, what an upstream may still send before its answer ends: the rest is cut, with the connection. */
 const DRAIN_BYTES = 64 * 1024;
@@ -41,9 +41,10 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
   private failure: Error | undefined;
   /** Whoever awaits the next change (head or text). */
   private waiter: (() => void) | undefined;
-  private allowance: AnswerAllowance | undefined;
-  private chunks: Buffer[] = [];
-  private received = 0;
+  /** The body of an answer read whole (not events). */
+  private body: WholeBody | undefined;
+  /** Bytes that came after `[DONE]`. */
+  private drained = 0;
   private wholeText = "";
   private drainTimer: NodeJS.Timeout | undefined;
 
@@ -116,7 +117,6 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
     this.mode = "draining";
     this.sink = undefined;
     this.resume();
-    this.received = 0;
     this.drainTimer = setTimeout(() => this.abort(), DRAIN_MS);
     this.drainTimer.unref();
   }
@@ -136,10 +136,9 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
       status >= 200 && status <= 299 && typeof type === "string" && type.includes("text/event-stream");
     this.mode = this.isEventStream ? "events" : "whole";
     if (!this.isEventStream) {
-      this.allowance = this.newAllowance();
-      // A declared length is claimed up front: an answer that cannot fit fails before any of it is read.
-      const declared = Number(headers["content-length"]);
-      if (Number.isSafeInteger(declared) && declared > 0) this.claim(declared);
+      const body = new WholeBody(this.newAllowance());
+      this.body = body;
+      this.bounded(() => body.expect(headers));
     }
     this.wake();
   }
@@ -166,21 +165,17 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
       parsed.length = 0;
       if (!more && !controller.paused) controller.pause();
     } else if (this.mode === "whole") {
-      this.received += chunk.length;
-      if (this.claim(this.received)) this.chunks.push(chunk);
+      const body = this.body;
+      if (body !== undefined) this.bounded(() => body.add(chunk));
     } else if (this.mode === "draining") {
-      this.received += chunk.length;
-      if (this.received > DRAIN_BYTES) this.abort();
+      this.drained += chunk.length;
+      if (this.drained > DRAIN_BYTES) this.abort();
     }
   }
 
   onResponseEnd(): void {
     if (this.failure !== undefined) return;
-    if (this.mode === "whole") {
-      // Decoded before the allowance is released: the copy counts while it is made.
-      this.wholeText = utf8Text(this.chunks);
-      this.chunks = [];
-    }
+    if (this.body !== undefined) this.wholeText = this.body.text();
     this.ended = true;
     this.release();
     this.wake();
@@ -219,20 +214,18 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
     return this.sink.event(event);
   }
 
-  /** Claims `bytes` for a whole answer; past its bounds the exchange fails with that error (and false). */
-  private claim(bytes: number): boolean {
+  /** Runs a claim on a whole answer's bounds; past them the exchange fails with that error. */
+  private bounded(claim: () => void): void {
     try {
-      this.allowance?.need(bytes);
-      return true;
+      claim();
     } catch (error) {
       this.fail(error instanceof Error ? error : new Error(String(error)));
-      return false;
     }
   }
 
   private release(): void {
     this.signal.removeEventListener("abort", this.onAbort);
-    this.allowance?.release();
+    this.body?.release();
     if (this.drainTimer !== undefined) clearTimeout(this.drainTimer);
   }
 

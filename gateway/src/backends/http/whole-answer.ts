@@ -34,17 +34,17 @@ export function readWhole(
 export class WholeAnswerHandler implements Dispatcher.DispatchHandler {
   private status = 0;
   private headers: IncomingHttpHeaders = {};
-  private readonly chunks: Buffer[] = [];
-  private received = 0;
+  private readonly body: WholeBody;
   private controller: Dispatcher.DispatchController | undefined;
   private settled = false;
 
   constructor(
     private readonly signal: AbortSignal,
-    private readonly allowance: AnswerAllowance,
+    allowance: AnswerAllowance,
     private readonly resolve: (answer: WholeAnswer) => void,
     private readonly reject: (error: Error) => void,
   ) {
+    this.body = new WholeBody(allowance);
     signal.addEventListener("abort", this.onAbort, { once: true });
   }
 
@@ -57,21 +57,17 @@ export class WholeAnswerHandler implements Dispatcher.DispatchHandler {
   onResponseStart(_controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
     this.status = status;
     this.headers = headers;
-    // A declared length is claimed up front: an answer that cannot fit fails before any of it is read.
-    const declared = Number(headers["content-length"]);
-    if (Number.isSafeInteger(declared) && declared > 0) this.claim(declared);
+    this.bounded(() => this.body.expect(headers));
   }
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.settled) return;
-    this.received += chunk.length;
-    if (this.claim(this.received)) this.chunks.push(chunk);
+    this.bounded(() => this.body.add(chunk));
   }
 
   onResponseEnd(): void {
     if (this.settled) return;
-    // Decoded before settling, which releases the allowance: the copy counts while it is made.
-    const text = utf8Text(this.chunks);
+    const text = this.body.text();
     this.settle();
     this.resolve({ status: this.status, headers: this.headers, text });
   }
@@ -85,22 +81,20 @@ export class WholeAnswerHandler implements Dispatcher.DispatchHandler {
     if (this.settled) return false;
     this.settled = true;
     this.signal.removeEventListener("abort", this.onAbort);
-    this.allowance.release();
+    this.body.release();
     return true;
   }
 
-  /** Claims `bytes` for the answer; past its bounds the exchange is stopped with that error (and false). */
-  private claim(bytes: number): boolean {
+  /** Runs a claim on the body's bounds; past them the exchange is stopped with that error. */
+  private bounded(claim: () => void): void {
     try {
-      this.allowance.need(bytes);
-      return true;
+      claim();
     } catch (error) {
       const reason = error instanceof Error ? error : new Error(String(error));
       if (this.settle()) {
         this.controller?.abort(reason);
         this.reject(reason);
       }
-      return false;
     }
   }
 
@@ -108,6 +102,41 @@ export class WholeAnswerHandler implements Dispatcher.DispatchHandler {
     // Not yet handed to a connection: undici calls onRequestStart later, which aborts it then.
     this.controller?.abort(new undiciErrors.RequestAbortedError());
   };
+}
+
+/**
+ * An answer's body gathered whole within its AnswerAllowance: what both a plain call (WholeAnswerHandler) and a
+ * stream request answered with an error or without SSE (StreamExchange) read. Each claim throws past the bounds.
+ */
+export class WholeBody {
+  private readonly chunks: Buffer[] = [];
+  private received = 0;
+
+  constructor(private readonly allowance: AnswerAllowance) {}
+
+  /** A declared length is claimed up front: an answer that cannot fit fails before any of it is read. */
+  expect(headers: IncomingHttpHeaders): void {
+    const declared = Number(headers["content-length"]);
+    if (Number.isSafeInteger(declared) && declared > 0) this.allowance.need(declared);
+  }
+
+  add(chunk: Buffer): void {
+    this.received += chunk.length;
+    this.allowance.need(this.received);
+    this.chunks.push(chunk);
+  }
+
+  /** The text, decoded before the allowance is released (the copy counts while it is made). */
+  text(): string {
+    const text = utf8Text(this.chunks);
+    this.chunks.length = 0;
+    return text;
+  }
+
+  /** Gives back exactly what was reserved, however the answer ended. */
+  release(): void {
+    this.allowance.release();
+  }
 }
 
 /**
