@@ -115,6 +115,8 @@ export async function measureLevel(
   } finally {
     for (const entry of servers) {
       signalAll(entry.pids, "SIGCONT");
+      // A profiled server (NODE_FLAGS=--cpu-prof ...) writes its profile only on a clean exit.
+      if (entry.spec.args.some((arg) => arg.startsWith("--cpu-prof"))) await stopGently(entry.server.child);
       entry.server.child.kill("SIGKILL");
     }
     upstream.child.kill("SIGKILL");
@@ -146,6 +148,14 @@ export async function measureLevel(
       errors,
     };
   });
+}
+
+/** SIGTERM, then up to 15 s for the drain and exit. */
+async function stopGently(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGTERM");
+  await Promise.race([exited, sleep(15_000)]);
 }
 
 function signalAll(pids, signal) {
@@ -222,12 +232,13 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     const path = resolve(ROOT, main);
     const gateway = path.endsWith("gateway/src/main.js");
     const env = Object.fromEntries(pairs.map((pair) => [pair.split("=")[0], pair.split("=").slice(1).join("=")]));
-    // NODE_FLAGS="--a --b" in a variant replaces the gateway's shipped V8 flags, to price another setting.
-    const flags = env.NODE_FLAGS === undefined ? GATEWAY_NODE_FLAGS : env.NODE_FLAGS.split(" ").filter(Boolean);
+    // NODE_FLAGS="--a --b" in a variant replaces the gateway's shipped V8 flags (to price another setting) or
+    // gives another server flags (--cpu-prof: the profile is written when the run ends).
+    const given = env.NODE_FLAGS?.split(" ").filter(Boolean);
     delete env.NODE_FLAGS;
     specs.push({
       label,
-      args: gateway ? [...flags, path] : [path],
+      args: [...(given ?? (gateway ? GATEWAY_NODE_FLAGS : [])), path],
       env,
       gateway,
       cluster: Number(env.WORKERS ?? 1) > 1,

@@ -1,4 +1,5 @@
 import express, { type Express } from "express";
+import { IncomingMessage, ServerResponse, type ServerOptions } from "node:http";
 import type { Logger } from "winston";
 import type { Admission } from "./access/admission";
 import type { KeyRing } from "./access/keys";
@@ -8,10 +9,10 @@ import { createHealthRouter } from "./api/health";
 import { createMetricsRouter } from "./api/metrics";
 import { createChatCompletionsRouter } from "./api/v1/chat-completions";
 import { createModelsRouter, type ModelInfo } from "./api/v1/models";
-import { accessLog } from "./middleware/access-log";
+import { accessLine } from "./middleware/access-log";
 import { errorHandler, notFound } from "./middleware/error-handler";
 import { requestContext } from "./middleware/request-context";
-import { requestMetrics } from "./middleware/request-metrics";
+import { metered, requestCounter } from "./middleware/request-metrics";
 import type { GatewayMetrics } from "./observability/metrics";
 import type { InferenceService } from "./services/inference";
 import type { Lifecycle } from "./services/lifecycle";
@@ -49,15 +50,21 @@ export function createApp(deps: AppDependencies): Express {
   const app = express();
   app.disable("x-powered-by");
   app.disable("etag");
-  app.use(requestContext(deps.logger));
+  const logLine = accessLine(deps.logger);
+  const count = requestCounter(deps.metrics);
+  app.use(
+    requestContext(deps.logger, (req, res, context) => {
+      logLine(req, res, context);
+      count(req, res, context);
+    }),
+  );
   app.use((_req, res, next) => {
     // While draining, tell keep-alive clients to reconnect elsewhere instead of reusing this socket.
     if (!deps.lifecycle.isReady) res.setHeader("connection", "close");
     next();
   });
-  app.use(accessLog(deps.logger));
   // The inference route first: every request walks the routers in order, and this one gets the traffic.
-  app.all("/v1/chat/completions", requestMetrics(deps.metrics));
+  app.all("/v1/chat/completions", metered());
   if (deps.keys.enabled) app.use("/v1", authenticate(deps.keys, deps.accessMetrics));
   app.use(createChatCompletionsRouter(deps));
   app.use(createHealthRouter(deps));
@@ -66,4 +73,25 @@ export function createApp(deps: AppDependencies): Express {
   app.use(notFound());
   app.use(errorHandler());
   return app;
+}
+
+/**
+ * The request and response classes for node:http's server (its `IncomingMessage` and `ServerResponse`
+ * options): their instances are born with Express's prototypes. Express sets them on every request with
+ * Object.setPrototypeOf, and changing a live object's prototype is slow and unsettles every inline cache
+ * that sees those objects; on an object born with them, the call changes nothing.
+ */
+export function expressServerClasses(app: Express): Pick<ServerOptions, "IncomingMessage" | "ServerResponse"> {
+  function ExpressRequest(...args: ConstructorParameters<typeof IncomingMessage>): IncomingMessage {
+    return Reflect.construct(IncomingMessage, args, ExpressRequest) as IncomingMessage;
+  }
+  ExpressRequest.prototype = app.request;
+  function ExpressResponse(...args: ConstructorParameters<typeof ServerResponse>): ServerResponse {
+    return Reflect.construct(ServerResponse, args, ExpressResponse) as ServerResponse;
+  }
+  ExpressResponse.prototype = app.response;
+  return {
+    IncomingMessage: ExpressRequest as unknown as typeof IncomingMessage,
+    ServerResponse: ExpressResponse as unknown as typeof ServerResponse,
+  };
 }

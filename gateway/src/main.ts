@@ -2,7 +2,7 @@ import cluster from "node:cluster";
 import { createServer, type ServerOptions } from "node:http";
 import { availableParallelism } from "node:os";
 import { answerClientErrors } from "./api/client-error";
-import { createApp } from "./app";
+import { createApp, expressServerClasses } from "./app";
 import { defaultBackendRegistry } from "./backends";
 import type { BackendRegistry } from "./backends/registry";
 import type { GatewayConfig } from "./config/config";
@@ -86,7 +86,7 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
     process.exit(1);
   });
 
-  const server = createServer(serverOptions(settings), app);
+  const server = createServer({ ...serverOptions(settings), ...expressServerClasses(app) }, app);
   server.maxConnections = settings.maxConnections;
   let droppedWarned = 0;
   server.on("drop", () => {

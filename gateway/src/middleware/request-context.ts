@@ -37,6 +37,8 @@ export interface RequestContext {
   allowlist: KeyAllowlist | undefined;
   /** Tokens the answer used (prompt + completion), once known: what the key's tokens per minute are charged. */
   tokensUsed: number;
+  /** Counted in the request metrics (the inference route only, see request-metrics.ts). */
+  metered: boolean;
   /** Each backend the request turns to (the routed one, then any fallback): the last is the one that answered. */
   onBackend(name: string): void;
   /** The request passed every check and a streamed answer is about to be asked for. */
@@ -75,6 +77,7 @@ class Context implements RequestContext {
   key: string | undefined = undefined;
   allowlist: KeyAllowlist | undefined = undefined;
   tokensUsed = 0;
+  metered = false;
   private child: Logger | undefined = undefined;
 
   constructor(
@@ -105,19 +108,25 @@ class Context implements RequestContext {
   }
 }
 
+/** What runs once a request is over (its response closed), with its context: the access line, the metrics. */
+export type RequestEnd = (req: Request, res: Response, context: RequestContext) => void;
+
 /**
  * Gives every request an id (the client's `x-request-id` when it is safe, else a new UUID), echoes it on
- * the response before anything else can fail, and ties an AbortSignal to the client's connection.
+ * the response before anything else can fail, and ties an AbortSignal to the client's connection. Its one
+ * `close` listener also runs `ended`: a listener (and a closure) per concern per request was measurable.
  */
-export function requestContext(logger: Logger) {
+export function requestContext(logger: Logger, ended: RequestEnd) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const requestId = requestIdFrom(req.get("x-request-id"));
     res.setHeader("x-request-id", requestId);
     const controller = new AbortController();
+    const context = new Context(requestId, controller.signal, logger, res);
     res.on("close", () => {
       if (!res.writableFinished) controller.abort();
+      ended(req, res, context);
     });
-    (res as WithContext)[CONTEXT] = new Context(requestId, controller.signal, logger, res);
+    (res as WithContext)[CONTEXT] = context;
     next();
   };
 }

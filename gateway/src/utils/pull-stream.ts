@@ -32,8 +32,10 @@ export interface PullStream<T> {
  * Also an AsyncIterable, for consumers that prefer `for await` (tests, adapters).
  */
 export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
-  private items: (T | undefined)[] = [];
+  /** Items `head` to `tail` wait; the slots are reused, never emptied by `length = 0` (that drops the storage). */
+  private readonly items: (T | undefined)[] = [];
   private head = 0;
+  private tail = 0;
   private over = false;
   private failed = false;
   private failure: unknown;
@@ -50,9 +52,9 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
   /** Adds an item; false once `highWater` items wait untaken (the producer should then wait for `whenTaken`). */
   push(item: T): boolean {
     if (this.over || this.failed || this.closed) return false;
-    this.items.push(item);
+    this.items[this.tail++] = item;
     this.wake();
-    return this.items.length - this.head < this.highWater;
+    return this.tail - this.head < this.highWater;
   }
 
   end(): void {
@@ -74,14 +76,13 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
   }
 
   take(): T | undefined {
-    if (this.head < this.items.length) {
+    if (this.head < this.tail) {
       const item = this.items[this.head];
       this.items[this.head] = undefined;
       this.head++;
-      if (this.head === this.items.length) {
-        // Emptied, not replaced: a new array per item would live until the next one arrives.
-        this.items.length = 0;
+      if (this.head === this.tail) {
         this.head = 0;
+        this.tail = 0;
         const taken = this.taken;
         this.taken = undefined;
         taken?.();
@@ -93,11 +94,11 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
   }
 
   get ended(): boolean {
-    return this.over && this.head === this.items.length;
+    return this.over && this.head === this.tail;
   }
 
   wait(): Promise<void> {
-    if (this.head < this.items.length || this.over || this.failed || this.closed) return Promise.resolve();
+    if (this.head < this.tail || this.over || this.failed || this.closed) return Promise.resolve();
     return new Promise((resolve) => {
       this.waiter = resolve;
     });
@@ -109,7 +110,7 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
 
   /** Resolves when every item pushed so far has been taken (at once when none waits), or the consumer closed. */
   whenTaken(): Promise<void> {
-    if (this.head === this.items.length || this.closed) return Promise.resolve();
+    if (this.head === this.tail || this.closed) return Promise.resolve();
     return new Promise((resolve) => {
       this.taken = resolve;
     });
@@ -120,6 +121,7 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
     this.closed = true;
     this.items.length = 0;
     this.head = 0;
+    this.tail = 0;
     const taken = this.taken;
     this.taken = undefined;
     taken?.();

@@ -37,14 +37,21 @@ export class SseParser {
   /** Nothing read yet: a byte-order mark may open the stream, and is dropped. */
   private atStart = true;
   private event: string | undefined;
-  private data: string[] = [];
+  /** The event's first data line: most events have just one, and keep no array. */
+  private firstData: string | undefined;
+  /** Its further data lines, if any. */
+  private moreData: string[] | undefined;
   /** Bytes of the current event's lines already read whole. */
   private eventBytes = 0;
 
   constructor(private readonly maxEventBytes = DEFAULT_MAX_EVENT_BYTES) {}
 
-  /** Appends to `out` the events `chunk` completes; throws EventTooLargeError past the bound. */
-  push(chunk: Buffer | string, out: ServerSentEvent[]): void {
+  /**
+   * Hands `onEvent` each event `chunk` completes, in order, as it is found (a callback, not an array to
+   * fill: emptying an array drops its storage, so one per read was a new allocation per read); throws
+   * EventTooLargeError past the bound, after the events before it were handed over.
+   */
+  push(chunk: Buffer | string, onEvent: (event: ServerSentEvent) => void): void {
     let bytes = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
     if (bytes.length === 0) return;
     if (this.atStart) {
@@ -69,12 +76,12 @@ export class SseParser {
     for (;;) {
       const end = hasCr ? lineEnd(bytes, start) : bytes.indexOf(LF, start);
       if (end === -1) break;
-      if (this.pieces.length === 0) this.line(bytes, start, end, out);
+      if (this.pieces.length === 0) this.line(bytes, start, end, onEvent);
       else {
         this.pieces.push(bytes.subarray(start, end));
         const whole = Buffer.concat(this.pieces);
         this.pieces.length = 0;
-        this.line(whole, 0, whole.length, out);
+        this.line(whole, 0, whole.length, onEvent);
       }
       this.pendingBytes = 0;
       if (bytes[end] === CR) {
@@ -93,14 +100,16 @@ export class SseParser {
   }
 
   /** The line `bytes[start, end)`, without its end. */
-  private line(bytes: Buffer, start: number, end: number, out: ServerSentEvent[]): void {
+  private line(bytes: Buffer, start: number, end: number, onEvent: (event: ServerSentEvent) => void): void {
     if (start === end) {
-      if (this.data.length > 0)
-        out.push({ event: this.event, data: this.data.length === 1 ? (this.data[0] ?? "") : this.data.join("\n") });
+      const first = this.firstData;
+      const more = this.moreData;
+      const event = this.event;
       this.event = undefined;
-      // Emptied, not replaced: a new array per event would live until the next one (garbage that survives GCs).
-      this.data.length = 0;
+      this.firstData = undefined;
+      this.moreData = undefined;
       this.eventBytes = 0;
+      if (first !== undefined) onEvent({ event, data: more === undefined ? first : [first, ...more].join("\n") });
       return;
     }
     if (bytes[start] === COLON) return; // a comment
@@ -110,8 +119,11 @@ export class SseParser {
     if (colon === -1 || colon > end) colon = end;
     let valueStart = colon === end ? end : colon + 1;
     if (bytes[valueStart] === SPACE && valueStart < end) valueStart++;
-    if (isField(bytes, start, colon, DATA)) this.data.push(bytes.toString("utf8", valueStart, end));
-    else if (isField(bytes, start, colon, EVENT)) this.event = bytes.toString("utf8", valueStart, end);
+    if (isField(bytes, start, colon, DATA)) {
+      const value = bytes.toString("utf8", valueStart, end);
+      if (this.firstData === undefined) this.firstData = value;
+      else (this.moreData ??= []).push(value);
+    } else if (isField(bytes, start, colon, EVENT)) this.event = bytes.toString("utf8", valueStart, end);
   }
 }
 

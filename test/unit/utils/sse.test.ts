@@ -13,7 +13,7 @@ async function* parseServerSentEvents(
   const parser = new SseParser(maxEventBytes);
   for await (const chunk of body) {
     const events: ServerSentEvent[] = [];
-    parser.push(chunk, events);
+    parser.push(chunk, (event) => events.push(event));
     yield* events;
   }
 }
@@ -120,6 +120,26 @@ describe("SseParser", () => {
     const line = `data: ${"y".repeat(10)}\n`;
     const events = await parseWith(34, [`${line}${line}\n`, `${line}${line}\n`]);
     expect(events).toHaveLength(2);
+  });
+
+  it("hands over the events of a read as it finds them, so those before an oversized one are not lost", () => {
+    const parser = new SseParser(34);
+    const seen: ServerSentEvent[] = [];
+    expect(() => parser.push(`data: a\n\ndata: b\n\ndata: ${"z".repeat(40)}\n\n`, (event) => seen.push(event))).toThrow(
+      EventTooLargeError,
+    );
+    expect(seen).toEqual([
+      { event: undefined, data: "a" },
+      { event: undefined, data: "b" },
+    ]);
+  });
+
+  it("starts each event afresh: one event's data lines never leak into the next", () => {
+    const parser = new SseParser();
+    const seen: string[] = [];
+    for (const text of ["data: 1\ndata: 2\n\n", "data: 3\n\n", "event: x\n\ndata: 4\n", "\n"])
+      parser.push(text, (event) => seen.push(`${event.event ?? ""}:${event.data}`));
+    expect(seen).toEqual([":1\n2", ":3", ":4"]);
   });
 
   it("fails an event past the limit, counted in bytes", async () => {

@@ -67,7 +67,7 @@ export function createChatCompletionsRouter(deps: {
       const request = req.body as ChatCompletionRequest;
       const context = contextOf(res);
       if (request.stream === true) {
-        await sendEventStream(res, await deps.inference.openChatStream(request, context), context);
+        sendEventStream(res, await deps.inference.openChatStream(request, context), context);
       } else {
         sendJson(res, await deps.inference.completeChat(request, context));
       }

@@ -13,84 +13,78 @@ import type { PullStream } from "../../utils/pull-stream";
  * Driven by the stream's listener, not by awaiting it: each arrival runs `pump` from the producer's own call
  * (for the http backend, undici's data callback), which writes every chunk there is. No promise per chunk:
  * at thousands of open streams, the promises a `for await` leaves waiting between chunks were most of the
- * relay's garbage. Resolves once the stream is over and the response ended (or the client left).
+ * relay's garbage. Returns once the headers are out: nothing waits on the stream (a handler awaiting it kept
+ * Express's routing closures alive for the stream's whole life, about a kilobyte per open stream).
  */
-export function sendEventStream(
-  res: Response,
-  chunks: PullStream<ChatCompletionChunk>,
-  context: RequestContext,
-): Promise<void> {
+export function sendEventStream(res: Response, chunks: PullStream<ChatCompletionChunk>, context: RequestContext): void {
   res.status(200).set({
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache",
     "x-accel-buffering": "no",
   });
   res.flushHeaders();
-  return new Promise((resolve) => {
-    let over = false;
-    /** Waiting for the socket to drain: a slow reader must not make us buffer. */
-    let blocked = false;
-    let pumping = false;
-    let again = false;
-    const lines = new ChunkLines();
-    const finish = (failure?: unknown) => {
-      over = true;
-      chunks.listen(undefined);
-      res.off("drain", onDrain);
-      res.off("close", onClose);
-      if (failure !== undefined) sendFailure(res, failure, context);
-      // Whatever ended the writing, the backend is released (a no-op once the stream is over).
-      chunks.close();
-      if (!res.destroyed) res.end("data: [DONE]\n\n");
-      resolve();
-    };
-    const onDrain = () => {
-      blocked = false;
-      pump();
-    };
-    // A client that leaves, while the stream waits for its next event or for the socket to drain: finish
-    // now, not at the next event.
-    const onClose = () => {
-      blocked = false;
-      pump();
-    };
-    function pump(): void {
-      if (over || blocked) return;
-      // A call made while pumping (a write that woke the producer) becomes one more turn of this one.
-      if (pumping) {
-        again = true;
-        return;
-      }
-      pumping = true;
-      try {
-        do {
-          again = false;
-          // Each turn writes one chunk taken; the run ends when none is left.
-          for (;;) {
-            const chunk = chunks.take();
-            if (chunk === undefined || res.destroyed) break;
-            if (!res.write(lines.line(chunk))) {
-              blocked = true;
-              res.once("drain", onDrain);
-              return;
-            }
-          }
-          // Ended, or the client left (`finish` then releases the backend).
-          if (chunks.ended || res.destroyed) {
-            finish();
+  let over = false;
+  /** Waiting for the socket to drain: a slow reader must not make us buffer. */
+  let blocked = false;
+  let pumping = false;
+  let again = false;
+  const lines = new ChunkLines();
+  const finish = (failure?: unknown) => {
+    over = true;
+    chunks.listen(undefined);
+    res.off("drain", onDrain);
+    res.off("close", onClose);
+    if (failure !== undefined) sendFailure(res, failure, context);
+    // Whatever ended the writing, the backend is released (a no-op once the stream is over).
+    chunks.close();
+    if (!res.destroyed) res.end("data: [DONE]\n\n");
+  };
+  const onDrain = () => {
+    blocked = false;
+    pump();
+  };
+  // A client that leaves, while the stream waits for its next event or for the socket to drain: finish
+  // now, not at the next event.
+  const onClose = () => {
+    blocked = false;
+    pump();
+  };
+  function pump(): void {
+    if (over || blocked) return;
+    // A call made while pumping (a write that woke the producer) becomes one more turn of this one.
+    if (pumping) {
+      again = true;
+      return;
+    }
+    pumping = true;
+    try {
+      do {
+        again = false;
+        // Each turn writes one chunk taken; the run ends when none is left.
+        for (;;) {
+          const chunk = chunks.take();
+          if (chunk === undefined || res.destroyed) break;
+          if (!res.write(lines.line(chunk))) {
+            blocked = true;
+            res.once("drain", onDrain);
             return;
           }
-        } while (again);
-      } catch (error) {
-        finish(error);
-      } finally {
-        pumping = false;
-      }
+        }
+        // Ended, or the client left (`finish` then releases the backend).
+        if (chunks.ended || res.destroyed) {
+          finish();
+          return;
+        }
+      } while (again);
+    } catch (error) {
+      finish(error);
+    } finally {
+      pumping = false;
     }
-    res.once("close", onClose);
-    chunks.listen(pump);
-    pump();
-  });
+  }
+  res.once("close", onClose);
+  chunks.listen(pump);
+  pump();
 }
 
 /**

@@ -34,8 +34,8 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
   private readonly parser: SseParser;
   /** Events parsed before relay() gave a sink (the head and the first events often come in one read). */
   private early: ServerSentEvent[] = [];
-  /** Where SseParser puts each read's events, reused. */
-  private parsed: ServerSentEvent[] = [];
+  /** Whether the sink took every event of the read in progress (false: pause the reading). */
+  private more = true;
   private sink: EventSink | undefined;
   private ended = false;
   private failure: Error | undefined;
@@ -146,24 +146,16 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.failure !== undefined) return;
     if (this.mode === "events") {
-      const parsed = this.parsed;
+      this.more = true;
       try {
-        this.parser.push(chunk, parsed);
+        this.parser.push(chunk, this.onEvent);
       } catch (error) {
-        parsed.length = 0;
         this.fail(error instanceof Error ? error : new Error(String(error)));
         return;
       }
       // Only events the sink could not take pause the reading: a partial event needs more bytes to complete
       // (SseParser bounds it by max_event_bytes).
-      let more = true;
-      for (const event of parsed) {
-        // The sink may have finished with the stream ([DONE]) or failed it on this very event.
-        if (this.mode !== "events" || this.failure !== undefined) break;
-        more = this.deliver(event) && more;
-      }
-      parsed.length = 0;
-      if (!more && !controller.paused) controller.pause();
+      if (!this.more && !controller.paused) controller.pause();
     } else if (this.mode === "whole") {
       const body = this.body;
       if (body !== undefined) this.bounded(() => body.add(chunk));
@@ -241,6 +233,13 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
     this.waiter = undefined;
     waiter();
   }
+
+  /** Each event of a read, as SseParser finds it. */
+  private readonly onEvent = (event: ServerSentEvent): void => {
+    // The sink may have finished with the stream ([DONE]) or failed it on an earlier event of this read.
+    if (this.mode !== "events" || this.failure !== undefined) return;
+    if (!this.deliver(event)) this.more = false;
+  };
 
   private readonly onAbort = (): void => {
     this.abort();
