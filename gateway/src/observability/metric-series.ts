@@ -1,17 +1,17 @@
-import type { Counter, Gauge, Histogram, LabelValues } from "prom-client";
+import type { Counter, Gauge, LabelValues } from "prom-client";
 import { BACKEND_FAULTS, type BackendFault, GatewayError } from "../errors";
 import type { Usage } from "../schemas/chat";
-import type { Cell, ScrapedCells } from "./metric-cells";
+import type { Cell, CellHistogram, HistogramCell, ScrapedCells } from "./metric-cells";
 
 export type RequestLabel = "backend" | "code" | "stream";
 
 /** The prom-client metrics the series write to, and the cells the request path counts into. */
 export interface Instruments {
-  readonly requestDuration: Histogram<"backend" | "stream">;
+  readonly requestDuration: CellHistogram<"backend" | "stream">;
   /** Time spent waiting on the backend; `requestDuration` minus this is the gateway's own overhead. */
-  readonly backendRequestDuration: Histogram<"backend">;
+  readonly backendRequestDuration: CellHistogram<"backend">;
   readonly backendErrors: Counter<"backend" | "reason">;
-  readonly timeToFirstToken: Histogram<"backend">;
+  readonly timeToFirstToken: CellHistogram<"backend">;
   /** 1 while the backend's circuit is closed, 0 while it is open or waiting on a trial request. */
   readonly backendUp: Gauge<"backend">;
   readonly backendRetries: Counter<"backend">;
@@ -30,14 +30,15 @@ export interface Instruments {
 export class RequestSeries {
   /** Keyed by `status * 2 + (stream ? 1 : 0)`; HTTP statuses are 100-999, so this stays small. */
   private readonly counts = new Map<number, Cell<RequestLabel>>();
-  private readonly durationLabels: Readonly<Record<"true" | "false", LabelValues<"backend" | "stream">>>;
+  private readonly duration: HistogramCell;
+  /** Made on the first streamed request: a backend that never streams shows no stream="true" series. */
+  private streamDuration: HistogramCell | undefined;
 
   constructor(
     private readonly instruments: Instruments,
     readonly backend: string,
   ) {
-    this.durationLabels = { false: { backend, stream: "false" }, true: { backend, stream: "true" } };
-    instruments.requestDuration.zero(this.durationLabels.false);
+    this.duration = instruments.requestDuration.cell({ backend, stream: "false" });
   }
 
   /** Makes the count for `status` (non-streamed) exist at 0. */
@@ -48,7 +49,10 @@ export class RequestSeries {
   /** One finished request: `status` is 499 when the client left before the answer was complete. */
   observe(status: number, stream: boolean, seconds: number): void {
     this.countFor(status, stream).value++;
-    this.instruments.requestDuration.observe(this.durationLabels[stream ? "true" : "false"], seconds);
+    const cell = stream
+      ? (this.streamDuration ??= this.instruments.requestDuration.cell({ backend: this.backend, stream: "true" }))
+      : this.duration;
+    cell.observe(seconds);
   }
 
   private countFor(status: number, stream: boolean): Cell<RequestLabel> {
@@ -73,6 +77,8 @@ export class BackendSeries {
   private readonly promptTokens: Cell<"backend" | "type">;
   private readonly completionTokens: Cell<"backend" | "type">;
   private readonly inFlight: Cell<"backend">;
+  private readonly duration: HistogramCell;
+  private readonly firstTokenTime: HistogramCell;
 
   constructor(
     private readonly instruments: Instruments,
@@ -91,8 +97,8 @@ export class BackendSeries {
     };
     instruments.backendUp.set(this.labels, 1);
     instruments.backendRetries.inc(this.labels, 0);
-    instruments.backendRequestDuration.zero(this.labels);
-    instruments.timeToFirstToken.zero(this.labels);
+    this.duration = instruments.backendRequestDuration.cell(this.labels);
+    this.firstTokenTime = instruments.timeToFirstToken.cell(this.labels);
     for (const reason of BACKEND_FAULTS) instruments.backendErrors.inc(this.errorLabels[reason], 0);
   }
 
@@ -103,7 +109,7 @@ export class BackendSeries {
   /** The backend answered or failed after `seconds`; `error` is what it threw, if anything. */
   callEnded(seconds: number, error?: unknown): void {
     this.inFlight.value--;
-    this.instruments.backendRequestDuration.observe(this.labels, seconds);
+    this.duration.observe(seconds);
     if (error === undefined) return;
     const reason = backendErrorReason(error);
     if (reason !== undefined) this.instruments.backendErrors.inc(this.errorLabels[reason]);
@@ -116,7 +122,7 @@ export class BackendSeries {
 
   /** For streamed answers: seconds from the request's arrival to the first token. */
   firstToken(seconds: number): void {
-    this.instruments.timeToFirstToken.observe(this.labels, seconds);
+    this.firstTokenTime.observe(seconds);
   }
 
   /** Whether the backend's circuit is closed: `gateway_backend_up`. */

@@ -1,6 +1,6 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
 import { gatewayVersion } from "../utils/version";
-import { ScrapedCells } from "./metric-cells";
+import { CellHistogram, ScrapedCells } from "./metric-cells";
 import { BackendSeries, type Instruments, type RequestLabel, RequestSeries } from "./metric-series";
 
 export type { BackendSeries, RequestSeries } from "./metric-series";
@@ -109,14 +109,14 @@ function defineInstruments(registry: Registry): Defined {
       cells.requests.addTo(this);
     },
   });
-  const requestDuration = new Histogram({
+  const requestDuration = new CellHistogram({
     name: "gateway_request_duration_seconds",
     help: "Time from a chat completion request's arrival to its last byte (or the client leaving), in seconds.",
     labelNames: ["backend", "stream"] as const,
     buckets: [...LATENCY_BUCKETS],
     registers,
   });
-  const backendRequestDuration = new Histogram({
+  const backendRequestDuration = new CellHistogram({
     name: "gateway_backend_request_duration_seconds",
     help: "Time spent waiting on the backend per call (a retry is another call), in seconds; subtract it from gateway_request_duration_seconds for the gateway's own overhead.",
     labelNames: ["backend"] as const,
@@ -147,7 +147,7 @@ function defineInstruments(registry: Registry): Defined {
       cells.inFlight.setOn(this);
     },
   });
-  const timeToFirstToken = new Histogram({
+  const timeToFirstToken = new CellHistogram({
     name: "gateway_time_to_first_token_seconds",
     help: "For streamed answers, time from the request's arrival to the first token sent to the client, in seconds.",
     labelNames: ["backend"] as const,
