@@ -1,7 +1,7 @@
 import express, { type Express } from "express";
 import { IncomingMessage, ServerResponse, type ServerOptions } from "node:http";
 import type { Logger } from "winston";
-import type { Admission } from "./access/admission";
+import type { AdmissionControl } from "./access/shared-admission";
 import type { KeyRing } from "./access/keys";
 import type { AccessMetrics } from "./access/metrics";
 import { authenticate } from "./access/middleware";
@@ -25,7 +25,7 @@ export interface AppDependencies {
   /** Gateway API keys; when empty, auth is off. */
   readonly keys: KeyRing;
   /** Limits per client and the cap on requests in flight. */
-  readonly admission: Admission;
+  readonly admission: AdmissionControl;
   readonly accessMetrics: AccessMetrics;
   /** SHA-256 of the key `/metrics` asks for, when it asks for one. */
   readonly metricsKey?: Buffer;

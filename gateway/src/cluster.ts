@@ -1,6 +1,8 @@
 import cluster, { type Worker } from "node:cluster";
 import type { Registry } from "prom-client";
 import type { Logger } from "winston";
+import type { AccessConfig } from "./access/config";
+import { PrimaryLimits } from "./cluster-limits";
 import {
   ClusterMetrics,
   SNAPSHOT_REPLY,
@@ -103,6 +105,8 @@ export interface PrimaryOptions {
   readonly shutdownTimeoutSeconds: number;
   /** DRAIN_DELAY: after SIGTERM each worker serves this long (with /ready at 503) before it starts draining. */
   readonly drainDelaySeconds: number;
+  /** The clients' limits, counted here for all workers (cluster-limits.ts). */
+  readonly access: AccessConfig;
 }
 
 /**
@@ -114,6 +118,7 @@ export interface PrimaryOptions {
 export function runPrimary(options: PrimaryOptions): void {
   const { logger } = options;
   const metrics = new ClusterMetrics(SNAPSHOT_TIMEOUT_MS);
+  const limits = new PrimaryLimits(options.access);
   setInterval(() => void metrics.refresh(), REFRESH_INTERVAL_MS).unref();
   let stopping = false;
   let exitCode = 0;
@@ -124,6 +129,7 @@ export function runPrimary(options: PrimaryOptions): void {
     // Asked only once it listens: before that its listener may not exist, and the question would go unanswered.
     worker.once("listening", () => metrics.join(worker));
     worker.on("message", (message: unknown) => {
+      if (limits.handle(worker, message)) return;
       if (isMessage<SnapshotReply>(message, SNAPSHOT_REPLY)) {
         metrics.answered(worker.id, Array.isArray(message.metrics) ? message.metrics : undefined);
         return;
@@ -143,6 +149,7 @@ export function runPrimary(options: PrimaryOptions): void {
 
   cluster.on("exit", (worker, code, signal) => {
     metrics.exited(worker.id);
+    limits.exited(worker.id);
     if (stopping) {
       if (code !== 0) exitCode = 1;
       if (Object.keys(cluster.workers ?? {}).length === 0) {

@@ -1,6 +1,7 @@
 import { Registry } from "prom-client";
 import type { Logger } from "winston";
 import { Admission } from "./access/admission";
+import { SharedAdmission, type SharedBooks } from "./access/shared-admission";
 import { KeyRing } from "./access/keys";
 import { createAccessMetrics } from "./access/metrics";
 import type { AppDependencies } from "./app";
@@ -30,6 +31,8 @@ export function buildDependencies(options: {
   readonly bodyTimeoutSeconds?: number;
   /** Settings.maxBufferedBytes (`MAX_BUFFERED_BYTES`); its default when absent. */
   readonly maxBufferedBytes?: number;
+  /** In a cluster worker: where every worker's requests are counted against the clients' limits together. */
+  readonly sharedBooks?: SharedBooks;
 }): Dependencies {
   const { config, registry, logger, env } = options;
   // One budget for the whole process: every backend's buffered answers count against it together.
@@ -50,7 +53,10 @@ export function buildDependencies(options: {
     backends.map((backend) => backend.name),
     fallbacks,
   );
-  const admission = new Admission(config.access);
+  const admission =
+    options.sharedBooks === undefined
+      ? new Admission(config.access)
+      : new SharedAdmission(config.access, options.sharedBooks);
   const accessMetrics = createAccessMetrics(
     metrics.registry,
     config.access.keys.map((key) => key.name),

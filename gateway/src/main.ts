@@ -10,6 +10,7 @@ import { ConfigError } from "./config/errors";
 import { environmentWithDotEnv, loadConfigFile, secretFileWarnings } from "./config/load";
 import { type Env, parseSettings, type Settings } from "./config/settings";
 import { clusterScrape, runPrimary } from "./cluster";
+import { primaryBooks } from "./cluster-limits";
 import { buildDependencies } from "./dependencies";
 import { createLogger } from "./observability/logger";
 
@@ -44,6 +45,7 @@ function main(): void {
         logger,
         shutdownTimeoutSeconds: settings.shutdownTimeoutSeconds,
         drainDelaySeconds: settings.drainDelaySeconds,
+        access: config.access,
       });
       return;
     }
@@ -77,6 +79,8 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
     maxHops: settings.maxHops,
     bodyTimeoutSeconds: settings.bodyTimeoutSeconds,
     maxBufferedBytes: settings.maxBufferedBytes,
+    // Under WORKERS > 1 the clients' limits are counted in the primary, for all workers together.
+    ...(cluster.isWorker ? { sharedBooks: primaryBooks(logger) } : {}),
   });
   // A worker's /metrics serves the sum over all workers, gathered by the primary.
   const app = createApp(cluster.isWorker ? { ...deps, scrape: clusterScrape(deps.metrics.registry) } : deps);

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { rmSync } from "node:fs";
-import { request } from "node:http";
+import { createServer, request, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { eventually } from "../support/eventually";
 import { parseExposition, select, total } from "../support/exposition";
 import { GATEWAY_MAIN, workDir } from "../support/process";
@@ -49,8 +50,8 @@ function waitFor(condition: () => boolean, what: string, output: () => string): 
 }
 
 /** The built gateway with WORKERS=2 on an ephemeral port, once both workers listen (bounded wait). */
-async function startCluster(): Promise<Cluster> {
-  const dir = clusterDir(ECHO_CONFIG);
+async function startCluster(configYaml = ECHO_CONFIG): Promise<Cluster> {
+  const dir = clusterDir(configYaml);
   const child = spawn(process.execPath, [GATEWAY_MAIN], {
     cwd: dir,
     env: {
@@ -293,5 +294,83 @@ describe("WORKERS with a bad config", () => {
     expect(result.stdout).toBe("");
     expect(result.stderr.split("\n").filter((line) => line !== "")).toHaveLength(1);
     expect(result.stderr).toMatch(/^gateway: config error: config\.yaml: /);
+  });
+});
+
+describe("WORKERS=2 with per-client limits: counted once for all workers, in the primary", () => {
+  it("admits a client's requests per minute across both workers, not per worker", async () => {
+    const gateway = await startCluster(`limits:\n  requests_per_minute: 10\n${ECHO_CONFIG}`);
+    try {
+      // Each on a connection of its own: node:cluster hands them to the two workers in turn.
+      const statuses: number[] = [];
+      for (let i = 0; i < 30; i++)
+        statuses.push((await send(gateway.port, "POST", "/v1/chat/completions", CHAT)).status);
+      expect(statuses.filter((status) => status === 200)).toHaveLength(10);
+      expect(statuses.filter((status) => status === 429)).toHaveLength(20);
+      // Per worker, each would have admitted 10 of its 15. The summed metrics agree with what the client saw.
+      const samples = parseExposition((await send(gateway.port, "GET", "/metrics")).text);
+      expect(total(samples, "gateway_requests_total", { code: "429" })).toBe(20);
+    } finally {
+      gateway.child.kill("SIGKILL");
+    }
+  });
+
+  it("holds a client's concurrent requests across both workers, and gives the slots back when they end", async () => {
+    // An upstream that holds every request until told to answer.
+    const held: ServerResponse[] = [];
+    const upstream: Server = createServer((req, res) => {
+      req.resume();
+      held.push(res);
+    });
+    await new Promise<void>((resolveListen) => upstream.listen(0, "127.0.0.1", resolveListen));
+    const { port: upstreamPort } = upstream.address() as AddressInfo;
+    const answer = (res: ServerResponse) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify({ choices: [{ message: { role: "assistant", content: "ok" }, finish_reason: "stop" }] }));
+    };
+    const gateway = await startCluster(
+      `limits:\n  concurrent_requests: 2\ndefault_backend: slow\nbackends:\n  - name: slow\n    type: http\n    url: http://127.0.0.1:${upstreamPort}\n`,
+    );
+    try {
+      const first = [
+        send(gateway.port, "POST", "/v1/chat/completions", CHAT),
+        send(gateway.port, "POST", "/v1/chat/completions", CHAT),
+      ];
+      await eventually(
+        "two requests held upstream",
+        async () => held.length,
+        (count) => count === 2,
+        {
+          timeoutMs: 5000,
+          intervalMs: 20,
+        },
+      );
+      // Two more, on new connections (one to each worker): each worker alone would still have a free slot.
+      const refused = await Promise.all([
+        send(gateway.port, "POST", "/v1/chat/completions", CHAT),
+        send(gateway.port, "POST", "/v1/chat/completions", CHAT),
+      ]);
+      expect(refused.map((result) => result.status)).toEqual([503, 503]);
+      expect(refused[0]?.text).toContain("requests in flight");
+      held.splice(0).forEach(answer);
+      expect((await Promise.all(first)).map((result) => result.status)).toEqual([200, 200]);
+      // The slots came back: the next one is admitted.
+      const next = send(gateway.port, "POST", "/v1/chat/completions", CHAT);
+      await eventually(
+        "the next request held upstream",
+        async () => held.length,
+        (count) => count === 1,
+        {
+          timeoutMs: 5000,
+          intervalMs: 20,
+        },
+      );
+      held.splice(0).forEach(answer);
+      expect((await next).status).toBe(200);
+    } finally {
+      gateway.child.kill("SIGKILL");
+      held.splice(0).forEach((res) => res.destroy());
+      await new Promise((resolveClose) => upstream.close(resolveClose));
+    }
   });
 });

@@ -1,9 +1,10 @@
 import type { NextFunction, Request, Response } from "express";
 import { AuthenticationError } from "../errors";
 import { type KeyAllowlist, contextOf, outcomeStatus, type RequestContext } from "../middleware/request-context";
-import { type Admission, AdmissionError, type Ticket } from "./admission";
+import { AdmissionError, type Ticket } from "./admission";
 import type { ApiKeyConfig } from "./config";
 import type { KeyRing } from "./keys";
+import type { AdmissionControl } from "./shared-admission";
 import { type AccessMetrics, NO_KEY } from "./metrics";
 
 /**
@@ -47,7 +48,7 @@ function refuse(error: unknown, context: RequestContext, metrics: AccessMetrics,
 }
 
 /** A client over its requests or tokens per minute is refused (429) before its body is read. */
-export function precheck(admission: Admission, metrics: AccessMetrics) {
+export function precheck(admission: AdmissionControl, metrics: AccessMetrics) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const context = contextOf(res);
     try {
@@ -65,24 +66,44 @@ export function precheck(admission: Admission, metrics: AccessMetrics) {
  * trickling in holds no slot): refused with 429 or 503, else admitted until its response closes, when the
  * tokens it used are charged to its client.
  */
-export function admit(admission: Admission, metrics: AccessMetrics) {
+export function admit(admission: AdmissionControl, metrics: AccessMetrics) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const context = contextOf(res);
-    let ticket: Ticket;
+    const admitted = (ticket: Ticket): void => {
+      const end = (): void => {
+        // Charged first: a shared lease (shared-admission.ts) ends with its tokens in one message.
+        ticket.charge(context.tokensUsed);
+        ticket.release();
+        if (context.key !== undefined) {
+          metrics.requestEnded(context.key, outcomeStatus(res, context));
+          metrics.tokensUsed(context.key, context.tokensUsed);
+        }
+      };
+      // A client that left while the shared books answered: its slot goes back at once.
+      if (res.closed) end();
+      else res.once("close", end);
+    };
+    let ticket: Ticket | Promise<Ticket>;
     try {
       ticket = admission.admit(clientOf(req, context));
     } catch (error) {
       refuse(error, context, metrics, next);
       return;
     }
-    res.once("close", () => {
-      ticket.release();
-      ticket.charge(context.tokensUsed);
-      if (context.key !== undefined) {
-        metrics.requestEnded(context.key, outcomeStatus(res, context));
-        metrics.tokensUsed(context.key, context.tokensUsed);
-      }
-    });
-    next();
+    if (!(ticket instanceof Promise)) {
+      admitted(ticket);
+      next();
+      return;
+    }
+    ticket.then(
+      (taken) => {
+        admitted(taken);
+        if (!res.closed) next();
+      },
+      (error: unknown) => {
+        if (error instanceof AdmissionError) refuse(error, context, metrics, next);
+        else next(error);
+      },
+    );
   };
 }

@@ -1,6 +1,6 @@
 import { type NextFunction, type Request, type Response, Router } from "express";
 import { admit, precheck } from "../../access/middleware";
-import type { Admission } from "../../access/admission";
+import type { AdmissionControl } from "../../access/shared-admission";
 import type { AccessMetrics } from "../../access/metrics";
 import { UnsupportedMediaTypeError } from "../../errors";
 import { jsonBody } from "../../middleware/json-body";
@@ -42,7 +42,7 @@ function sendJson(res: Response, body: unknown): void {
 
 export function createChatCompletionsRouter(deps: {
   readonly inference: InferenceService;
-  readonly admission: Admission;
+  readonly admission: AdmissionControl;
   readonly accessMetrics: AccessMetrics;
   readonly maxBodyBytes: number;
   readonly bodyTimeoutSeconds: number;

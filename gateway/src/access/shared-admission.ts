@@ -1,0 +1,174 @@
+import { RateLimitError, TooManyConcurrentRequestsError } from "../errors";
+import { Admission, AdmissionError, type RejectReason, type Ticket } from "./admission";
+import type { AccessConfig, ApiKeyConfig, ClientLimits } from "./config";
+
+/** Who a request counts against: a key by name, or (auth off) a client address. */
+export interface Client {
+  readonly key?: string;
+  readonly address: string;
+}
+
+/** What the gateway's routes need of admission: Admission in one process, SharedAdmission in a cluster worker. */
+export interface AdmissionControl {
+  /** Requests on the completions path in flight in this process. */
+  readonly requestsInFlight: number;
+  precheck(client: Client): void;
+  admit(client: Client): Ticket | Promise<Ticket>;
+}
+
+/** The answer to a `take`: a lease on the client's shared books, or the limit that refused it. */
+export type Verdict =
+  { readonly lease: number } | { readonly refused: SharedReason; readonly retryAfterSeconds: number };
+
+/** The limits counted in the shared books: a client's own, as configured. */
+export type SharedReason = Extract<RejectReason, "requests_per_minute" | "tokens_per_minute" | "client_concurrency">;
+
+/**
+ * Where a worker's requests are counted together with every other worker's: the cluster's primary (see
+ * cluster-limits.ts). `take` counts one request and takes one of the client's slots, or says which limit
+ * refused it; `end` gives the slot back and charges the tokens the request used.
+ */
+export interface SharedBooks {
+  take(client: Client): Promise<Verdict>;
+  end(lease: number, tokens: number): void;
+}
+
+/** A client's limits when the shared books count any of them; undefined when none (nothing to ask). */
+function counted(limits: ClientLimits | undefined): ClientLimits | undefined {
+  if (limits === undefined) return undefined;
+  const any =
+    limits.requestsPerMinute !== undefined ||
+    limits.tokensPerMinute !== undefined ||
+    limits.concurrentRequests !== undefined;
+  return any ? limits : undefined;
+}
+
+/**
+ * The same limits with the configured per-client ones taken out, for the worker's own Admission: it keeps
+ * the process's own bounds (max_concurrent_requests, and a client's share of it) while the shared books
+ * count the rest. A client with its own `concurrent_requests` gets no local share: its limit is counted
+ * across the workers instead.
+ */
+export function processOnly(access: AccessConfig): AccessConfig {
+  const strip = (limits: ClientLimits): ClientLimits =>
+    limits.concurrentRequests === undefined ? {} : { concurrentRequests: Number.MAX_SAFE_INTEGER };
+  return {
+    ...access,
+    limits: strip(access.limits),
+    keys: access.keys.map((key): ApiKeyConfig => ({ ...key, limits: strip(key.limits) })),
+  };
+}
+
+/** Who the refusal names, as Admission says it. */
+function whoIs(client: Client): string {
+  return client.key === undefined ? "this client address" : `API key '${client.key}'`;
+}
+
+/** A refusal from the shared books as the client sees it: the same words as a single process's. */
+export function refusal(
+  client: Client,
+  limits: ClientLimits,
+  verdict: Exclude<Verdict, { lease: number }>,
+): AdmissionError {
+  const who = whoIs(client);
+  const wait = verdict.retryAfterSeconds;
+  switch (verdict.refused) {
+    case "requests_per_minute":
+      return new AdmissionError(
+        verdict.refused,
+        new RateLimitError("requests", limits.requestsPerMinute ?? 0, who, wait),
+      );
+    case "tokens_per_minute":
+      return new AdmissionError(verdict.refused, new RateLimitError("tokens", limits.tokensPerMinute ?? 0, who, wait));
+    case "client_concurrency": {
+      const text = `${who.charAt(0).toUpperCase()}${who.slice(1)} has ${limits.concurrentRequests ?? 0} requests in flight, its limit. Try again in a moment.`;
+      return new AdmissionError(verdict.refused, new TooManyConcurrentRequestsError(text));
+    }
+  }
+}
+
+/** Refusals remembered per client for precheck, at most this many (the oldest is dropped). */
+const MAX_REMEMBERED_REFUSALS = 10_000;
+
+/**
+ * Admission in a cluster worker (WORKERS > 1): the process's own bounds are checked here, as in one process;
+ * each client's configured limits (requests and tokens per minute, its own `concurrent_requests`) are
+ * counted once for all workers, in the shared books, so a limit of 60 a minute is 60 across the machine.
+ *
+ * `precheck` (before the body is read) costs no round trip: it refuses a client the books refused moments
+ * ago, until the wait they gave has passed; `admit` asks the books.
+ */
+export class SharedAdmission implements AdmissionControl {
+  private readonly local: Admission;
+  private readonly keyLimits: ReadonlyMap<string, ClientLimits>;
+  private readonly refusedUntil = new Map<string, { readonly until: number; readonly error: AdmissionError }>();
+
+  constructor(
+    private readonly access: AccessConfig,
+    private readonly books: SharedBooks,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.local = new Admission(processOnly(access), now);
+    this.keyLimits = new Map(access.keys.map((key) => [key.name, key.limits]));
+  }
+
+  get requestsInFlight(): number {
+    return this.local.requestsInFlight;
+  }
+
+  precheck(client: Client): void {
+    this.local.precheck(client);
+    const id = clientId(client);
+    const known = this.refusedUntil.get(id);
+    if (known === undefined) return;
+    // Only rates stay refused for a while; a slot may free up any moment.
+    if (this.now() < known.until) throw known.error;
+    this.refusedUntil.delete(id);
+  }
+
+  admit(client: Client): Ticket | Promise<Ticket> {
+    const own = this.local.admit(client);
+    const limits = counted(client.key === undefined ? this.access.limits : this.keyLimits.get(client.key));
+    if (limits === undefined) return own;
+    return this.books.take(client).then(
+      (verdict) => {
+        if ("refused" in verdict) {
+          own.release();
+          const error = refusal(client, limits, verdict);
+          if (verdict.refused !== "client_concurrency") this.remember(client, verdict.retryAfterSeconds, error);
+          throw error;
+        }
+        let tokens = 0;
+        let released = false;
+        return {
+          // charge() comes first (access/middleware.ts), so the lease ends with the tokens in one message.
+          charge: (used: number) => {
+            if (used > 0) tokens += used;
+          },
+          release: () => {
+            if (released) return;
+            released = true;
+            own.release();
+            this.books.end(verdict.lease, tokens);
+          },
+        };
+      },
+      (error: unknown) => {
+        own.release();
+        throw error;
+      },
+    );
+  }
+
+  private remember(client: Client, retryAfterSeconds: number, error: AdmissionError): void {
+    if (this.refusedUntil.size >= MAX_REMEMBERED_REFUSALS) {
+      const oldest = this.refusedUntil.keys().next();
+      if (oldest.done !== true) this.refusedUntil.delete(oldest.value);
+    }
+    this.refusedUntil.set(clientId(client), { until: this.now() + retryAfterSeconds * 1000, error });
+  }
+}
+
+function clientId(client: Client): string {
+  return client.key === undefined ? `address:${client.address}` : `key:${client.key}`;
+}
