@@ -27,6 +27,7 @@ interface TakeMessage {
   readonly id: number;
   readonly key?: string;
   readonly address: string;
+  readonly reserve?: number;
 }
 
 interface VerdictMessage {
@@ -85,6 +86,7 @@ export function primaryBooks(logger: Logger): SharedBooks {
           id,
           address: client.address,
           ...(client.key === undefined ? {} : { key: client.key }),
+          ...(client.reserve === undefined ? {} : { reserve: client.reserve }),
         };
         process.send?.(message);
       });
@@ -121,6 +123,7 @@ export class PrimaryLimits {
     const verdict = this.take(worker.id, {
       address: String(message.address),
       ...(typeof message.key === "string" ? { key: message.key } : {}),
+      ...(typeof message.reserve === "number" ? { reserve: message.reserve } : {}),
     });
     if (worker.isConnected()) worker.send({ type: VERDICT, id: message.id, ...verdict } satisfies VerdictMessage);
     return true;

@@ -334,6 +334,26 @@ describe("limits", () => {
     expect(second?.body).toMatchObject({ error: { type: "rate_limit_error", code: "rate_limit_exceeded" } });
   });
 
+  it("reserves a request's max_tokens while it runs: concurrent requests cannot all pass a tokens limit", async () => {
+    const gateway = await gatewayWith(["limits:", "  tokens_per_minute: 100"]);
+    const slow = chat(
+      gateway.url,
+      { model: "remote", max_tokens: 80, messages: userMessage("slow"), mock: { delay_ms: 400 } },
+      bearer(APP_KEY),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Nothing is charged yet, but 80 of the 100 are reserved by the request in flight.
+    const refused = await chat(gateway.url, { max_tokens: 80, messages: userMessage("Hello") }, bearer(APP_KEY));
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("x-ratelimit-limit-tokens")).toBe("100");
+    expect((await slow).status).toBe(200);
+    // Settled to what it used (a few tokens): the next one fits.
+    let next = 0;
+    for (let attempt = 0; attempt < 50 && next !== 200; attempt++)
+      next = (await chat(gateway.url, { max_tokens: 80, messages: userMessage("Hello") }, bearer(APP_KEY))).status;
+    expect(next).toBe(200);
+  });
+
   it("charges a streamed answer's tokens too", async () => {
     const gateway = await gatewayWith(["limits:", "  tokens_per_minute: 10"]);
     const response = await fetch(`${gateway.url}/v1/chat/completions`, {

@@ -57,6 +57,8 @@ class ClientState {
   readonly requests: SlidingWindow | undefined;
   readonly tokens: SlidingWindow | undefined;
   inFlight = 0;
+  /** Tokens reserved by the requests in flight, not yet settled to what they used. */
+  reservedTokens = 0;
 
   constructor(readonly limits: ClientLimits) {
     this.requests = limits.requestsPerMinute === undefined ? undefined : new SlidingWindow();
@@ -139,7 +141,7 @@ export class Admission {
    * when a limit says no; a refused request counts against nothing. Called once the body has arrived, so a
    * slow body never holds a slot.
    */
-  admit(client: { readonly key?: string; readonly address: string }): Ticket {
+  admit(client: { readonly key?: string; readonly address: string; readonly reserve?: number }): Ticket {
     if (this.inFlight >= this.access.maxConcurrentRequests) {
       throw new AdmissionError(
         "gateway_concurrency",
@@ -150,15 +152,18 @@ export class Admission {
     }
     const nowMs = this.now();
     const state = this.stateOf(client);
+    // Only a client with a tokens limit reserves anything.
+    const reserve = state?.tokens === undefined ? 0 : Math.max(0, client.reserve ?? 0);
     if (state !== undefined) {
       const who = whoIs(client);
       this.checkConcurrency(state, who);
-      this.checkRates(state, who, nowMs);
+      this.checkRates(state, who, nowMs, reserve);
     }
     this.inFlight++;
     if (state !== undefined) {
       state.inFlight++;
       state.requests?.add(nowMs, 1);
+      state.reservedTokens += reserve;
     }
     let released = false;
     return {
@@ -166,7 +171,10 @@ export class Admission {
         if (released) return;
         released = true;
         this.inFlight--;
-        if (state !== undefined) state.inFlight--;
+        if (state !== undefined) {
+          state.inFlight--;
+          state.reservedTokens -= reserve;
+        }
       },
       charge: (tokens) => {
         if (tokens > 0) state?.tokens?.add(this.now(), tokens);
@@ -192,7 +200,12 @@ export class Admission {
     );
   }
 
-  private checkRates(state: ClientState, who: string, nowMs: number): void {
+  /**
+   * Requests per minute, then tokens: what the last minute used plus what the requests in flight reserved,
+   * plus `reserve` (this request's own estimate), must fit the limit. A request alone always fits: with
+   * nothing used and nothing in flight, even one whose estimate is past the limit is let through.
+   */
+  private checkRates(state: ClientState, who: string, nowMs: number, reserve = 0): void {
     const { requestsPerMinute, tokensPerMinute } = state.limits;
     if (
       requestsPerMinute !== undefined &&
@@ -202,9 +215,13 @@ export class Admission {
       const wait = state.requests.secondsUntilAtMost(nowMs, requestsPerMinute - 1);
       throw new AdmissionError("requests_per_minute", new RateLimitError("requests", requestsPerMinute, who, wait));
     }
-    if (tokensPerMinute !== undefined && state.tokens !== undefined && state.tokens.total(nowMs) >= tokensPerMinute) {
-      const wait = state.tokens.secondsUntilAtMost(nowMs, tokensPerMinute - 1);
-      throw new AdmissionError("tokens_per_minute", new RateLimitError("tokens", tokensPerMinute, who, wait));
+    if (tokensPerMinute !== undefined && state.tokens !== undefined) {
+      const committed = state.tokens.total(nowMs) + state.reservedTokens;
+      if (committed >= tokensPerMinute || (committed > 0 && committed + reserve > tokensPerMinute)) {
+        const room = tokensPerMinute - state.reservedTokens - Math.max(1, reserve);
+        const wait = room < 0 ? 1 : state.tokens.secondsUntilAtMost(nowMs, room);
+        throw new AdmissionError("tokens_per_minute", new RateLimitError("tokens", tokensPerMinute, who, wait));
+      }
     }
   }
 

@@ -4,6 +4,7 @@ import { type KeyAllowlist, contextOf, outcomeStatus, type RequestContext } from
 import { AdmissionError, type Ticket } from "./admission";
 import type { ApiKeyConfig } from "./config";
 import type { KeyRing } from "./keys";
+import { tokensToReserve } from "./reservation";
 import type { AdmissionControl } from "./shared-admission";
 import { type AccessMetrics, NO_KEY } from "./metrics";
 
@@ -85,7 +86,8 @@ export function admit(admission: AdmissionControl, metrics: AccessMetrics) {
     };
     let ticket: Ticket | Promise<Ticket>;
     try {
-      ticket = admission.admit(clientOf(req, context));
+      // The body has arrived: what the request may use is reserved against its tokens per minute.
+      ticket = admission.admit({ ...clientOf(req, context), reserve: tokensToReserve(req.body) });
     } catch (error) {
       refuse(error, context, metrics, next);
       return;

@@ -6,6 +6,8 @@ import type { AccessConfig, ApiKeyConfig, ClientLimits } from "./config";
 export interface Client {
   readonly key?: string;
   readonly address: string;
+  /** Tokens to reserve against the client's tokens per minute until the request ends (reservation.ts). */
+  readonly reserve?: number;
 }
 
 /** What the gateway's routes need of admission: Admission in one process, SharedAdmission in a cluster worker. */

@@ -132,7 +132,7 @@ function access(overrides: Partial<AccessConfig> = {}): AccessConfig {
 }
 
 /** The AdmissionError admitting this client throws; fails the test when it is admitted. */
-function refusal(admission: Admission, client: { key?: string; address: string }): AdmissionError {
+function refusal(admission: Admission, client: { key?: string; address: string; reserve?: number }): AdmissionError {
   try {
     admission.admit(client);
   } catch (error) {
@@ -142,7 +142,7 @@ function refusal(admission: Admission, client: { key?: string; address: string }
   throw new Error("expected the request to be refused");
 }
 
-function reason(admission: Admission, client: { key?: string; address: string }): RejectReason {
+function reason(admission: Admission, client: { key?: string; address: string; reserve?: number }): RejectReason {
   return refusal(admission, client).reason;
 }
 
@@ -276,6 +276,46 @@ describe("Admission", () => {
       ticket.release();
       ticket.charge(10);
       expect(reason(admission, alice)).toBe("tokens_per_minute");
+    });
+  });
+
+  describe("tokens reserved by the requests in flight", () => {
+    const alice = { key: "alice", address: "10.0.0.1" };
+
+    function subject(perMinute: number) {
+      const time = clock();
+      const admission = new Admission(access({ keys: [key("alice", { tokensPerMinute: perMinute })] }), time.now);
+      return { time, admission };
+    }
+
+    it("refuses a request whose reservation does not fit beside those in flight, before any is charged", () => {
+      const { admission } = subject(100);
+      const first = admission.admit({ ...alice, reserve: 60 });
+      const error = refusal(admission, { ...alice, reserve: 60 });
+      expect(error.reason).toBe("tokens_per_minute");
+      // The one in flight settles soon: retry in a second.
+      expect(error.error.headers["retry-after"]).toBe("1");
+      expect(() => admission.admit({ ...alice, reserve: 40 }).release()).not.toThrow();
+      // Settled to what it used: 10 of its 60.
+      first.charge(10);
+      first.release();
+      expect(() => admission.admit({ ...alice, reserve: 90 }).release()).not.toThrow();
+      expect(reason(admission, { ...alice, reserve: 91 })).toBe("tokens_per_minute");
+    });
+
+    it("lets a request through alone even when its reservation is past the limit", () => {
+      const { admission } = subject(100);
+      const big = admission.admit({ ...alice, reserve: 5000 });
+      expect(reason(admission, { ...alice, reserve: 1 })).toBe("tokens_per_minute");
+      big.release();
+      expect(() => admission.admit({ ...alice, reserve: 5000 }).release()).not.toThrow();
+    });
+
+    it("reserves nothing for a client without a tokens limit", () => {
+      const time = clock();
+      const admission = new Admission(access({ keys: [key("alice", { requestsPerMinute: 10 })] }), time.now);
+      admission.admit({ ...alice, reserve: 1_000_000 });
+      expect(() => admission.admit({ ...alice, reserve: 1_000_000 })).not.toThrow();
     });
   });
 

@@ -1,0 +1,35 @@
+/**
+ * The tokens a chat request may use, reserved against its key's tokens per minute when it is admitted and
+ * settled to what it used when it ends: so concurrent requests cannot all pass a limit that only their
+ * finished answers would have reached. Read from the body before it is validated (admission comes first),
+ * so anything malformed counts as nothing: the request is refused by validation a moment later anyway.
+ *
+ * The estimate: the completion's bound (`max_completion_tokens`, else `max_tokens`; without one the
+ * completion is not reserved, only charged at the end) plus the messages' text at ~4 characters per token.
+ */
+export function tokensToReserve(body: unknown): number {
+  if (typeof body !== "object" || body === null) return 0;
+  const fields = body as Record<string, unknown>;
+  const completion = bound(fields.max_completion_tokens) ?? bound(fields.max_tokens) ?? 0;
+  let characters = 0;
+  if (Array.isArray(fields.messages)) {
+    for (const message of fields.messages as unknown[]) {
+      if (typeof message !== "object" || message === null) continue;
+      const content = (message as Record<string, unknown>).content;
+      if (typeof content === "string") characters += content.length;
+      else if (Array.isArray(content))
+        for (const part of content as unknown[]) {
+          const text = typeof part === "object" && part !== null ? (part as Record<string, unknown>).text : undefined;
+          if (typeof text === "string") characters += text.length;
+        }
+    }
+  }
+  return completion + Math.ceil(characters / CHARACTERS_PER_TOKEN);
+}
+
+/** The usual rule of thumb for English text in OpenAI's tokenizers. */
+const CHARACTERS_PER_TOKEN = 4;
+
+function bound(value: unknown): number | undefined {
+  return typeof value === "number" && Number.isInteger(value) && value > 0 ? value : undefined;
+}

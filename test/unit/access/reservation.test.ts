@@ -1,0 +1,29 @@
+import { tokensToReserve } from "../../../gateway/src/access/reservation";
+
+describe("tokensToReserve", () => {
+  it("is the completion's bound plus the messages' text at four characters per token", () => {
+    const body = {
+      max_tokens: 100,
+      messages: [
+        { role: "system", content: "x".repeat(40) },
+        { role: "user", content: [{ type: "text", text: "y".repeat(41) }, { type: "image_url" }] },
+      ],
+    };
+    expect(tokensToReserve(body)).toBe(100 + Math.ceil(81 / 4));
+  });
+
+  it("prefers max_completion_tokens to max_tokens, and reserves no completion without either", () => {
+    const messages = [{ role: "user", content: "abcd" }];
+    expect(tokensToReserve({ max_completion_tokens: 7, max_tokens: 100, messages })).toBe(8);
+    expect(tokensToReserve({ messages })).toBe(1);
+  });
+
+  it("counts whatever is malformed as nothing (validation refuses it next)", () => {
+    expect(tokensToReserve(null)).toBe(0);
+    expect(tokensToReserve("text")).toBe(0);
+    expect(tokensToReserve({ max_tokens: -5, messages: "no" })).toBe(0);
+    expect(
+      tokensToReserve({ max_tokens: 1.5, messages: [null, 3, { content: 5 }, { content: [null, { text: 1 }] }] }),
+    ).toBe(0);
+  });
+});
