@@ -6,8 +6,10 @@
 // variant too: express=bench/express-undici.mjs,UPSTREAM={upstream}.
 // Options: --path=http|echo (default http), --rounds=N (8), --seconds=S (2), --warmup=S (0.5), --connections=C (32),
 // --env=K=V (for every variant), --header=name:value (sent with every request to every variant; repeatable; `{upstream}`
-// in the value is the bench upstream's URL, e.g. for a gateway told its upstream per request). Every variant runs
+// in the value is the bench upstream's URL, e.g. for a gateway told its upstream per request). A variant's
+// LIMITS=requests_per_minute:N;tokens_per_minute:M adds per-client limits to its config. Every variant runs
 // with the gateway's shipped V8 flags (GATEWAY_NODE_FLAGS).
+import { readFileSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import {
   BODY,
@@ -70,6 +72,14 @@ try {
   for (const variant of variants) {
     // `{upstream}` in a variant's environment is the bench upstream's URL: UPSTREAM={upstream} for bench/proxy.mjs.
     for (const key of Object.keys(variant.env)) variant.env[key] = variant.env[key].replace("{upstream}", upstream.url);
+    // LIMITS=requests_per_minute:N;concurrent_requests:M gives that variant per-client limits (to price them).
+    if (variant.env.LIMITS !== undefined) {
+      const lines = variant.env.LIMITS.split(";").map((pair) => `  ${pair.split(":")[0]}: ${pair.split(":")[1]}`);
+      const limited = `${dir}/${variant.label}-limits.yaml`;
+      writeFileSync(limited, `limits:\n${lines.join("\n")}\n${readFileSync(config, "utf8")}`);
+      variant.env.CONFIG_FILE = limited;
+      delete variant.env.LIMITS;
+    }
     variant.server = await startServer({
       name: variant.label,
       // As in run.mjs: a cluster gets the pair of cores, a single process one.

@@ -6,14 +6,16 @@ import type { Client, SharedBooks, SharedReason, Verdict } from "./access/shared
 
 /**
  * WORKERS > 1 without a shared store: each client's configured limits are counted in the primary, once for
- * every worker (the primary holds an Admission of its own, with the same config). A worker asks it with one
- * message per request (`take`), and tells it when the request is over (`end`, with the tokens it used). The
- * process's own bounds (max_concurrent_requests, a client's share of it) stay in each worker.
+ * every worker (the primary holds an Admission of its own, with the same config). A worker asks it to `take`
+ * a lease per request and tells it when the request is over (`end`, with the tokens it used). Messages are
+ * batched per event-loop turn each way: under load one message carries the requests of a turn, since an IPC
+ * message per request cost as much CPU as the request (0.67x the req/s at WORKERS=2 with limits, unbatched).
+ * The process's own bounds (max_concurrent_requests, a client's share of it) stay in each worker.
  */
 
-const TAKE = "gateway:limits-take";
+/** Worker to primary: the leases to take and to end, of one event-loop turn. */
+const ASK = "gateway:limits";
 const VERDICT = "gateway:limits-verdict";
-const END = "gateway:limits-end";
 
 /**
  * A worker waits this long for the primary's answer, then admits the request (and logs it, at most once a
@@ -22,79 +24,115 @@ const END = "gateway:limits-end";
  */
 const TAKE_TIMEOUT_MS = 1000;
 
-interface TakeMessage {
-  readonly type: typeof TAKE;
+interface TakeItem {
   readonly id: number;
   readonly key?: string;
   readonly address: string;
   readonly reserve?: number;
 }
 
-interface VerdictMessage {
-  readonly type: typeof VERDICT;
+interface AskMessage {
+  readonly type: typeof ASK;
+  readonly takes: readonly TakeItem[];
+  /** Pairs: lease, tokens, lease, tokens, ... */
+  readonly ends: readonly number[];
+}
+
+interface VerdictItem {
   readonly id: number;
   readonly lease?: number;
   readonly refused?: SharedReason;
   readonly retryAfterSeconds?: number;
 }
 
-interface EndMessage {
-  readonly type: typeof END;
-  readonly lease: number;
-  readonly tokens: number;
+interface VerdictMessage {
+  readonly type: typeof VERDICT;
+  readonly items: readonly VerdictItem[];
 }
 
 function isMessage<T extends { type: string }>(message: unknown, type: T["type"]): message is T {
   return typeof message === "object" && message !== null && (message as { type?: unknown }).type === type;
 }
 
+/** A message's items, or none when another version of the gateway sent something else. */
+function itemsOf<T>(items: readonly T[]): readonly T[] {
+  const checked: unknown = items;
+  return Array.isArray(checked) ? items : [];
+}
+
 /** In a worker: the primary's books, over IPC. */
 export function primaryBooks(logger: Logger): SharedBooks {
   const pending = new Map<number, (verdict: Verdict) => void>();
+  let takes: TakeItem[] = [];
+  let ends: number[] = [];
+  let scheduled = false;
   let nextId = 0;
   let warnedAt = -Infinity;
   process.on("message", (message: unknown) => {
     if (!isMessage<VerdictMessage>(message, VERDICT)) return;
-    const settle = pending.get(message.id);
-    pending.delete(message.id);
-    if (settle === undefined) return;
-    if (message.refused !== undefined)
-      settle({ refused: message.refused, retryAfterSeconds: message.retryAfterSeconds ?? 1 });
-    else settle({ lease: message.lease ?? -1 });
+    for (const item of itemsOf(message.items)) {
+      const settle = pending.get(item.id);
+      pending.delete(item.id);
+      if (settle === undefined) continue;
+      if (item.refused !== undefined) settle({ refused: item.refused, retryAfterSeconds: item.retryAfterSeconds ?? 1 });
+      else settle({ lease: item.lease ?? -1 });
+    }
   });
+  const expire = (ids: readonly number[]): void => {
+    let late = false;
+    for (const id of ids) {
+      const settle = pending.get(id);
+      if (settle === undefined) continue;
+      pending.delete(id);
+      late = true;
+      // Lease -1: nothing to end in the primary's books.
+      settle({ lease: -1 });
+    }
+    if (late && performance.now() - warnedAt > 60_000) {
+      warnedAt = performance.now();
+      logger.warn("the primary did not answer a limits check in time: request admitted", {
+        timeoutMs: TAKE_TIMEOUT_MS,
+      });
+    }
+  };
+  const flush = (): void => {
+    scheduled = false;
+    const batch = takes;
+    const ended = ends;
+    takes = [];
+    ends = [];
+    const ids = batch.map((item) => item.id);
+    // No primary to ask (it is gone, or this is not a worker): decided as a late answer would be.
+    if (process.send === undefined || !process.connected) {
+      expire(ids);
+      return;
+    }
+    if (ids.length > 0) setTimeout(() => expire(ids), TAKE_TIMEOUT_MS).unref();
+    process.send({ type: ASK, takes: batch, ends: ended } satisfies AskMessage);
+  };
+  const schedule = (): void => {
+    if (scheduled) return;
+    scheduled = true;
+    setImmediate(flush);
+  };
   return {
     take(client: Client): Promise<Verdict> {
       return new Promise((resolve) => {
         const id = nextId++;
-        const timer = setTimeout(() => {
-          pending.delete(id);
-          if (performance.now() - warnedAt > 60_000) {
-            warnedAt = performance.now();
-            logger.warn("the primary did not answer a limits check in time: request admitted", {
-              timeoutMs: TAKE_TIMEOUT_MS,
-            });
-          }
-          // Lease -1: nothing to end in the primary's books.
-          resolve({ lease: -1 });
-        }, TAKE_TIMEOUT_MS);
-        pending.set(id, (verdict) => {
-          clearTimeout(timer);
-          resolve(verdict);
-        });
-        const message: TakeMessage = {
-          type: TAKE,
+        pending.set(id, resolve);
+        takes.push({
           id,
           address: client.address,
           ...(client.key === undefined ? {} : { key: client.key }),
           ...(client.reserve === undefined ? {} : { reserve: client.reserve }),
-        };
-        process.send?.(message);
+        });
+        schedule();
       });
     },
     end(lease: number, tokens: number): void {
-      if (lease < 0 || !process.connected) return;
-      const message: EndMessage = { type: END, lease, tokens };
-      process.send?.(message);
+      if (lease < 0) return;
+      ends.push(lease, tokens);
+      schedule();
     },
   };
 }
@@ -115,17 +153,21 @@ export class PrimaryLimits {
 
   /** Answers `worker`'s limits messages; true when `message` was one. */
   handle(worker: Worker, message: unknown): boolean {
-    if (isMessage<EndMessage>(message, END)) {
-      this.end(worker.id, Number(message.lease), Number(message.tokens));
-      return true;
-    }
-    if (!isMessage<TakeMessage>(message, TAKE)) return false;
-    const verdict = this.take(worker.id, {
-      address: String(message.address),
-      ...(typeof message.key === "string" ? { key: message.key } : {}),
-      ...(typeof message.reserve === "number" ? { reserve: message.reserve } : {}),
-    });
-    if (worker.isConnected()) worker.send({ type: VERDICT, id: message.id, ...verdict } satisfies VerdictMessage);
+    if (!isMessage<AskMessage>(message, ASK)) return false;
+    // Ends first: a slot freed in this turn is free for the takes of the same turn.
+    const ends = itemsOf(message.ends);
+    for (let i = 0; i + 1 < ends.length; i += 2) this.end(worker.id, Number(ends[i]), Number(ends[i + 1]));
+    const items = itemsOf(message.takes);
+    if (items.length === 0) return true;
+    const verdicts = items.map((item): VerdictItem => ({
+      id: item.id,
+      ...this.take(worker.id, {
+        address: String(item.address),
+        ...(typeof item.key === "string" ? { key: item.key } : {}),
+        ...(typeof item.reserve === "number" ? { reserve: item.reserve } : {}),
+      }),
+    }));
+    if (worker.isConnected()) worker.send({ type: VERDICT, items: verdicts } satisfies VerdictMessage);
     return true;
   }
 
