@@ -277,16 +277,6 @@ describe("Admission", () => {
       ticket.charge(10);
       expect(reason(admission, alice)).toBe("tokens_per_minute");
     });
-  });
-
-  describe("tokens reserved by the requests in flight", () => {
-    const alice = { key: "alice", address: "10.0.0.1" };
-
-    function subject(perMinute: number) {
-      const time = clock();
-      const admission = new Admission(access({ keys: [key("alice", { tokensPerMinute: perMinute })] }), time.now);
-      return { time, admission };
-    }
 
     it("refuses a request whose reservation does not fit beside those in flight, before any is charged", () => {
       const { admission } = subject(100);
