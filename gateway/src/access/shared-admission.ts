@@ -103,7 +103,10 @@ const MAX_REMEMBERED_REFUSALS = 10_000;
 export class SharedAdmission implements AdmissionControl {
   private readonly local: Admission;
   private readonly keyLimits: ReadonlyMap<string, ClientLimits>;
-  private readonly refusedUntil = new Map<string, { readonly until: number; readonly error: AdmissionError }>();
+  private readonly refusedUntil = new Map<
+    string,
+    { readonly until: number; readonly refused: SharedReason; readonly limits: ClientLimits }
+  >();
 
   constructor(
     private readonly access: AccessConfig,
@@ -124,7 +127,9 @@ export class SharedAdmission implements AdmissionControl {
     const known = this.refusedUntil.get(id);
     if (known === undefined) return;
     // Only rates stay refused for a while; a slot may free up any moment.
-    if (this.now() < known.until) throw known.error;
+    const left = known.until - this.now();
+    if (left > 0)
+      throw refusal(client, known.limits, { refused: known.refused, retryAfterSeconds: Math.ceil(left / 1000) });
     this.refusedUntil.delete(id);
   }
 
@@ -137,7 +142,7 @@ export class SharedAdmission implements AdmissionControl {
         if ("refused" in verdict) {
           own.release();
           const error = refusal(client, limits, verdict);
-          if (verdict.refused !== "client_concurrency") this.remember(client, verdict.retryAfterSeconds, error);
+          if (verdict.refused !== "client_concurrency") this.remember(client, limits, verdict);
           throw error;
         }
         let tokens = 0;
@@ -162,12 +167,16 @@ export class SharedAdmission implements AdmissionControl {
     );
   }
 
-  private remember(client: Client, retryAfterSeconds: number, error: AdmissionError): void {
+  private remember(client: Client, limits: ClientLimits, verdict: Exclude<Verdict, { lease: number }>): void {
     if (this.refusedUntil.size >= MAX_REMEMBERED_REFUSALS) {
       const oldest = this.refusedUntil.keys().next();
       if (oldest.done !== true) this.refusedUntil.delete(oldest.value);
     }
-    this.refusedUntil.set(clientId(client), { until: this.now() + retryAfterSeconds * 1000, error });
+    this.refusedUntil.set(clientId(client), {
+      until: this.now() + verdict.retryAfterSeconds * 1000,
+      refused: verdict.refused,
+      limits,
+    });
   }
 }
 
