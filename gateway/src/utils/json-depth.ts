@@ -13,6 +13,9 @@ export const MAX_JSON_DEPTH = 128;
  * at the first bracket past the limit.
  */
 export function jsonTextExceedsDepth(text: string, maxDepth: number): boolean {
+  // Nesting past maxDepth takes maxDepth + 1 opening brackets, each closed in JSON that parses: a shorter
+  // text cannot (most stream events are, so they are not read again).
+  if (text.length < 2 * (maxDepth + 1)) return false;
   let depth = 0;
   let inString = false;
   for (let i = 0; i < text.length; i++) {
