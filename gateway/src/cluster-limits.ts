@@ -50,7 +50,8 @@ interface VerdictMessage {
   readonly items: readonly VerdictItem[];
 }
 
-function isMessage<T extends { type: string }>(message: unknown, type: T["type"]): message is T {
+/** Whether an IPC message is of `type` (the tag every gateway message between primary and workers carries). */
+export function isMessage<T extends { type: string }>(message: unknown, type: T["type"]): message is T {
   return typeof message === "object" && message !== null && (message as { type?: unknown }).type === type;
 }
 

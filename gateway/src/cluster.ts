@@ -2,7 +2,7 @@ import cluster, { type Worker } from "node:cluster";
 import type { Registry } from "prom-client";
 import type { Logger } from "winston";
 import type { AccessConfig } from "./access/config";
-import { PrimaryLimits } from "./cluster-limits";
+import { isMessage, PrimaryLimits } from "./cluster-limits";
 import {
   ClusterMetrics,
   SNAPSHOT_REPLY,
@@ -50,10 +50,6 @@ interface ScrapeReply {
   readonly id: number;
   readonly text?: string;
   readonly error?: string;
-}
-
-function isMessage<T extends { type: string }>(message: unknown, type: T["type"]): message is T {
-  return typeof message === "object" && message !== null && (message as { type?: unknown }).type === type;
 }
 
 /**

@@ -190,13 +190,12 @@ export class Admission {
     const own = state.limits.concurrentRequests;
     const limit = own ?? this.share;
     if (state.inFlight < limit) return;
-    const what =
-      own === undefined
-        ? `${limit} requests in flight, its share of the gateway's ${this.access.maxConcurrentRequests}`
-        : `${limit} requests in flight, its limit`;
+    if (own !== undefined) throw limitRefusal("client_concurrency", who, state.limits, 1);
     throw new AdmissionError(
       "client_concurrency",
-      new TooManyConcurrentRequestsError(`${capitalised(who)} has ${what}. Try again in a moment.`),
+      new TooManyConcurrentRequestsError(
+        `${capitalised(who)} has ${limit} requests in flight, its share of the gateway's ${this.access.maxConcurrentRequests}. Try again in a moment.`,
+      ),
     );
   }
 
@@ -212,15 +211,23 @@ export class Admission {
       state.requests !== undefined &&
       state.requests.total(nowMs) + 1 > requestsPerMinute
     ) {
-      const wait = state.requests.secondsUntilAtMost(nowMs, requestsPerMinute - 1);
-      throw new AdmissionError("requests_per_minute", new RateLimitError("requests", requestsPerMinute, who, wait));
+      throw limitRefusal(
+        "requests_per_minute",
+        who,
+        state.limits,
+        state.requests.secondsUntilAtMost(nowMs, requestsPerMinute - 1),
+      );
     }
     if (tokensPerMinute !== undefined && state.tokens !== undefined) {
       const committed = state.tokens.total(nowMs) + state.reservedTokens;
       if (committed >= tokensPerMinute || (committed > 0 && committed + reserve > tokensPerMinute)) {
         const room = tokensPerMinute - state.reservedTokens - Math.max(1, reserve);
-        const wait = room < 0 ? 1 : state.tokens.secondsUntilAtMost(nowMs, room);
-        throw new AdmissionError("tokens_per_minute", new RateLimitError("tokens", tokensPerMinute, who, wait));
+        throw limitRefusal(
+          "tokens_per_minute",
+          who,
+          state.limits,
+          room < 0 ? 1 : state.tokens.secondsUntilAtMost(nowMs, room),
+        );
       }
     }
   }
@@ -259,7 +266,41 @@ function hasRates(limits: ClientLimits): boolean {
   return limits.requestsPerMinute !== undefined || limits.tokensPerMinute !== undefined;
 }
 
-function whoIs(client: { readonly key?: string }): string {
+/** Whether a client's own limits set anything to count (rates, or its own `concurrent_requests`). */
+export function hasOwnLimits(limits: ClientLimits): boolean {
+  return hasRates(limits) || limits.concurrentRequests !== undefined;
+}
+
+/** A refusal by one of a client's own limits, worded the same wherever the counting was done. */
+export function limitRefusal(
+  reason: "requests_per_minute" | "tokens_per_minute" | "client_concurrency",
+  who: string,
+  limits: ClientLimits,
+  retryAfterSeconds: number,
+): AdmissionError {
+  switch (reason) {
+    case "requests_per_minute":
+      return new AdmissionError(
+        reason,
+        new RateLimitError("requests", limits.requestsPerMinute ?? 0, who, retryAfterSeconds),
+      );
+    case "tokens_per_minute":
+      return new AdmissionError(
+        reason,
+        new RateLimitError("tokens", limits.tokensPerMinute ?? 0, who, retryAfterSeconds),
+      );
+    case "client_concurrency":
+      return new AdmissionError(
+        reason,
+        new TooManyConcurrentRequestsError(
+          `${capitalised(who)} has ${limits.concurrentRequests ?? 0} requests in flight, its limit. Try again in a moment.`,
+        ),
+      );
+  }
+}
+
+/** Who a refusal names. */
+export function whoIs(client: { readonly key?: string }): string {
   return client.key === undefined ? "this client address" : `API key '${client.key}'`;
 }
 

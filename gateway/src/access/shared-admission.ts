@@ -1,5 +1,12 @@
-import { RateLimitError, TooManyConcurrentRequestsError } from "../errors";
-import { Admission, AdmissionError, type RejectReason, type Ticket } from "./admission";
+import {
+  Admission,
+  type AdmissionError,
+  hasOwnLimits,
+  limitRefusal,
+  type RejectReason,
+  type Ticket,
+  whoIs,
+} from "./admission";
 import type { AccessConfig, ApiKeyConfig, ClientLimits } from "./config";
 
 /** Who a request counts against: a key by name, or (auth off) a client address. */
@@ -35,16 +42,6 @@ export interface SharedBooks {
   end(lease: number, tokens: number): void;
 }
 
-/** A client's limits when the shared books count any of them; undefined when none (nothing to ask). */
-function counted(limits: ClientLimits | undefined): ClientLimits | undefined {
-  if (limits === undefined) return undefined;
-  const any =
-    limits.requestsPerMinute !== undefined ||
-    limits.tokensPerMinute !== undefined ||
-    limits.concurrentRequests !== undefined;
-  return any ? limits : undefined;
-}
-
 /**
  * The same limits with the configured per-client ones taken out, for the worker's own Admission: it keeps
  * the process's own bounds (max_concurrent_requests, and a client's share of it) while the shared books
@@ -61,32 +58,13 @@ export function processOnly(access: AccessConfig): AccessConfig {
   };
 }
 
-/** Who the refusal names, as Admission says it. */
-function whoIs(client: Client): string {
-  return client.key === undefined ? "this client address" : `API key '${client.key}'`;
-}
-
 /** A refusal from the shared books as the client sees it: the same words as a single process's. */
 export function refusal(
   client: Client,
   limits: ClientLimits,
   verdict: Exclude<Verdict, { lease: number }>,
 ): AdmissionError {
-  const who = whoIs(client);
-  const wait = verdict.retryAfterSeconds;
-  switch (verdict.refused) {
-    case "requests_per_minute":
-      return new AdmissionError(
-        verdict.refused,
-        new RateLimitError("requests", limits.requestsPerMinute ?? 0, who, wait),
-      );
-    case "tokens_per_minute":
-      return new AdmissionError(verdict.refused, new RateLimitError("tokens", limits.tokensPerMinute ?? 0, who, wait));
-    case "client_concurrency": {
-      const text = `${who.charAt(0).toUpperCase()}${who.slice(1)} has ${limits.concurrentRequests ?? 0} requests in flight, its limit. Try again in a moment.`;
-      return new AdmissionError(verdict.refused, new TooManyConcurrentRequestsError(text));
-    }
-  }
+  return limitRefusal(verdict.refused, whoIs(client), limits, verdict.retryAfterSeconds);
 }
 
 /** Refusals remembered per client for precheck, at most this many (the oldest is dropped). */
@@ -135,8 +113,8 @@ export class SharedAdmission implements AdmissionControl {
 
   admit(client: Client): Ticket | Promise<Ticket> {
     const own = this.local.admit(client);
-    const limits = counted(client.key === undefined ? this.access.limits : this.keyLimits.get(client.key));
-    if (limits === undefined) return own;
+    const limits = client.key === undefined ? this.access.limits : this.keyLimits.get(client.key);
+    if (limits === undefined || !hasOwnLimits(limits)) return own;
     return this.books.take(client).then(
       (verdict) => {
         if ("refused" in verdict) {
