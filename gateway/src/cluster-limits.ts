@@ -181,7 +181,11 @@ export class PrimaryLimits {
       return { lease };
     } catch (error) {
       // Only a client's own limits can refuse here (the gateway-wide cap is each worker's).
-      if (error instanceof AdmissionError && error.reason !== "gateway_concurrency")
+      if (
+        error instanceof AdmissionError &&
+        error.reason !== "gateway_concurrency" &&
+        error.reason !== "limits_store_unavailable"
+      )
         return { refused: error.reason, retryAfterSeconds: Number(error.error.headers["retry-after"] ?? 1) };
       return { lease: -1 };
     }

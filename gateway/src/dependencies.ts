@@ -10,6 +10,7 @@ import type { BackendRegistry } from "./backends/registry";
 import { DEFAULT_MAX_BUFFERED_BYTES, ResponseBudget } from "./backends/response-budget";
 import type { GatewayConfig } from "./config/config";
 import { DEFAULT_BODY_TIMEOUT_SECONDS, type Env } from "./config/settings";
+import { LimitsStore } from "./limits-store";
 import { createMetrics } from "./observability/metrics";
 import { InferenceService } from "./services/inference";
 import { Lifecycle } from "./services/lifecycle";
@@ -17,6 +18,8 @@ import { Lifecycle } from "./services/lifecycle";
 /** The app's collaborators, plus the backends themselves for main.ts's start-up log (the app never sees them). */
 export interface Dependencies extends AppDependencies {
   readonly backends: readonly Backend[];
+  /** The shared limits store's connection, when `limits_store` is configured: closed at shutdown. */
+  readonly limitsStore?: { close(): Promise<void> };
 }
 
 /** Builds the object graph for one app from an already checked config. */
@@ -31,8 +34,13 @@ export function buildDependencies(options: {
   readonly bodyTimeoutSeconds?: number;
   /** Settings.maxBufferedBytes (`MAX_BUFFERED_BYTES`); its default when absent. */
   readonly maxBufferedBytes?: number;
-  /** In a cluster worker: where every worker's requests are counted against the clients' limits together. */
+  /**
+   * In a cluster worker: where every worker's requests are counted against the clients' limits together.
+   * A configured `limits_store` takes its place (it counts every worker of every replica).
+   */
   readonly sharedBooks?: SharedBooks;
+  /** Worker processes of this replica (WORKERS), for the store's `on_store_failure: local` share. */
+  readonly processes?: number;
 }): Dependencies {
   const { config, registry, logger, env } = options;
   // One budget for the whole process: every backend's buffered answers count against it together.
@@ -53,10 +61,16 @@ export function buildDependencies(options: {
     backends.map((backend) => backend.name),
     fallbacks,
   );
-  const admission =
-    options.sharedBooks === undefined
-      ? new Admission(config.access)
-      : new SharedAdmission(config.access, options.sharedBooks);
+  const limitsStore =
+    config.access.store === undefined
+      ? undefined
+      : new LimitsStore(config.access, config.access.store, {
+          registry: metrics.registry,
+          logger,
+          processes: options.processes ?? 1,
+        });
+  const books = limitsStore ?? options.sharedBooks;
+  const admission = books === undefined ? new Admission(config.access) : new SharedAdmission(config.access, books);
   const accessMetrics = createAccessMetrics(
     metrics.registry,
     config.access.keys.map((key) => key.name),
@@ -77,5 +91,6 @@ export function buildDependencies(options: {
     bodyTimeoutSeconds: options.bodyTimeoutSeconds ?? DEFAULT_BODY_TIMEOUT_SECONDS,
     maxHops: options.maxHops,
     startedAt: new Date(),
+    ...(limitsStore === undefined ? {} : { limitsStore }),
   };
 }

@@ -50,7 +50,7 @@ function main(): void {
       return;
     }
   }
-  serve(registry, env, settings, config);
+  serve(registry, env, settings, config, workers);
 }
 
 /**
@@ -68,7 +68,7 @@ function serverOptions(settings: Settings): ServerOptions {
   };
 }
 
-function serve(registry: BackendRegistry, env: Env, settings: Settings, config: GatewayConfig): void {
+function serve(registry: BackendRegistry, env: Env, settings: Settings, config: GatewayConfig, workers: number): void {
   const logger = createLogger({ level: settings.logLevel, service: "gateway" });
   const deps = buildDependencies({
     config,
@@ -79,8 +79,10 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
     maxHops: settings.maxHops,
     bodyTimeoutSeconds: settings.bodyTimeoutSeconds,
     maxBufferedBytes: settings.maxBufferedBytes,
-    // Under WORKERS > 1 the clients' limits are counted in the primary, for all workers together.
-    ...(cluster.isWorker ? { sharedBooks: primaryBooks(logger) } : {}),
+    // Under WORKERS > 1 the clients' limits are counted in the primary, for all workers together (unless a
+    // limits_store counts them for every worker of every replica).
+    ...(cluster.isWorker && config.access.store === undefined ? { sharedBooks: primaryBooks(logger) } : {}),
+    processes: workers,
   });
   // A worker's /metrics serves the sum over all workers, gathered by the primary.
   const app = createApp(cluster.isWorker ? { ...deps, scrape: clusterScrape(deps.metrics.registry) } : deps);
@@ -158,7 +160,7 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
     server.close(() => {
       clearTimeout(force);
       clearInterval(sweep);
-      void deps.inference.close().finally(() => {
+      void Promise.allSettled([deps.inference.close(), deps.limitsStore?.close()]).finally(() => {
         logger.info("stopped");
         // Exit by running out of work, so the log line above reaches stdout; the timer is a backstop.
         process.exitCode = 0;

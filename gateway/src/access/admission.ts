@@ -1,5 +1,5 @@
 import type { AccessConfig, ClientLimits } from "./config";
-import { RateLimitError, TooManyConcurrentRequestsError } from "../errors";
+import { type LimitsUnavailableError, RateLimitError, TooManyConcurrentRequestsError } from "../errors";
 
 const WINDOW_SECONDS = 60;
 
@@ -67,12 +67,17 @@ class ClientState {
 }
 
 /** Why a request was turned away, as the `reason` label of gateway_rejected_requests_total. */
-export type RejectReason = "requests_per_minute" | "tokens_per_minute" | "client_concurrency" | "gateway_concurrency";
+export type RejectReason =
+  | "requests_per_minute"
+  | "tokens_per_minute"
+  | "client_concurrency"
+  | "gateway_concurrency"
+  | "limits_store_unavailable";
 
 export class AdmissionError extends Error {
   constructor(
     readonly reason: RejectReason,
-    readonly error: RateLimitError | TooManyConcurrentRequestsError,
+    readonly error: RateLimitError | TooManyConcurrentRequestsError | LimitsUnavailableError,
   ) {
     super(error.message);
   }

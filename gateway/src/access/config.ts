@@ -31,7 +31,38 @@ export interface AccessConfig {
   readonly maxConcurrentRequests: number;
   /** Whether some key's hash is written in the config file itself (then the file deserves 0600). */
   readonly hashesInFile: boolean;
+  /** Where every process and replica counts the clients' limits together (`limits_store`); absent: in-process. */
+  readonly store?: LimitsStoreConfig;
 }
+
+/** What a process does with a limited request when the store cannot answer (see limits-store.ts). */
+export type StoreFailureMode = "local" | "open" | "closed";
+
+/** `limits_store`: a Valkey or Redis server shared by every worker and replica. */
+export interface LimitsStoreConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly db: number;
+  readonly username?: string;
+  /** From `password_env`; never written in the file, never logged. */
+  readonly password?: string;
+  /** `rediss://`. */
+  readonly tls: boolean;
+  /** The URL for logs: no credentials in it. */
+  readonly display: string;
+  readonly onStoreFailure: StoreFailureMode;
+  /** Replicas sharing the store: under `local`, each process enforces limit / (replicas x workers). */
+  readonly expectedReplicas: number;
+  /** The longest a request waits on the store, in milliseconds. */
+  readonly timeoutMs: number;
+  /** A request's lease on its client's concurrency: renewed while it runs, so a crashed process's come back. */
+  readonly leaseSeconds: number;
+  readonly keyPrefix: string;
+}
+
+export const DEFAULT_STORE_TIMEOUT_MS = 50;
+export const DEFAULT_LEASE_SECONDS = 30;
+const STORE_FAILURE_MODES: readonly StoreFailureMode[] = ["local", "open", "closed"];
 
 export const DEFAULT_MAX_CONCURRENT_REQUESTS = 1024;
 /** Shorter keys are guessable; 16 characters is already weak, but refusing less catches test values in prod. */
@@ -62,9 +93,12 @@ export function parseAccess(
   const limits = root.has("limits")
     ? parseLimits(ConfigFields.from(root.take("limits"), "limits"))
     : (root.take("limits"), {});
+  const store = root.has("limits_store")
+    ? { store: parseLimitsStore(ConfigFields.from(root.take("limits_store"), "limits_store"), env) }
+    : (root.take("limits_store"), {});
   if (!root.has("auth")) {
     root.take("auth");
-    return { keys: [], limits, maxConcurrentRequests, hashesInFile: false };
+    return { keys: [], limits, maxConcurrentRequests, hashesInFile: false, ...store };
   }
   const auth = ConfigFields.from(root.take("auth"), "auth");
   const list = auth.take("keys");
@@ -114,7 +148,80 @@ export function parseAccess(
     (entry) =>
       typeof entry === "object" && entry !== null && typeof (entry as Record<string, unknown>).sha256 === "string",
   );
-  return { keys, limits, maxConcurrentRequests, hashesInFile, ...(metricsKey === undefined ? {} : { metricsKey }) };
+  return {
+    keys,
+    limits,
+    maxConcurrentRequests,
+    hashesInFile,
+    ...(metricsKey === undefined ? {} : { metricsKey }),
+    ...store,
+  };
+}
+
+/**
+ * `limits_store: {url, password_env, on_store_failure, expected_replicas, timeout_ms, lease_seconds, key_prefix}`.
+ * The URL is `redis://` or `rediss://` (TLS), host and port, optionally a user and a database number; a
+ * password in it is refused (it would sit in the file and in every log line naming the store).
+ */
+function parseLimitsStore(fields: ConfigFields, env: Readonly<Record<string, string | undefined>>): LimitsStoreConfig {
+  const raw = fields.requiredString("url");
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(fields.keyPath("url"), "must be a URL such as redis://valkey:6379");
+  }
+  if (url.protocol !== "redis:" && url.protocol !== "rediss:")
+    throw new ConfigError(fields.keyPath("url"), "must start with redis:// or rediss:// (TLS)");
+  if (url.password !== "")
+    throw new ConfigError(fields.keyPath("url"), "must not contain a password: name its variable in password_env");
+  if (url.hostname === "") throw new ConfigError(fields.keyPath("url"), "must name a host");
+  const path = url.pathname === "" || url.pathname === "/" ? "0" : url.pathname.slice(1);
+  if (!/^\d{1,2}$/.test(path))
+    throw new ConfigError(fields.keyPath("url"), "may end with a database number (such as /0), nothing else");
+  if (url.search !== "" || url.hash !== "")
+    throw new ConfigError(fields.keyPath("url"), "must not carry a query or fragment: use the keys of limits_store");
+  const tls = url.protocol === "rediss:";
+  const port = url.port === "" ? 6379 : Number(url.port);
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  const passwordEnv = fields.optionalString("password_env");
+  let password: string | undefined;
+  if (passwordEnv !== undefined) {
+    if (!ENV_NAME.test(passwordEnv))
+      throw new ConfigError(fields.keyPath("password_env"), "must be an environment variable name");
+    password = env[passwordEnv];
+    if (password === undefined || password === "")
+      throw new ConfigError(fields.keyPath("password_env"), `environment variable ${passwordEnv} is not set`);
+  }
+  const mode = fields.optionalString("on_store_failure") ?? "local";
+  const onStoreFailure = STORE_FAILURE_MODES.find((known) => known === mode);
+  if (onStoreFailure === undefined)
+    throw new ConfigError(fields.keyPath("on_store_failure"), `must be one of ${STORE_FAILURE_MODES.join(", ")}`);
+  const expectedReplicas = fields.integer("expected_replicas", 1, { min: 1, max: 10_000 });
+  const timeoutMs = fields.integer("timeout_ms", DEFAULT_STORE_TIMEOUT_MS, { min: 1, max: 10_000 });
+  const leaseSeconds = fields.integer("lease_seconds", DEFAULT_LEASE_SECONDS, { min: 3, max: 3600 });
+  const keyPrefix = fields.optionalString("key_prefix") ?? "gateway:";
+  if (/[{}\s]/.test(keyPrefix))
+    throw new ConfigError(
+      fields.keyPath("key_prefix"),
+      "must not contain braces or whitespace (keys carry a {hash tag})",
+    );
+  fields.finish();
+  const username = url.username === "" ? undefined : decodeURIComponent(url.username);
+  return {
+    host,
+    port,
+    db: Number(path),
+    tls,
+    display: `${url.protocol}//${username === undefined ? "" : `${url.username}@`}${url.host}/${path}`,
+    onStoreFailure,
+    expectedReplicas,
+    timeoutMs,
+    leaseSeconds,
+    keyPrefix,
+    ...(username === undefined ? {} : { username }),
+    ...(password === undefined ? {} : { password }),
+  };
 }
 
 /** `sha256: <hex>` or `key_env: NAME`, exactly one; the plain key itself never sits in the YAML. */

@@ -106,6 +106,23 @@ export class TooManyConcurrentRequestsError extends GatewayError {
   }
 }
 
+/**
+ * The shared limits store cannot be reached and `on_store_failure: closed` says not to serve without it. The
+ * SDKs retry a 503 with `retry-after`.
+ */
+export class LimitsUnavailableError extends GatewayError {
+  constructor() {
+    super(
+      "The gateway cannot check its rate limits right now (the limits store is unreachable). Try again in a moment.",
+      503,
+      "server_error",
+      "limits_unavailable",
+      null,
+      { "retry-after": "1" },
+    );
+  }
+}
+
 /** The completions path reads JSON only; a form or text body is refused rather than guessed at. */
 export class UnsupportedMediaTypeError extends GatewayError {
   constructor(contentType: string) {

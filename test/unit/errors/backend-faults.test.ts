@@ -31,6 +31,7 @@ const EXAMPLES: Readonly<Record<string, readonly GatewayError[]>> = {
   BackendNotAllowedError: [new errors.BackendNotAllowedError("k", "b")],
   RateLimitError: [new errors.RateLimitError("requests", 10, "key 'k'", 5)],
   TooManyConcurrentRequestsError: [new errors.TooManyConcurrentRequestsError("busy")],
+  LimitsUnavailableError: [new errors.LimitsUnavailableError()],
   UnsupportedMediaTypeError: [new errors.UnsupportedMediaTypeError("text/plain")],
   RequestTimeoutError: [new errors.RequestTimeoutError(5)],
   UnsupportedEncodingError: [new errors.UnsupportedEncodingError("br")],
