@@ -582,3 +582,76 @@ auth:
     });
   });
 });
+
+describe("limits_store", () => {
+  it("is absent unless configured", () => {
+    expect(parse("").access.store).toBeUndefined();
+  });
+
+  it("reads a redis:// URL with its defaults", () => {
+    expect(parse("limits_store:\n  url: redis://valkey:6379\n").access.store).toEqual({
+      host: "valkey",
+      port: 6379,
+      db: 0,
+      tls: false,
+      display: "redis://valkey:6379/0",
+      onStoreFailure: "local",
+      expectedReplicas: 1,
+      timeoutMs: 50,
+      leaseSeconds: 30,
+      keyPrefix: "gateway:",
+    });
+  });
+
+  it("reads rediss:// as TLS, a user, a database, the password from password_env, and every setting", () => {
+    const config = parse(
+      `limits_store:
+  url: rediss://gateway@store.example:6380/2
+  password_env: STORE_PASSWORD
+  on_store_failure: closed
+  expected_replicas: 3
+  timeout_ms: 20
+  lease_seconds: 10
+  key_prefix: "gw:"
+`,
+      { STORE_PASSWORD: "s3cret-store-password" },
+    );
+    expect(config.access.store).toEqual({
+      host: "store.example",
+      port: 6380,
+      db: 2,
+      tls: true,
+      username: "gateway",
+      password: "s3cret-store-password",
+      display: "rediss://gateway@store.example:6380/2",
+      onStoreFailure: "closed",
+      expectedReplicas: 3,
+      timeoutMs: 20,
+      leaseSeconds: 10,
+      keyPrefix: "gw:",
+    });
+    // The password is a secret read from the environment: the file-permission check knows of it.
+    expect(config.secretEnv).toContain("STORE_PASSWORD");
+  });
+
+  it.each([
+    ["url: http://valkey:6379", "limits_store.url", /redis:\/\/ or rediss:\/\//],
+    ["url: not a url", "limits_store.url", /must be a URL/],
+    ["url: redis://:hunter2-password@valkey:6379", "limits_store.url", /must not contain a password/],
+    ["url: redis://valkey:6379/x", "limits_store.url", /database number/],
+    ["url: redis://valkey:6379?db=2", "limits_store.url", /query/],
+    ["password_env: STORE_PASSWORD\n  url: redis://valkey", "limits_store.password_env", /is not set/],
+    ["url: redis://valkey\n  on_store_failure: ignore", "limits_store.on_store_failure", /local, open, closed/],
+    ["url: redis://valkey\n  expected_replicas: 0", "limits_store.expected_replicas", /whole number from 1/],
+    ["url: redis://valkey\n  timeout_ms: 0", "limits_store.timeout_ms", /whole number from 1/],
+    ["url: redis://valkey\n  key_prefix: 'a{b}'", "limits_store.key_prefix", /braces/],
+    ["url: redis://valkey\n  timout_ms: 20", "limits_store.timout_ms", /not a known setting/],
+    ["{}", "limits_store.url", /is required/],
+  ])("refuses %s", (body, path, message) => {
+    const error = refusal(`limits_store:\n  ${body}\n`);
+    expect(error.path).toBe(path);
+    expect(error.message).toMatch(message);
+    // Whatever was wrong, the password never appears in the error.
+    expect(error.message).not.toContain("hunter2");
+  });
+});
