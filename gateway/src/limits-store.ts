@@ -39,7 +39,7 @@ local now = second * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
 /**
  * KEYS: requests, tokens, leases, reservations. ARGV: requests per minute, tokens per minute, concurrent
- * requests (0: no such limit), tokens to reserve, lease id, lease ms. Returns {1} (admitted) or
+ * requests (0: no such limit), tokens to reserve, lease id, lease ms (0: no lease). Returns {1} (admitted) or
  * {0, reason, retry-after seconds}.
  */
 const TAKE = `${CLOCK}
@@ -53,26 +53,30 @@ if #lapsed > 0 then
   redis.call('HDEL', KEYS[4], unpack(lapsed))
 end
 
--- The sum of one window, its live buckets oldest first; buckets that left the window are deleted.
+-- The sum of one window and its live buckets; buckets that left the window are deleted.
 local function window(key)
   local fields = redis.call('HGETALL', key)
-  local total, buckets, stale = 0, {}, {}
+  local total, stale = 0, {}
   for i = 1, #fields, 2 do
-    local s, amount = tonumber(fields[i]), tonumber(fields[i + 1])
-    if s <= second - 60 then
+    if tonumber(fields[i]) <= second - 60 then
       stale[#stale + 1] = fields[i]
     else
-      total = total + amount
-      buckets[#buckets + 1] = {s, amount}
+      total = total + tonumber(fields[i + 1])
     end
   end
   if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
-  table.sort(buckets, function(a, b) return a[1] < b[1] end)
-  return total, buckets
+  return total, fields
 end
 
--- Whole seconds (at least 1) until the window's sum is at most target, as old buckets leave it.
-local function wait(total, buckets, target)
+-- Whole seconds (at least 1) until the window's sum is at most target, as old buckets leave it. Only a
+-- refusal needs it, so only a refusal sorts.
+local function wait(total, fields, target)
+  local buckets = {}
+  for i = 1, #fields, 2 do
+    local s = tonumber(fields[i])
+    if s > second - 60 then buckets[#buckets + 1] = {s, tonumber(fields[i + 1])} end
+  end
+  table.sort(buckets, function(a, b) return a[1] < b[1] end)
   local remaining = total
   for _, bucket in ipairs(buckets) do
     remaining = remaining - bucket[2]
@@ -104,6 +108,8 @@ if rpm > 0 then
   redis.call('HINCRBY', KEYS[1], second, 1)
   redis.call('PEXPIRE', KEYS[1], ${WINDOW_MS + 1000})
 end
+-- No lease when nothing is held while the request runs (a requests-per-minute limit alone): no end to send.
+if leaseMs == 0 then return {1} end
 redis.call('ZADD', KEYS[3], now + leaseMs, lease)
 redis.call('PEXPIRE', KEYS[3], leaseMs)
 if tpm > 0 and reserve > 0 then
@@ -272,6 +278,9 @@ export class LimitsStore implements SharedBooks {
     const lease = this.nextLease++;
     const id = `${this.instance}:${lease}`;
     const reserve = limits.tokensPerMinute === undefined ? 0 : Math.max(0, Math.floor(client.reserve ?? 0));
+    // A lease holds a slot or a reservation, and its end charges tokens: a requests-per-minute limit alone needs
+    // none, and costs one round trip per request instead of two.
+    const leased = limits.concurrentRequests !== undefined || limits.tokensPerMinute !== undefined;
     return this.commands
       .gatewayTake(
         keys.requests,
@@ -283,13 +292,14 @@ export class LimitsStore implements SharedBooks {
         limits.concurrentRequests ?? 0,
         reserve,
         id,
-        this.store.leaseSeconds * 1000,
+        leased ? this.store.leaseSeconds * 1000 : 0,
       )
       .then(
         (reply): Verdict => {
           this.breaker.record(permit, "success");
           const [admitted, reason, retryAfter] = Array.isArray(reply) ? (reply as unknown[]) : [];
           if (admitted === 1) {
+            if (!leased) return { lease: -1 };
             this.leases.set(lease, { keys, id });
             return { lease };
           }
