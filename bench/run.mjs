@@ -36,6 +36,7 @@ import {
   writeGatewayConfig,
 } from "./lib.mjs";
 import { CHUNKS_PER_STREAM, STREAMS_BODY, measureLevel, parseLevel, streamServers } from "./streams.mjs";
+import { LIMITS_STORE_HEADER, limitsStoreRows, measureLimitsStore } from "./limits-store.mjs";
 
 const options = {
   rounds: 3,
@@ -297,6 +298,16 @@ for (const level of streamLevels.map(parseLevel)) {
   );
 }
 stopAll();
+
+// ---- the shared limits store: what a decision in Valkey adds over the in-process limiter (limits-store.mjs)
+say("bench: limits in a shared store (Valkey) against the in-process limiter");
+const limitsStore = await measureLimitsStore(plan, {
+  rounds: options.quick ? 1 : 3,
+  seconds: options.quick ? 1 : 5,
+  rate: 200,
+  dir,
+});
+stopAll();
 const loadAfter = loadavg();
 const elapsedSeconds = (Date.now() - started) / 1000;
 
@@ -460,6 +471,15 @@ const targets = table(
       ),
     ],
     ["RSS < 100 MiB idle (http, one process)", `${f0(idle.http)} MiB`, check(idle.http < 100)],
+    ...(limitsStore.skipped !== undefined
+      ? [["limits store adds < 0.5 ms p50 at 200 req/s (issue 14)", "not measured (no Docker or no image)", "–"]]
+      : [
+          [
+            "limits store adds < 0.5 ms p50 at 200 req/s (issue 14)",
+            `+${f2(limitsStore.store.p50 - limitsStore.local.p50)} ms p50, +${f2(limitsStore.store.p99 - limitsStore.local.p99)} ms p99 over the in-process limiter`,
+            check(limitsStore.store.p50 - limitsStore.local.p50 < 0.5),
+          ],
+        ]),
     ["RSS < 160 MiB at peak (http, one process)", `${f0(peak.http)} MiB`, check(peak.http < 160)],
     ["stream first byte within 2 ms of the upstream's", `+${f2(ttfbAdded)} ms (p50)`, check(ttfbAdded <= 2)],
     ...(low === undefined || lowProxy === undefined || high === undefined
@@ -568,6 +588,16 @@ ${
   high2 === undefined || high === undefined
     ? ""
     : `WORKERS=2 at ${high.level.streams} open streams: ${f0(high2.chunksPerSecond)} chunks/s at ${f0(high2.cpuUse * 100)}% CPU (${f2(high2.cpuPerChunkUs)} µs per chunk) against one process's ${f0(high.chunksPerSecond)} at ${f0(high.cpuUse * 100)}%; its second worker shares CPU 1 with the client and the upstream.`
+}
+
+## Limits in a shared store
+
+${
+  limitsStore.skipped !== undefined
+    ? `Not measured: ${limitsStore.skipped}.`
+    : `One gateway counting its clients' limits in-process, one counting them in Valkey ${limitsStore.valkeyVersion} (\`limits_store\`, a container on the host's network at 127.0.0.1, on CPU ${plan.load ?? "any"} with the load generator), echo backend, every request one client's (limits high enough never to refuse: a decision each). ${limitsStore.rate} req/s open loop, then flat out with ${options.connections} connections; ${limitsStore.rounds} interleaved rounds of ${limitsStore.seconds} s, medians. Flat out, the store shares its core with the load generator: read CPU per request, not req/s.
+
+${table(LIMITS_STORE_HEADER, limitsStoreRows(limitsStore))}`
 }
 
 ## The issue's targets, in this run

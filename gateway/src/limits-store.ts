@@ -14,7 +14,8 @@ import { CircuitBreaker } from "./services/circuit-breaker";
  * so replicas whose clocks disagree still count one window. A client's keys share one hash tag (`{...}`),
  * so they sit in one slot of a Redis Cluster, and each expires on its own once the client goes quiet:
  *
- * - `<prefix>{<client>}:r`: requests per second of the last minute (a hash, second -> count),
+ * - `<prefix>{<client>}:r`: requests per second of the last minute (a hash, second -> count; as in
+ *   admission.ts's SlidingWindow, a second's bucket leaves when second + 61 begins),
  * - `<prefix>{<client>}:t`: tokens charged per second of the last minute,
  * - `<prefix>{<client>}:l`: leases of the requests in flight (a sorted set, lease -> expiry in ms),
  * - `<prefix>{<client>}:v`: the tokens each lease reserved (a hash, lease -> tokens).
@@ -58,7 +59,7 @@ local function window(key)
   local fields = redis.call('HGETALL', key)
   local total, stale = 0, {}
   for i = 1, #fields, 2 do
-    if tonumber(fields[i]) <= second - 60 then
+    if tonumber(fields[i]) <= second - 61 then
       stale[#stale + 1] = fields[i]
     else
       total = total + tonumber(fields[i + 1])
@@ -74,13 +75,13 @@ local function wait(total, fields, target)
   local buckets = {}
   for i = 1, #fields, 2 do
     local s = tonumber(fields[i])
-    if s > second - 60 then buckets[#buckets + 1] = {s, tonumber(fields[i + 1])} end
+    if s > second - 61 then buckets[#buckets + 1] = {s, tonumber(fields[i + 1])} end
   end
   table.sort(buckets, function(a, b) return a[1] < b[1] end)
   local remaining = total
   for _, bucket in ipairs(buckets) do
     remaining = remaining - bucket[2]
-    if remaining <= target then return math.max(1, math.ceil(((bucket[1] + 60) * 1000 - now) / 1000)) end
+    if remaining <= target then return math.max(1, math.ceil(((bucket[1] + 61) * 1000 - now) / 1000)) end
   end
   return 1
 end
@@ -106,7 +107,7 @@ end
 
 if rpm > 0 then
   redis.call('HINCRBY', KEYS[1], second, 1)
-  redis.call('PEXPIRE', KEYS[1], ${WINDOW_MS + 1000})
+  redis.call('PEXPIRE', KEYS[1], ${WINDOW_MS + 2000})
 end
 -- No lease when nothing is held while the request runs (a requests-per-minute limit alone): no end to send.
 if leaseMs == 0 then return {1} end
@@ -126,7 +127,7 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 local used = tonumber(ARGV[2])
 if used > 0 then
   redis.call('HINCRBY', KEYS[1], second, used)
-  redis.call('PEXPIRE', KEYS[1], ${WINDOW_MS + 1000})
+  redis.call('PEXPIRE', KEYS[1], ${WINDOW_MS + 2000})
 end
 return 1
 `;
@@ -226,7 +227,9 @@ export class LimitsStore implements SharedBooks {
       ...(store.password === undefined ? {} : { password: store.password }),
       ...(store.tls ? { tls: { servername: store.host } } : {}),
       connectionName: "inference-gateway",
-      commandTimeout: store.timeoutMs,
+      // The decision's own deadline is timeoutMs (see withinDeadline); this backstop only clears commands a
+      // store that went silent will never answer, so they do not pile up.
+      commandTimeout: Math.max(1000, store.timeoutMs * 10),
       connectTimeout: 2000,
       // A command never waits for a connection: without one it fails at once, and the request is decided
       // by on_store_failure. Reconnecting goes on in the background, every 0.1-1 s.
@@ -281,8 +284,8 @@ export class LimitsStore implements SharedBooks {
     // A lease holds a slot or a reservation, and its end charges tokens: a requests-per-minute limit alone needs
     // none, and costs one round trip per request instead of two.
     const leased = limits.concurrentRequests !== undefined || limits.tokensPerMinute !== undefined;
-    return this.commands
-      .gatewayTake(
+    return this.withinDeadline(
+      this.commands.gatewayTake(
         keys.requests,
         keys.tokens,
         keys.leases,
@@ -293,24 +296,59 @@ export class LimitsStore implements SharedBooks {
         reserve,
         id,
         leased ? this.store.leaseSeconds * 1000 : 0,
-      )
-      .then(
-        (reply): Verdict => {
-          this.breaker.record(permit, "success");
-          const [admitted, reason, retryAfter] = Array.isArray(reply) ? (reply as unknown[]) : [];
-          if (admitted === 1) {
-            if (!leased) return { lease: -1 };
-            this.leases.set(lease, { keys, id });
-            return { lease };
-          }
-          return { refused: sharedReason(reason), retryAfterSeconds: typeof retryAfter === "number" ? retryAfter : 1 };
+      ),
+    ).then(
+      (reply): Verdict => {
+        this.breaker.record(permit, "success");
+        const [admitted, reason, retryAfter] = Array.isArray(reply) ? (reply as unknown[]) : [];
+        if (admitted === 1) {
+          if (!leased) return { lease: -1 };
+          this.leases.set(lease, { keys, id });
+          return { lease };
+        }
+        return { refused: sharedReason(reason), retryAfterSeconds: typeof retryAfter === "number" ? retryAfter : 1 };
+      },
+      (error: unknown) => {
+        this.breaker.record(permit, "failure");
+        this.warn("limits store did not answer", error);
+        return this.decideWithoutStore(client);
+      },
+    );
+  }
+
+  /**
+   * The store's answer, or a rejection once `timeout_ms` has passed without one. Checked once more after the
+   * event loop's next poll: when the process itself stalled (a long GC, a busy core), the answer may already
+   * be in the socket when the timer fires, and that is not the store being late. Deciding without the store
+   * then would admit beyond the limit for nothing (the store counted the request too).
+   */
+  private withinDeadline<T>(answer: Promise<T>): Promise<T> {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(
+        () =>
+          setImmediate(() => {
+            if (settled) return;
+            settled = true;
+            reject(new Error(`no answer within ${this.store.timeoutMs} ms`));
+          }),
+        this.store.timeoutMs,
+      );
+      answer.then(
+        (value) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          resolve(value);
         },
         (error: unknown) => {
-          this.breaker.record(permit, "failure");
-          this.warn("limits store did not answer", error);
-          return this.decideWithoutStore(client);
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          reject(error instanceof Error ? error : new Error(String(error)));
         },
       );
+    });
   }
 
   end(lease: number, tokens: number): void {

@@ -2,14 +2,21 @@ import type { AccessConfig, ClientLimits } from "./config";
 import { type LimitsUnavailableError, RateLimitError, TooManyConcurrentRequestsError } from "../errors";
 
 const WINDOW_SECONDS = 60;
+/**
+ * Buckets kept: the current (partial) second and the 60 before it. A request counts for 60 to 61 seconds,
+ * never less, so no span of 60 seconds ever holds more than the limit (with 60 buckets, a burst at the end
+ * of one second and another at the start of the second 60 s later fell within 59 s of each other: up to
+ * twice the limit in one minute).
+ */
+const BUCKETS = WINDOW_SECONDS + 1;
 
 /**
- * A sum over the last 60 seconds, kept in 60 one-second buckets: exact up to the second, O(1) memory per
- * client, no timers. The bucket of second `s` leaves the window when second `s + 60` begins.
+ * A sum over the last minute, kept in 61 one-second buckets: exact up to the second, O(1) memory per
+ * client, no timers. The bucket of second `s` leaves the window when second `s + 61` begins.
  */
 export class SlidingWindow {
-  private readonly buckets = new Float64Array(WINDOW_SECONDS);
-  /** The second (Unix time) of the newest bucket; older seconds are in the slots before it, modulo 60. */
+  private readonly buckets = new Float64Array(BUCKETS);
+  /** The second (Unix time) of the newest bucket; older seconds are in the slots before it, modulo 61. */
   private newest = -Infinity;
   private sum = 0;
 
@@ -20,7 +27,7 @@ export class SlidingWindow {
 
   add(nowMs: number, amount: number): void {
     this.advance(nowMs);
-    this.buckets[this.newest % WINDOW_SECONDS] = (this.buckets[this.newest % WINDOW_SECONDS] ?? 0) + amount;
+    this.buckets[this.newest % BUCKETS] = (this.buckets[this.newest % BUCKETS] ?? 0) + amount;
     this.sum += amount;
   }
 
@@ -28,10 +35,10 @@ export class SlidingWindow {
   secondsUntilAtMost(nowMs: number, target: number): number {
     this.advance(nowMs);
     let remaining = this.sum;
-    for (let age = WINDOW_SECONDS - 1; age >= 0 && remaining > target; age--) {
+    for (let age = BUCKETS - 1; age >= 0 && remaining > target; age--) {
       const second = this.newest - age;
-      remaining -= this.buckets[second % WINDOW_SECONDS] ?? 0;
-      if (remaining <= target) return Math.max(1, Math.ceil(((second + WINDOW_SECONDS) * 1000 - nowMs) / 1000));
+      remaining -= this.buckets[second % BUCKETS] ?? 0;
+      if (remaining <= target) return Math.max(1, Math.ceil(((second + BUCKETS) * 1000 - nowMs) / 1000));
     }
     return 1;
   }
@@ -39,13 +46,13 @@ export class SlidingWindow {
   private advance(nowMs: number): void {
     const second = Math.floor(nowMs / 1000);
     if (second <= this.newest) return;
-    if (second - this.newest >= WINDOW_SECONDS) {
+    if (second - this.newest >= BUCKETS) {
       this.buckets.fill(0);
       this.sum = 0;
     } else {
       for (let s = this.newest + 1; s <= second; s++) {
-        this.sum -= this.buckets[s % WINDOW_SECONDS] ?? 0;
-        this.buckets[s % WINDOW_SECONDS] = 0;
+        this.sum -= this.buckets[s % BUCKETS] ?? 0;
+        this.buckets[s % BUCKETS] = 0;
       }
     }
     this.newest = second;

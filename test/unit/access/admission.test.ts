@@ -32,18 +32,36 @@ describe("SlidingWindow", () => {
     const window = new SlidingWindow();
     window.add(T0 + 100, 1);
     window.add(T0 + 900, 4);
-    expect(window.total(T0 + 59 * SECOND)).toBe(5);
-    expect(window.total(T0 + 60 * SECOND)).toBe(0);
+    expect(window.total(T0 + 60 * SECOND)).toBe(5);
+    expect(window.total(T0 + 61 * SECOND)).toBe(0);
   });
 
-  it("drops the bucket of second s exactly when second s + 60 begins", () => {
+  it("drops the bucket of second s exactly when second s + 61 begins: every amount counts for 60 s at least", () => {
     const window = new SlidingWindow();
     window.add(T0 + 500, 3);
     window.add(T0 + 1 * SECOND, 1);
-    expect(window.total(T0 + 60 * SECOND - 1)).toBe(4);
-    expect(window.total(T0 + 60 * SECOND)).toBe(1);
-    expect(window.total(T0 + 61 * SECOND - 1)).toBe(1);
-    expect(window.total(T0 + 61 * SECOND)).toBe(0);
+    expect(window.total(T0 + 61 * SECOND - 1)).toBe(4);
+    expect(window.total(T0 + 61 * SECOND)).toBe(1);
+    expect(window.total(T0 + 62 * SECOND - 1)).toBe(1);
+    expect(window.total(T0 + 62 * SECOND)).toBe(0);
+  });
+
+  it("never lets one 60 s span hold more than a limit, however the bursts fall within their seconds", () => {
+    // A limit of 10 a minute, filled at the very end of one second: 60 s later it must still be full.
+    const window = new SlidingWindow();
+    const limit = 10;
+    const admitted: number[] = [];
+    for (let at = T0 + 999; at < T0 + 180 * SECOND; at += 100) {
+      if (window.total(at) + 1 <= limit) {
+        window.add(at, 1);
+        admitted.push(at);
+      }
+    }
+    for (let i = 0; i < admitted.length; i++) {
+      const from = admitted[i] ?? 0;
+      expect(admitted.filter((at) => at >= from && at < from + 60 * SECOND).length).toBeLessThanOrEqual(limit);
+    }
+    expect(admitted.length).toBe(30);
   });
 
   it("clears everything after a gap of more than 60 seconds", () => {
@@ -61,7 +79,7 @@ describe("SlidingWindow", () => {
     // 120 s later the same slot (modulo 60) is reused: only the new amount may count.
     window.add(T0 + 120 * SECOND, 1);
     expect(window.total(T0 + 120 * SECOND)).toBe(1);
-    expect(window.total(T0 + 180 * SECOND)).toBe(0);
+    expect(window.total(T0 + 181 * SECOND)).toBe(0);
   });
 
   it("ignores a clock that steps back (the newest second stays the newest)", () => {
@@ -69,26 +87,26 @@ describe("SlidingWindow", () => {
     window.add(T0 + 10 * SECOND, 1);
     window.add(T0 + 5 * SECOND, 1);
     expect(window.total(T0 + 10 * SECOND)).toBe(2);
-    expect(window.total(T0 + 70 * SECOND)).toBe(0);
+    expect(window.total(T0 + 71 * SECOND)).toBe(0);
   });
 
   describe("secondsUntilAtMost", () => {
-    it("waits until enough old buckets have left: 3 at 0 s and 1 at 30 s, at 40 s total <= 1 is 20 s away", () => {
+    it("waits until enough old buckets have left: 3 at 0 s and 1 at 30 s, at 40 s total <= 1 is 21 s away", () => {
       const window = new SlidingWindow();
       window.add(T0, 3);
       window.add(T0 + 30 * SECOND, 1);
-      expect(window.secondsUntilAtMost(T0 + 40 * SECOND, 1)).toBe(20);
-      // Total <= 0 needs the 30 s bucket gone as well: at 90 s.
-      expect(window.secondsUntilAtMost(T0 + 40 * SECOND, 0)).toBe(50);
+      expect(window.secondsUntilAtMost(T0 + 40 * SECOND, 1)).toBe(21);
+      // Total <= 0 needs the 30 s bucket gone as well: at 91 s.
+      expect(window.secondsUntilAtMost(T0 + 40 * SECOND, 0)).toBe(51);
       // Total <= 3 needs only the 0 s bucket gone too: the 30 s one alone is 1.
-      expect(window.secondsUntilAtMost(T0 + 40 * SECOND, 3)).toBe(20);
+      expect(window.secondsUntilAtMost(T0 + 40 * SECOND, 3)).toBe(21);
     });
 
     it("rounds a part second up, counting from the moment asked", () => {
       const window = new SlidingWindow();
       window.add(T0, 2);
-      // The bucket leaves at T0 + 60 s; from T0 + 40.5 s that is 19.5 s, so 20 whole seconds.
-      expect(window.secondsUntilAtMost(T0 + 40 * SECOND + 500, 0)).toBe(20);
+      // The bucket leaves at T0 + 61 s; from T0 + 40.5 s that is 20.5 s, so 21 whole seconds.
+      expect(window.secondsUntilAtMost(T0 + 40 * SECOND + 500, 0)).toBe(21);
     });
 
     it("is the answer the window then proves true", () => {
@@ -112,7 +130,7 @@ describe("SlidingWindow", () => {
     it("is 1 when the bucket leaves within the next second", () => {
       const window = new SlidingWindow();
       window.add(T0, 1);
-      expect(window.secondsUntilAtMost(T0 + 59 * SECOND + 999, 0)).toBe(1);
+      expect(window.secondsUntilAtMost(T0 + 60 * SECOND + 999, 0)).toBe(1);
     });
   });
 });
@@ -181,14 +199,14 @@ describe("Admission", () => {
       time.advance(20 * SECOND);
       admission.admit(alice).release();
       time.advance(15 * SECOND + 400);
-      // The first request (second 0) leaves the window at 60 s; it is now 35.4 s.
+      // The first request (second 0) leaves the window at 61 s; it is now 35.4 s.
       const retryAfter = Number(refusal(admission, alice).error.headers["retry-after"]);
-      expect(retryAfter).toBe(25);
+      expect(retryAfter).toBe(26);
       time.advance((retryAfter - 1) * SECOND);
       expect(reason(admission, alice)).toBe("requests_per_minute");
       time.set(T0 + 35 * SECOND + 400 + retryAfter * SECOND);
       expect(() => admission.admit(alice).release()).not.toThrow();
-      // And now the window is full again until the second request (at 20 s) leaves at 80 s.
+      // And now the window is full again until the second request (at 20 s) leaves at 81 s.
       expect(Number(refusal(admission, alice).error.headers["retry-after"])).toBe(20);
     });
 
@@ -199,7 +217,7 @@ describe("Admission", () => {
         time.advance(5 * SECOND);
         expect(reason(admission, alice)).toBe("requests_per_minute");
       }
-      time.set(T0 + 60 * SECOND);
+      time.set(T0 + 61 * SECOND);
       admitTimes(admission, alice, 3).forEach((ticket) => ticket.release());
       expect(reason(admission, alice)).toBe("requests_per_minute");
     });
@@ -253,11 +271,11 @@ describe("Admission", () => {
       ticket.release();
       time.advance(30 * SECOND);
       const error = refusal(admission, alice);
-      // Charged at 10 s, so they leave at 70 s; it is 40 s.
-      expect(error.error.headers["retry-after"]).toBe("30");
-      time.set(T0 + 70 * SECOND - 1);
+      // Charged at 10 s, so they leave at 71 s; it is 40 s.
+      expect(error.error.headers["retry-after"]).toBe("31");
+      time.set(T0 + 71 * SECOND - 1);
       expect(reason(admission, alice)).toBe("tokens_per_minute");
-      time.set(T0 + 70 * SECOND);
+      time.set(T0 + 71 * SECOND);
       expect(() => admission.admit(alice).release()).not.toThrow();
     });
 
