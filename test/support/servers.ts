@@ -99,6 +99,7 @@ export async function startGateway(
     close: async () => {
       await running.close();
       await deps.inference.close();
+      await deps.limitsStore?.close();
     },
   };
 }

@@ -5,6 +5,7 @@ import { parseAllDocuments, parse as parseYaml } from "yaml";
 import { defaultBackendRegistry } from "../../../gateway/src/backends";
 import { parseConfig } from "../../../gateway/src/config/config";
 import { parseSettings } from "../../../gateway/src/config/settings";
+import { freePort } from "../../support/ports";
 import { startGateway } from "../../support/servers";
 
 const ROOT = join(__dirname, "..", "..", "..");
@@ -39,8 +40,10 @@ function rendered(): Manifest[] {
   return [...maps, ...resources];
 }
 
-function only(objects: Manifest[], kind: string): Manifest {
-  const found = objects.filter((object) => object.kind === kind);
+function only(objects: Manifest[], kind: string, name?: string): Manifest {
+  const found = objects.filter(
+    (object) => object.kind === kind && (name === undefined || object.metadata.name === name),
+  );
   expect(found).toHaveLength(1);
   return found[0] as Manifest;
 }
@@ -89,6 +92,8 @@ describe("deploy/kubernetes", () => {
       "HorizontalPodAutoscaler",
       "PodDisruptionBudget",
       "Service",
+      "Service",
+      "StatefulSet",
     ]);
   });
 
@@ -101,7 +106,7 @@ describe("deploy/kubernetes", () => {
     expect(http?.containerPort).toBe(settings.port);
     for (const probe of [container.livenessProbe, container.readinessProbe, container.startupProbe])
       expect(probe.httpGet.port).toBe("http");
-    const service = only(objects, "Service") as Manifest & {
+    const service = only(objects, "Service", "gateway") as Manifest & {
       spec: { ports: { targetPort: string }[]; selector: Record<string, string> };
     };
     expect(service.spec.ports.map((port) => port.targetPort)).toEqual(["http"]);
@@ -126,7 +131,11 @@ describe("deploy/kubernetes", () => {
     const text = configMap?.data[settings.configFile.slice((mount?.mountPath.length ?? 0) + 1)];
     expect(typeof text).toBe("string");
     expect(() => parseConfig(parseYaml(text ?? ""), defaultBackendRegistry(), {})).not.toThrow();
-    const gateway = await startGateway(text ?? "");
+    // The store is valkey.yaml's Service, unreachable here (and never looked up: loopback only): the probes
+    // answer without it.
+    const gateway = await startGateway(
+      (text ?? "").replace(/redis:\/\/valkey:6379/, `redis://127.0.0.1:${await freePort()}`),
+    );
     try {
       expect((await fetch(`${gateway.url}${container.livenessProbe.httpGet.path}`)).status).toBe(200);
       expect((await fetch(`${gateway.url}${container.readinessProbe.httpGet.path}`)).status).toBe(200);
@@ -148,5 +157,27 @@ describe("deploy/kubernetes", () => {
     expect(hpa.spec.scaleTargetRef).toMatchObject({ kind: "Deployment", name: deployment.metadata.name });
     // With one replica the PodDisruptionBudget would block every node drain.
     expect(hpa.spec.minReplicas).toBeGreaterThan(pdb.spec.minAvailable);
+  });
+
+  it("points limits_store at the Valkey it deploys, and Valkey keeps nothing on disk", () => {
+    const settings = parseSettings(env);
+    const configMap = objects.find((object) => object.kind === "ConfigMap") as Manifest & {
+      data: Record<string, string>;
+    };
+    const text = configMap.data[settings.configFile.split("/").pop() ?? ""] ?? "";
+    const store = parseConfig(parseYaml(text), defaultBackendRegistry(), {}).access.store;
+    const valkey = only(objects, "Service", "valkey") as Manifest & {
+      spec: { ports: { port: number }[]; selector: Record<string, string> };
+    };
+    expect(store).toMatchObject({ host: valkey.metadata.name, port: valkey.spec.ports[0]?.port });
+    // Each pod's share while the store is away: about the Deployment's replicas.
+    expect(store?.expectedReplicas).toBe((deployment.spec as { replicas?: number }).replicas);
+    const statefulSet = only(objects, "StatefulSet", "valkey") as Manifest & {
+      spec: { template: { metadata: { labels: Record<string, string> }; spec: { containers: { args: string[] }[] } } };
+    };
+    expect(statefulSet.spec.template.metadata.labels).toMatchObject(valkey.spec.selector);
+    // The gateway's Service must not reach Valkey's pod, nor Valkey's the gateway's.
+    expect(deployment.spec.template.metadata.labels).not.toMatchObject(valkey.spec.selector);
+    expect(statefulSet.spec.template.spec.containers[0]?.args.join(" ")).toContain("--save  --appendonly no");
   });
 });
