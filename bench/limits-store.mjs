@@ -6,18 +6,20 @@
 //
 //   node bench/limits-store.mjs [--rounds=3] [--seconds=5] [--rate=200]
 //
-// Valkey runs in a container (valkey/valkey:8, the tag of docker-compose.yml) on the host's network at
+// Valkey runs in a container (valkey/valkey:8, the tag of deploy/swarm/stack.yml) on the host's network at
 // 127.0.0.1, on the load generator's core. Without Docker, or without the image, it says so and measures nothing.
 // make bench (bench/run.mjs) runs it too.
 import { execFileSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { parse } from "yaml";
 import {
   BODY,
   GATEWAY_ARGS,
   HOST,
   PATH,
+  ROOT,
   cpuPlan,
   describePlan,
   freePort,
@@ -33,7 +35,9 @@ import {
   throughput,
 } from "./lib.mjs";
 
-export const VALKEY_IMAGE = "valkey/valkey:8";
+/** The tag of deploy/swarm/stack.yml's Valkey, where it is written once. */
+export const VALKEY_IMAGE = parse(readFileSync(join(ROOT, "deploy", "swarm", "stack.yml"), "utf8")).services.valkey
+  .image;
 
 function docker(args) {
   return execFileSync("docker", args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 60_000 }).trim();

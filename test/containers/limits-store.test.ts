@@ -15,7 +15,7 @@ import { GenericContainer, type StartedTestContainer, Wait } from "testcontainer
 import { eventually } from "../support/eventually";
 import { parseExposition, total } from "../support/exposition";
 import { type Started, startGatewayProcess, workDir } from "../support/process";
-import { composeImage, CONTAINER_TEST_TIMEOUT_MS, freePort } from "./support";
+import { CONTAINER_TEST_TIMEOUT_MS, freePort, stackImage } from "./support";
 
 const KEY = "gw-limits-store-team-3c9e1a7f5b";
 const AUTH = { authorization: `Bearer ${KEY}` };
@@ -30,7 +30,7 @@ const dirs: string[] = [];
 
 beforeAll(async () => {
   valkeyPort = await freePort();
-  valkey = await new GenericContainer(composeImage("valkey"))
+  valkey = await new GenericContainer(stackImage("valkey"))
     // A fixed host port: the gateways must find the store again after `docker stop` and `docker start`.
     .withExposedPorts({ container: 6379, host: valkeyPort })
     .withCommand(["valkey-server", "--protected-mode", "no", "--save", "", "--appendonly", "no"])

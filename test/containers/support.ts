@@ -19,6 +19,18 @@ export function composeImage(service: string): string {
   return image;
 }
 
+/**
+ * The `image:` of a service in deploy/swarm/stack.yml (Valkey's tag is written there once); .ci/run makes its
+ * stand-in from there (`docker compose -f deploy/swarm/stack.yml config --images`).
+ */
+export function stackImage(service: string): string {
+  const stack: unknown = parse(readFileSync(path.join(REPO_ROOT, "deploy", "swarm", "stack.yml"), "utf8"));
+  const image = (stack as { services?: Record<string, { image?: unknown } | undefined> } | null)?.services?.[service]
+    ?.image;
+  if (typeof image !== "string") throw new Error(`deploy/swarm/stack.yml has no image for service ${service}`);
+  return image;
+}
+
 /** Builds, container starts and `docker stop` take far longer than jest's default 5 s. */
 export const CONTAINER_TEST_TIMEOUT_MS = 5 * 60 * 1000;
 
