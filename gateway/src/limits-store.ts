@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { isIP } from "node:net";
 import { Redis } from "ioredis";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { Logger } from "winston";
@@ -225,7 +226,8 @@ export class LimitsStore implements SharedBooks {
       db: store.db,
       ...(store.username === undefined ? {} : { username: store.username }),
       ...(store.password === undefined ? {} : { password: store.password }),
-      ...(store.tls ? { tls: { servername: store.host } } : {}),
+      // SNI names a host; an IP address is verified against the certificate's IP entries without it.
+      ...(store.tls ? { tls: isIP(store.host) === 0 ? { servername: store.host } : {} } : {}),
       connectionName: "inference-gateway",
       // The decision's own deadline is timeoutMs (see withinDeadline); this backstop only clears commands a
       // store that went silent will never answer, so they do not pile up.

@@ -123,6 +123,13 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
     });
     for (const backend of deps.backends)
       logger.info("backend ready", { backend: backend.name, type: backend.type, target: backend.target });
+    const store = config.access.store;
+    if (store !== undefined)
+      logger.info("limits counted in the shared store", {
+        store: store.display,
+        onStoreFailure: store.onStoreFailure,
+        expectedReplicas: store.expectedReplicas,
+      });
   });
   answerClientErrors(server);
 

@@ -15,7 +15,8 @@ import { GenericContainer, type StartedTestContainer, Wait } from "testcontainer
 import { eventually } from "../support/eventually";
 import { parseExposition, total } from "../support/exposition";
 import { type Started, startGatewayProcess, workDir } from "../support/process";
-import { CONTAINER_TEST_TIMEOUT_MS, freePort, stackImage } from "./support";
+import { join } from "node:path";
+import { CONTAINER_TEST_TIMEOUT_MS, freePort, REPO_ROOT, stackImage } from "./support";
 
 const KEY = "gw-limits-store-team-3c9e1a7f5b";
 const AUTH = { authorization: `Bearer ${KEY}` };
@@ -194,7 +195,7 @@ describe("limits_store: one count for every process", () => {
         expect(key).toMatch(/^gateway:\{key:team\}:[rtlv]$/);
         const ttl = Number(await cli("PTTL", key));
         expect(ttl).toBeGreaterThan(0);
-        expect(ttl).toBeLessThanOrEqual(61_000);
+        expect(ttl).toBeLessThanOrEqual(62_000);
       }
     },
     CONTAINER_TEST_TIMEOUT_MS,
@@ -397,6 +398,110 @@ describe("limits_store: when the store fails", () => {
       expect(statuses(await load(gw.url, 10, 2))).toEqual({ 200: 10 });
       expect(gw.output()).toContain("limits store unreachable: deciding without it");
       expect(gw.output()).toContain("limits store answering again");
+    },
+    CONTAINER_TEST_TIMEOUT_MS,
+  );
+});
+
+describe("limits_store over TLS (rediss://) with a password from password_env", () => {
+  const PASSWORD = "valkey-test-password-6f1c9e2a";
+  const TLS_DIR = join(REPO_ROOT, "test", "containers", "tls");
+  let secure: StartedTestContainer;
+  let securePort: number;
+
+  beforeAll(async () => {
+    securePort = await freePort();
+    secure = await new GenericContainer(stackImage("valkey"))
+      .withExposedPorts({ container: 6380, host: securePort })
+      .withCopyFilesToContainer(
+        ["ca.pem", "server.pem", "server-key.pem"].map((file) => ({
+          source: join(TLS_DIR, file),
+          target: `/tls/${file}`,
+          mode: 0o644,
+        })),
+      )
+      .withCommand([
+        "valkey-server",
+        "--port",
+        "0",
+        "--tls-port",
+        "6380",
+        "--tls-cert-file",
+        "/tls/server.pem",
+        "--tls-key-file",
+        "/tls/server-key.pem",
+        "--tls-ca-cert-file",
+        "/tls/ca.pem",
+        "--tls-auth-clients",
+        "no",
+        "--requirepass",
+        PASSWORD,
+        "--protected-mode",
+        "no",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+      ])
+      .withWaitStrategy(Wait.forLogMessage(/Ready to accept connections/))
+      .start();
+  }, CONTAINER_TEST_TIMEOUT_MS);
+
+  afterAll(async () => {
+    await secure?.stop();
+  });
+
+  async function secureGateway(env: Record<string, string>): Promise<Started> {
+    const dir = workDir(
+      config("requests_per_minute: 5", `password_env: STORE_PASSWORD\non_store_failure: closed`).replace(
+        `redis://127.0.0.1:${valkeyPort}`,
+        `rediss://127.0.0.1:${securePort}`,
+      ),
+      "gateway-store-tls-",
+    );
+    dirs.push(dir);
+    const gatewayProcess = await startGatewayProcess(dir, {
+      CONFIG_FILE: "config.yaml",
+      TEAM_KEY: KEY,
+      DRAIN_DELAY: "0",
+      ...env,
+    });
+    started.push(gatewayProcess);
+    return gatewayProcess;
+  }
+
+  it(
+    "counts in a Valkey that speaks only TLS and wants a password, and never prints the password",
+    async () => {
+      const gw = await secureGateway({ STORE_PASSWORD: PASSWORD, NODE_EXTRA_CA_CERTS: join(TLS_DIR, "ca.pem") });
+      await eventually(
+        "the store to answer",
+        () => metric(gw.url, "gateway_limits_store_up"),
+        (up) => up === 1,
+        { timeoutMs: 10_000, intervalMs: 100 },
+      );
+      expect(statuses(await load(gw.url, 8, 1))).toEqual({ 200: 5, 429: 3 });
+      expect(await metric(gw.url, "gateway_limits_decisions_without_store_total")).toBe(0);
+      // The store is named in the log, without its password.
+      expect(gw.output()).toContain(`"store":"rediss://127.0.0.1:${securePort}/0"`);
+      expect(gw.output()).not.toContain(PASSWORD);
+    },
+    CONTAINER_TEST_TIMEOUT_MS,
+  );
+
+  it.each([
+    ["a certificate it does not trust", { STORE_PASSWORD: PASSWORD }],
+    ["a wrong password", { STORE_PASSWORD: "not-the-password-0000", NODE_EXTRA_CA_CERTS: join(TLS_DIR, "ca.pem") }],
+  ])(
+    "does not use a store with %s: it is down, and limited requests are decided without it",
+    async (_what, env) => {
+      const gw = await secureGateway(env);
+      const answers = await load(gw.url, 4, 1);
+      // on_store_failure: closed.
+      expect(statuses(answers)).toEqual({ 503: 4 });
+      expect(await metric(gw.url, "gateway_limits_store_up")).toBe(0);
+      expect(gw.output()).not.toContain(PASSWORD);
+      expect(gw.output()).not.toContain("not-the-password");
     },
     CONTAINER_TEST_TIMEOUT_MS,
   );

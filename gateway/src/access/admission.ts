@@ -283,13 +283,21 @@ export function hasOwnLimits(limits: ClientLimits): boolean {
   return hasRates(limits) || limits.concurrentRequests !== undefined;
 }
 
+/**
+ * The longest `retry-after` a refusal gives. The SDKs honour one of 0-60 s and fall back to their own short
+ * backoff past it; a request counts for up to 61 s, so a wait of 61 is said as 60 (a client back a moment too
+ * early is refused again with a short wait).
+ */
+const MAX_RETRY_AFTER_SECONDS = 60;
+
 /** A refusal by one of a client's own limits, worded the same wherever the counting was done. */
 export function limitRefusal(
   reason: "requests_per_minute" | "tokens_per_minute" | "client_concurrency",
   who: string,
   limits: ClientLimits,
-  retryAfterSeconds: number,
+  wait: number,
 ): AdmissionError {
+  const retryAfterSeconds = Math.min(MAX_RETRY_AFTER_SECONDS, wait);
   switch (reason) {
     case "requests_per_minute":
       return new AdmissionError(

@@ -6,6 +6,7 @@ import {
   AdmissionError,
   MAX_TRACKED_ADDRESSES,
   type RejectReason,
+  limitRefusal,
   SlidingWindow,
   type Ticket,
 } from "../../../gateway/src/access/admission";
@@ -561,3 +562,31 @@ function addressCount(admission: Admission): number {
   if (!(table instanceof Map)) throw new Error("Admission no longer keeps a byAddress map");
   return table.size;
 }
+
+describe("limitRefusal", () => {
+  it("never says more than 60 s in retry-after: the SDKs ignore a longer one and retry at once", () => {
+    const refusal = limitRefusal("requests_per_minute", "API key 'a'", { requestsPerMinute: 5 }, 61);
+    expect(refusal.error.headers["retry-after"]).toBe("60");
+    expect(
+      limitRefusal("tokens_per_minute", "API key 'a'", { tokensPerMinute: 5 }, 7).error.headers["retry-after"],
+    ).toBe("7");
+  });
+
+  it("a window filled at the very start of a second says 60, not the 61 s it has left", () => {
+    const admission = new Admission(
+      { keys: [], limits: { requestsPerMinute: 2 }, maxConcurrentRequests: 10, hashesInFile: false },
+      () => T0,
+    );
+    const client = { address: "10.0.0.1" };
+    admission.admit(client).release();
+    admission.admit(client).release();
+    // Both leave the window when second 61 begins: 61 s from now.
+    let refused: unknown;
+    try {
+      admission.admit(client);
+    } catch (error) {
+      refused = error;
+    }
+    expect((refused as AdmissionError).error.headers["retry-after"]).toBe("60");
+  });
+});
