@@ -19,7 +19,7 @@ import { Lifecycle } from "./services/lifecycle";
 export interface Dependencies extends AppDependencies {
   readonly backends: readonly Backend[];
   /** The shared limits store's connection, when `limits_store` is configured: closed at shutdown. */
-  readonly limitsStore?: { close(): Promise<void> };
+  readonly limitsStore?: { connected(ms: number): Promise<boolean>; close(): Promise<void> };
 }
 
 /** Builds the object graph for one app from an already checked config. */

@@ -370,6 +370,24 @@ export class LimitsStore implements SharedBooks {
       .catch((error: unknown) => this.warn("limits store did not record a request's end", error));
   }
 
+  /**
+   * Resolves true once connected to the store, or false after `ms`. Start-up waits on it before listening, so
+   * the first requests are not decided without a store that was only still connecting.
+   */
+  connected(ms: number): Promise<boolean> {
+    if (this.redis.status === "ready") return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean): void => {
+        clearTimeout(timer);
+        this.redis.off("ready", onReady);
+        resolve(ok);
+      };
+      const onReady = (): void => done(true);
+      const timer = setTimeout(() => done(false), ms);
+      this.redis.once("ready", onReady);
+    });
+  }
+
   async close(): Promise<void> {
     clearInterval(this.renewal);
     clearInterval(this.probe);

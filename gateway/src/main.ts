@@ -14,6 +14,9 @@ import { primaryBooks } from "./cluster-limits";
 import { buildDependencies } from "./dependencies";
 import { createLogger } from "./observability/logger";
 
+/** How long start-up waits for the shared limits store's connection before listening without it. */
+const STORE_CONNECT_WAIT_MS = 2000;
+
 /** A bad setting or config file stops start-up with one line naming the key, never a stack trace. */
 function loadOrExit(registry: BackendRegistry): { env: Env; settings: Settings; config: GatewayConfig } {
   try {
@@ -107,33 +110,48 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
     process.stderr.write(`gateway: cannot listen on ${settings.host}:${settings.port}: ${error.message}\n`);
     process.exit(1);
   };
-  server.once("error", cannotListen);
-  server.listen(settings.port, settings.host, () => {
-    server.off("error", cannotListen);
-    const address = server.address();
-    const port = typeof address === "object" && address !== null ? address.port : settings.port;
-    // Under WORKERS > 1 each worker says which it is, so its lines can be told apart.
-    const worker = cluster.isWorker ? { worker: cluster.worker?.id, pid: process.pid } : {};
-    logger.info("gateway listening", {
-      host: settings.host,
-      port,
-      config: settings.configFile,
-      defaultBackend: config.defaultBackend,
-      ...worker,
-    });
-    for (const backend of deps.backends)
-      logger.info("backend ready", { backend: backend.name, type: backend.type, target: backend.target });
-    const store = config.access.store;
-    if (store !== undefined)
-      logger.info("limits counted in the shared store", {
-        store: store.display,
-        onStoreFailure: store.onStoreFailure,
-        expectedReplicas: store.expectedReplicas,
+  let stopping = false;
+  const listen = (): void => {
+    if (stopping) return;
+    server.once("error", cannotListen);
+    server.listen(settings.port, settings.host, () => {
+      server.off("error", cannotListen);
+      const address = server.address();
+      const port = typeof address === "object" && address !== null ? address.port : settings.port;
+      // Under WORKERS > 1 each worker says which it is, so its lines can be told apart.
+      const worker = cluster.isWorker ? { worker: cluster.worker?.id, pid: process.pid } : {};
+      logger.info("gateway listening", {
+        host: settings.host,
+        port,
+        config: settings.configFile,
+        defaultBackend: config.defaultBackend,
+        ...worker,
       });
-  });
+      for (const backend of deps.backends)
+        logger.info("backend ready", { backend: backend.name, type: backend.type, target: backend.target });
+      const store = config.access.store;
+      if (store !== undefined)
+        logger.info("limits counted in the shared store", {
+          store: store.display,
+          onStoreFailure: store.onStoreFailure,
+          expectedReplicas: store.expectedReplicas,
+        });
+    });
+  };
+  // With a shared limits store, listening waits for its connection (a moment, bounded): otherwise the first
+  // requests would be decided without a store that was only still connecting.
+  if (deps.limitsStore === undefined) listen();
+  else
+    void deps.limitsStore.connected(STORE_CONNECT_WAIT_MS).then((up) => {
+      if (!up)
+        logger.warn("limits store not reachable at start: serving, deciding without it until it is", {
+          store: config.access.store?.display,
+          waitedMs: STORE_CONNECT_WAIT_MS,
+        });
+      listen();
+    });
   answerClientErrors(server);
 
-  let stopping = false;
   const shutdown = (signal: NodeJS.Signals): void => {
     if (stopping) return;
     stopping = true;

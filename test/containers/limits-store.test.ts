@@ -188,6 +188,9 @@ describe("limits_store: one count for every process", () => {
         (await metric(one.url, "gateway_rejected_requests_total", { reason: "requests_per_minute" })) +
         (await metric(two.url, "gateway_rejected_requests_total", { reason: "requests_per_minute" }));
       expect(rejected).toBe(24);
+      // Each started listening once connected to the store: even its first requests were decided there.
+      expect(await metric(one.url, "gateway_limits_decisions_without_store_total")).toBe(0);
+      expect(await metric(two.url, "gateway_limits_decisions_without_store_total")).toBe(0);
       // Every key of the client shares one hash tag (one Redis Cluster slot) and expires by itself.
       const keys = (await cli("--scan")).split("\n").filter((key) => key !== "");
       expect(keys.length).toBeGreaterThan(0);
@@ -326,6 +329,7 @@ describe("limits_store: when the store fails", () => {
       const gw = await gateway(config("requests_per_minute: 20", store.replace("MODE", "local")));
       expect(statuses(await load(gw.url, 3, 1))).toEqual({ 200: 3 });
       expect(await metric(gw.url, "gateway_limits_store_up")).toBe(1);
+      expect(await metric(gw.url, "gateway_limits_decisions_without_store_total")).toBe(0);
       docker("pause");
       const paused = await load(gw.url, 30, 4);
       // Its share is 20 / 2 = 10 counted here alone: the 3 the store had counted are not known to it.
