@@ -510,3 +510,48 @@ describe("limits_store over TLS (rediss://) with a password from password_env", 
     CONTAINER_TEST_TIMEOUT_MS,
   );
 });
+
+describe("limits_store on Redis 7", () => {
+  // The tag .ci/run makes its stand-in under (Debian bookworm's Redis 7.0); a user's machine pulls redis:7.
+  const REDIS_IMAGE = "redis:7";
+  let redis: StartedTestContainer;
+  let redisPort: number;
+
+  beforeAll(async () => {
+    redisPort = await freePort();
+    redis = await new GenericContainer(REDIS_IMAGE)
+      .withExposedPorts({ container: 6379, host: redisPort })
+      .withCommand(["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no"])
+      .withWaitStrategy(Wait.forLogMessage(/Ready to accept connections/))
+      .start();
+  }, CONTAINER_TEST_TIMEOUT_MS);
+
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  it(
+    "counts requests, leases and tokens across two gateways as Valkey does",
+    async () => {
+      // concurrent_requests 2, not 1: a lease is given back one round trip after its answer ends, and the next
+      // request, sent the moment that answer arrived, may reach the store first (README, "Scaling out").
+      const yaml = config("requests_per_minute: 6\nconcurrent_requests: 2\ntokens_per_minute: 100000").replace(
+        `redis://127.0.0.1:${valkeyPort}`,
+        `redis://127.0.0.1:${redisPort}`,
+      );
+      const [one, two] = [await gateway(yaml), await gateway(yaml)];
+      const answers: Answer[] = [];
+      for (let i = 0; i < 12; i++) answers.push(await post(i % 2 === 0 ? one.url : two.url));
+      expect(statuses(answers)).toEqual({ 200: 6, 429: 6 });
+      const redisCli = async (...args: string[]): Promise<string> =>
+        (await redis.exec(["redis-cli", ...args])).output.trim();
+      // Every lease given back, the tokens of the six answers charged, nothing decided without the store.
+      expect(await redisCli("ZCARD", "gateway:{key:team}:l")).toBe("0");
+      const tokens = (await redisCli("HVALS", "gateway:{key:team}:t")).split("\n").map(Number);
+      expect(tokens.reduce((sum, value) => sum + value, 0)).toBeGreaterThanOrEqual(6);
+      expect(await metric(one.url, "gateway_limits_decisions_without_store_total")).toBe(0);
+      expect(await metric(two.url, "gateway_limits_decisions_without_store_total")).toBe(0);
+    },
+    CONTAINER_TEST_TIMEOUT_MS,
+  );
+});
