@@ -216,9 +216,16 @@ export class LimitsStore implements SharedBooks {
     this.logger = logger;
     this.keyLimits = new Map(access.keys.map((key) => [key.name, key.limits]));
     this.local = new Admission(localShare(access, store.expectedReplicas * options.processes));
+    // One line when the store goes away and one when it is back: not one per failed trial each second.
+    let away = false;
     this.breaker = new CircuitBreaker(BREAKER, (state) => {
-      if (state === "open") logger.warn("limits store unreachable: deciding without it", this.logFields());
-      else if (state === "closed") logger.info("limits store answering again", { store: store.display });
+      if (state === "open" && !away) {
+        away = true;
+        logger.warn("limits store unreachable: deciding without it", this.logFields());
+      } else if (state === "closed" && away) {
+        away = false;
+        logger.info("limits store answering again", { store: store.display });
+      }
     });
     this.redis = new Redis({
       host: store.host,
@@ -244,6 +251,7 @@ export class LimitsStore implements SharedBooks {
     this.redis.defineCommand("gatewayTake", { numberOfKeys: 4, lua: TAKE });
     this.redis.defineCommand("gatewayEnd", { numberOfKeys: 3, lua: END });
     this.redis.defineCommand("gatewayRenew", { numberOfKeys: 2, lua: RENEW });
+    // defineCommand adds these methods at run time, where ioredis' types cannot see them.
     this.commands = this.redis as unknown as StoreCommands;
     const registers = [options.registry];
     const up = (): number => (this.redis.status === "ready" && this.breaker.state === "closed" ? 1 : 0);

@@ -400,8 +400,9 @@ describe("limits_store: when the store fails", () => {
         { timeoutMs: 15_000, intervalMs: 200 },
       );
       expect(statuses(await load(gw.url, 10, 2))).toEqual({ 200: 10 });
-      expect(gw.output()).toContain("limits store unreachable: deciding without it");
-      expect(gw.output()).toContain("limits store answering again");
+      // One line each way, however many trials failed each second while it was away.
+      expect(gw.output().split("limits store unreachable: deciding without it")).toHaveLength(2);
+      expect(gw.output().split("limits store answering again")).toHaveLength(2);
     },
     CONTAINER_TEST_TIMEOUT_MS,
   );
