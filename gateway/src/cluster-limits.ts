@@ -2,7 +2,13 @@ import type { Worker } from "node:cluster";
 import type { Logger } from "winston";
 import { Admission, AdmissionError, type Ticket } from "./access/admission";
 import type { AccessConfig } from "./access/config";
-import type { Client, SharedBooks, SharedReason, Verdict } from "./access/shared-admission";
+import {
+  type Client,
+  isSharedReason,
+  type SharedBooks,
+  type SharedReason,
+  type Verdict,
+} from "./access/shared-admission";
 
 /**
  * WORKERS > 1 without a shared store: each client's configured limits are counted in the primary, once for
@@ -181,11 +187,7 @@ export class PrimaryLimits {
       return { lease };
     } catch (error) {
       // Only a client's own limits can refuse here (the gateway-wide cap is each worker's).
-      if (
-        error instanceof AdmissionError &&
-        error.reason !== "gateway_concurrency" &&
-        error.reason !== "limits_store_unavailable"
-      )
+      if (error instanceof AdmissionError && isSharedReason(error.reason))
         return { refused: error.reason, retryAfterSeconds: Number(error.error.headers["retry-after"] ?? 1) };
       return { lease: -1 };
     }

@@ -3,9 +3,16 @@ import { isIP } from "node:net";
 import { Redis } from "ioredis";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { Logger } from "winston";
-import { Admission, AdmissionError, hasOwnLimits, type Ticket } from "./access/admission";
+import { Admission, AdmissionError, type Ticket } from "./access/admission";
 import type { AccessConfig, ClientLimits, LimitsStoreConfig } from "./access/config";
-import type { Client, SharedBooks, SharedReason, Verdict } from "./access/shared-admission";
+import {
+  type Client,
+  clientId,
+  isSharedReason,
+  mapClientLimits,
+  type SharedBooks,
+  type Verdict,
+} from "./access/shared-admission";
 import { LimitsUnavailableError } from "./errors";
 import { CircuitBreaker } from "./services/circuit-breaker";
 
@@ -178,11 +185,9 @@ export function shareOf(limits: ClientLimits, processes: number): ClientLimits {
 /** The clients' limits of `access`, each cut to one process's share, for deciding without the store. */
 function localShare(access: AccessConfig, processes: number): AccessConfig {
   return {
-    ...access,
+    ...mapClientLimits(access, (limits) => shareOf(limits, processes)),
     // The process's own cap is checked by SharedAdmission's own Admission already.
     maxConcurrentRequests: Number.MAX_SAFE_INTEGER,
-    limits: shareOf(access.limits, processes),
-    keys: access.keys.map((key) => ({ ...key, limits: shareOf(key.limits, processes) })),
   };
 }
 
@@ -191,7 +196,6 @@ export class LimitsStore implements SharedBooks {
   private readonly commands: StoreCommands;
   private readonly breaker: CircuitBreaker;
   private readonly local: Admission;
-  private readonly keyLimits: ReadonlyMap<string, ClientLimits>;
   private readonly leases = new Map<number, Lease>();
   /** Lease ids are unique across processes: this process's random prefix and a counter. */
   private readonly instance = randomBytes(6).toString("base64url");
@@ -203,7 +207,7 @@ export class LimitsStore implements SharedBooks {
   private readonly logger: Logger;
 
   constructor(
-    private readonly access: AccessConfig,
+    access: AccessConfig,
     private readonly store: LimitsStoreConfig,
     options: {
       readonly registry: Registry;
@@ -214,7 +218,6 @@ export class LimitsStore implements SharedBooks {
   ) {
     const { logger } = options;
     this.logger = logger;
-    this.keyLimits = new Map(access.keys.map((key) => [key.name, key.limits]));
     this.local = new Admission(localShare(access, store.expectedReplicas * options.processes));
     // One line when the store goes away and one when it is back: not one per failed trial each second.
     let away = false;
@@ -281,9 +284,7 @@ export class LimitsStore implements SharedBooks {
     this.probe.unref();
   }
 
-  take(client: Client): Promise<Verdict> {
-    const limits = client.key === undefined ? this.access.limits : this.keyLimits.get(client.key);
-    if (limits === undefined || !hasOwnLimits(limits)) return Promise.resolve({ lease: -1 });
+  take(client: Client, limits: ClientLimits): Promise<Verdict> {
     const permit = this.breaker.acquire();
     if (permit === undefined) return this.decideWithoutStore(client);
     const keys = this.keysOf(client);
@@ -316,7 +317,10 @@ export class LimitsStore implements SharedBooks {
           this.leases.set(lease, { keys, id });
           return { lease };
         }
-        return { refused: sharedReason(reason), retryAfterSeconds: typeof retryAfter === "number" ? retryAfter : 1 };
+        return {
+          refused: isSharedReason(reason) ? reason : "client_concurrency",
+          retryAfterSeconds: typeof retryAfter === "number" ? retryAfter : 1,
+        };
       },
       (error: unknown) => {
         this.breaker.record(permit, "failure");
@@ -458,7 +462,7 @@ export class LimitsStore implements SharedBooks {
   }
 
   private keysOf(client: Client): ClientKeys {
-    const base = `${this.store.keyPrefix}{${client.key === undefined ? `address:${client.address}` : `key:${client.key}`}}`;
+    const base = `${this.store.keyPrefix}{${clientId(client)}}`;
     return { requests: `${base}:r`, tokens: `${base}:t`, leases: `${base}:l`, reservations: `${base}:v` };
   }
 
@@ -475,8 +479,4 @@ export class LimitsStore implements SharedBooks {
       error: error instanceof Error ? error.message : String(error),
     });
   }
-}
-
-function sharedReason(reason: unknown): SharedReason {
-  return reason === "requests_per_minute" || reason === "tokens_per_minute" ? reason : "client_concurrency";
 }

@@ -91,7 +91,7 @@ ${store
 `;
 }
 
-async function gateway(configYaml: string, workers = 1): Promise<Started> {
+async function gateway(configYaml: string, workers = 1, env: Record<string, string> = {}): Promise<Started> {
   const dir = workDir(configYaml, "gateway-store-");
   dirs.push(dir);
   const gatewayProcess = await startGatewayProcess(dir, {
@@ -99,6 +99,7 @@ async function gateway(configYaml: string, workers = 1): Promise<Started> {
     TEAM_KEY: KEY,
     WORKERS: String(workers),
     DRAIN_DELAY: "0",
+    ...env,
   });
   started.push(gatewayProcess);
   if (workers > 1) {
@@ -456,23 +457,9 @@ describe("limits_store over TLS (rediss://) with a password from password_env", 
     await secure?.stop();
   });
 
-  async function secureGateway(env: Record<string, string>): Promise<Started> {
-    const dir = workDir(
-      config("requests_per_minute: 5", `password_env: STORE_PASSWORD\non_store_failure: closed`).replace(
-        `redis://127.0.0.1:${valkeyPort}`,
-        `rediss://127.0.0.1:${securePort}`,
-      ),
-      "gateway-store-tls-",
-    );
-    dirs.push(dir);
-    const gatewayProcess = await startGatewayProcess(dir, {
-      CONFIG_FILE: "config.yaml",
-      TEAM_KEY: KEY,
-      DRAIN_DELAY: "0",
-      ...env,
-    });
-    started.push(gatewayProcess);
-    return gatewayProcess;
+  function secureGateway(env: Record<string, string>): Promise<Started> {
+    const yaml = config("requests_per_minute: 5", `password_env: STORE_PASSWORD\non_store_failure: closed`);
+    return gateway(yaml.replace(`redis://127.0.0.1:${valkeyPort}`, `rediss://127.0.0.1:${securePort}`), 1, env);
   }
 
   it(

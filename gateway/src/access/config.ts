@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { ConfigError } from "../config/errors";
-import { ConfigFields } from "../config/fields";
+import { ConfigFields, ENV_NAME } from "../config/fields";
 
 /** Per-client limits: for each API key, or for each client address when auth is off. Absent = no limit. */
 export interface ClientLimits {
@@ -71,7 +71,6 @@ export const MIN_KEY_CHARS = 16;
 /** Key names become log fields and metric label values: keep them plain, like backend names. */
 const KEY_NAME = /^[A-Za-z0-9][A-Za-z0-9._:\/-]{0,63}$/;
 const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 export function sha256(text: string): Buffer {
   return createHash("sha256").update(text, "utf8").digest();
@@ -184,15 +183,7 @@ function parseLimitsStore(fields: ConfigFields, env: Readonly<Record<string, str
   const tls = url.protocol === "rediss:";
   const port = url.port === "" ? 6379 : Number(url.port);
   const host = url.hostname.replace(/^\[|\]$/g, "");
-  const passwordEnv = fields.optionalString("password_env");
-  let password: string | undefined;
-  if (passwordEnv !== undefined) {
-    if (!ENV_NAME.test(passwordEnv))
-      throw new ConfigError(fields.keyPath("password_env"), "must be an environment variable name");
-    password = env[passwordEnv];
-    if (password === undefined || password === "")
-      throw new ConfigError(fields.keyPath("password_env"), `environment variable ${passwordEnv} is not set`);
-  }
+  const password = fields.secretFromEnv("password_env", env);
   const mode = fields.optionalString("on_store_failure") ?? "local";
   const onStoreFailure = STORE_FAILURE_MODES.find((known) => known === mode);
   if (onStoreFailure === undefined)

@@ -32,14 +32,31 @@ export type Verdict =
 /** The limits counted in the shared books: a client's own, as configured. */
 export type SharedReason = Extract<RejectReason, "requests_per_minute" | "tokens_per_minute" | "client_concurrency">;
 
+const SHARED_REASONS: readonly string[] = ["requests_per_minute", "tokens_per_minute", "client_concurrency"];
+
+/** Whether a refusal's reason is one the shared books give (a client's own limit, not the process's cap). */
+export function isSharedReason(reason: unknown): reason is SharedReason {
+  return typeof reason === "string" && SHARED_REASONS.includes(reason);
+}
+
 /**
- * Where a worker's requests are counted together with every other worker's: the cluster's primary (see
- * cluster-limits.ts). `take` counts one request and takes one of the client's slots, or says which limit
- * refused it; `end` gives the slot back and charges the tokens the request used.
+ * Where a process's requests are counted together with every other process's: the cluster's primary (see
+ * cluster-limits.ts) or a shared store (limits-store.ts). `take` counts one request of a client whose own
+ * `limits` are set and takes one of its slots, or says which limit refused it; `end` gives the slot back and
+ * charges the tokens the request used.
  */
 export interface SharedBooks {
-  take(client: Client): Promise<Verdict>;
+  take(client: Client, limits: ClientLimits): Promise<Verdict>;
   end(lease: number, tokens: number): void;
+}
+
+/** `access` with every client's limits (the defaults and each key's) replaced by `change(limits)`. */
+export function mapClientLimits(access: AccessConfig, change: (limits: ClientLimits) => ClientLimits): AccessConfig {
+  return {
+    ...access,
+    limits: change(access.limits),
+    keys: access.keys.map((key): ApiKeyConfig => ({ ...key, limits: change(key.limits) })),
+  };
 }
 
 /**
@@ -49,13 +66,9 @@ export interface SharedBooks {
  * across the workers instead.
  */
 export function processOnly(access: AccessConfig): AccessConfig {
-  const strip = (limits: ClientLimits): ClientLimits =>
-    limits.concurrentRequests === undefined ? {} : { concurrentRequests: Number.MAX_SAFE_INTEGER };
-  return {
-    ...access,
-    limits: strip(access.limits),
-    keys: access.keys.map((key): ApiKeyConfig => ({ ...key, limits: strip(key.limits) })),
-  };
+  return mapClientLimits(access, (limits) =>
+    limits.concurrentRequests === undefined ? {} : { concurrentRequests: Number.MAX_SAFE_INTEGER },
+  );
 }
 
 /** A refusal from the shared books as the client sees it: the same words as a single process's. */
@@ -115,7 +128,7 @@ export class SharedAdmission implements AdmissionControl {
     const own = this.local.admit(client);
     const limits = client.key === undefined ? this.access.limits : this.keyLimits.get(client.key);
     if (limits === undefined || !hasOwnLimits(limits)) return own;
-    return this.books.take(client).then(
+    return this.books.take(client, limits).then(
       (verdict) => {
         if ("refused" in verdict) {
           own.release();
@@ -158,6 +171,7 @@ export class SharedAdmission implements AdmissionControl {
   }
 }
 
-function clientId(client: Client): string {
+/** One name per client, the same in every process: a key's name, or (auth off) its address. */
+export function clientId(client: Client): string {
   return client.key === undefined ? `address:${client.address}` : `key:${client.key}`;
 }

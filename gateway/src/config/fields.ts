@@ -1,5 +1,8 @@
 import { ConfigError } from "./errors";
 
+/** What an environment variable's name may be (`*_env` settings). */
+export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
 /**
  * Typed reads from one YAML mapping. Each read names the key path in its error, and `finish()` rejects
  * keys nobody read, so a typo such as `timout: 5` fails start-up instead of being silently ignored.
@@ -93,6 +96,20 @@ export class ConfigFields {
     if (url.search !== "" || url.hash !== "")
       throw new ConfigError(this.keyPath(key), "must not have a query or fragment");
     return url;
+  }
+
+  /**
+   * A secret named by the environment variable in `key` (`api_key_env`, `password_env`): undefined when the
+   * key is absent; a bad name or an unset variable is an error naming the key. The value is never in a message.
+   */
+  secretFromEnv(key: string, env: Readonly<Record<string, string | undefined>>): string | undefined {
+    const name = this.optionalString(key);
+    if (name === undefined) return undefined;
+    if (!ENV_NAME.test(name)) throw new ConfigError(this.keyPath(key), "must be an environment variable name");
+    const value = env[name];
+    if (value === undefined || value === "")
+      throw new ConfigError(this.keyPath(key), `environment variable ${name} is not set`);
+    return value;
   }
 
   finish(): void {

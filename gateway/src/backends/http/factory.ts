@@ -1,4 +1,3 @@
-import { ConfigError } from "../../config/errors";
 import type { ConfigFields } from "../../config/fields";
 import { DEFAULT_MAX_EVENT_BYTES } from "../../utils/sse";
 import type { BackendContext, BackendFactory } from "../backend";
@@ -36,8 +35,6 @@ export function completionsPath(url: URL): string {
   return base.endsWith("/v1") ? `${base}/chat/completions` : `${base}/v1/chat/completions`;
 }
 
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
 export const httpBackendFactory: BackendFactory<HttpBackendOptions> = {
   type: "http",
 
@@ -53,16 +50,7 @@ export const httpBackendFactory: BackendFactory<HttpBackendOptions> = {
     const model = fields.optionalString("model");
     const maxEventBytes = fields.integer("max_event_bytes", DEFAULT_MAX_EVENT_BYTES, BYTE_SETTING_RANGE);
     const maxResponseBytes = fields.integer("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, BYTE_SETTING_RANGE);
-    const apiKeyEnv = fields.optionalString("api_key_env");
-    let apiKey: string | undefined;
-    if (apiKeyEnv !== undefined) {
-      if (!ENV_NAME.test(apiKeyEnv))
-        throw new ConfigError(fields.keyPath("api_key_env"), "must be an environment variable name");
-      apiKey = env[apiKeyEnv];
-      if (apiKey === undefined || apiKey === "") {
-        throw new ConfigError(fields.keyPath("api_key_env"), `environment variable ${apiKeyEnv} is not set`);
-      }
-    }
+    const apiKey = fields.secretFromEnv("api_key_env", env);
     return {
       origin: url.origin,
       path: completionsPath(url),
