@@ -80,6 +80,14 @@ module.exports = {
         path: `${SRC}(?!errors/|schemas/|utils/)`,
       },
     ),
+    forbid(
+      "balancing-leaf",
+      "balancing/ (targets, breakers, the balancer, health checks) is shared by backends and services: it imports only leaves",
+      `${SRC}balancing/`,
+      {
+        path: `${SRC}(?!errors/|schemas/|utils/|balancing/)`,
+      },
+    ),
     forbid("mock-remote-alone", "mock-remote is a separate server: it imports nothing from gateway/", "^mock-remote/", {
       path: "^gateway/",
     }),

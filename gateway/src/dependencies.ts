@@ -46,7 +46,14 @@ export function buildDependencies(options: {
   // One budget for the whole process: every backend's buffered answers count against it together.
   const responseBudget = new ResponseBudget(options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES);
   const backends = config.backends.map((backendConfig) =>
-    registry.create(backendConfig, { env, logger, responseBudget }),
+    registry.create(backendConfig, {
+      env,
+      logger,
+      responseBudget,
+      ...(backendConfig.resilience.circuitBreaker === undefined
+        ? {}
+        : { circuitBreaker: backendConfig.resilience.circuitBreaker }),
+    }),
   );
   const defaultBackend = backends.find((backend) => backend.name === config.defaultBackend);
   // parseConfig guarantees the default exists; this guards against a config built by hand in a test.
@@ -85,7 +92,7 @@ export function buildDependencies(options: {
     admission,
     accessMetrics,
     ...(config.access.metricsKey === undefined ? {} : { metricsKey: config.access.metricsKey }),
-    inference: new InferenceService(backends, defaultBackend, metrics, { policies, logger, refusals: accessMetrics }),
+    inference: new InferenceService(backends, defaultBackend, metrics, { policies, refusals: accessMetrics }),
     lifecycle: new Lifecycle(),
     maxBodyBytes: options.maxBodyBytes,
     bodyTimeoutSeconds: options.bodyTimeoutSeconds ?? DEFAULT_BODY_TIMEOUT_SECONDS,

@@ -14,7 +14,7 @@ import {
   type Verdict,
 } from "./access/shared-admission";
 import { LimitsUnavailableError } from "./errors";
-import { CircuitBreaker } from "./services/circuit-breaker";
+import { CircuitBreaker } from "./balancing/circuit-breaker";
 
 /**
  * The clients' limits counted in a Valkey or Redis server shared by every worker of every replica

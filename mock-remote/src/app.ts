@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { hostname } from "node:os";
 import express, { type Express, type NextFunction, type Request, type Response } from "express";
 import { mockUsage, promptOf } from "./usage";
 
@@ -44,6 +45,25 @@ export interface MockOptions {
   /** Applied between stream chunks when a request does not set its own. */
   readonly defaultChunkDelayMs?: number;
   readonly modelId: string;
+  /**
+   * This replica's name, on every answer as `x-mock-instance` and as `system_fingerprint`, so a test of a
+   * pool of replicas sees which one answered (default: the host name).
+   */
+  readonly instance?: string;
+  /** Added before every chat completion, on top of the request's own delay: a replica slower than its peers. */
+  readonly latencyMs?: number;
+  /** What GET /health answers until POST /mock/health changes it (default 200). */
+  readonly healthStatus?: number;
+}
+
+/** Sent as a header, so only what a header can carry: printable ASCII, no leading or trailing space. */
+export function isInstanceName(name: string): boolean {
+  return /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/.test(name);
+}
+
+/** What GET /health may be set to answer: anything from success to server error. */
+export function isHealthStatus(status: unknown): status is number {
+  return typeof status === "number" && Number.isInteger(status) && status >= 200 && status <= 599;
 }
 
 /** What mock-remote saw, newest last, so tests can check what the gateway forwarded and when it hung up. */
@@ -88,7 +108,7 @@ function record(value: unknown): Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
 }
 
-function bounded(text: string | undefined, fallback: number, max: number): number {
+function bounded(text: string | number | undefined, fallback: number, max: number): number {
   const value = Number(text ?? fallback);
   return Number.isFinite(value) ? Math.min(Math.max(Math.floor(value), 0), max) : fallback;
 }
@@ -190,6 +210,16 @@ async function streamAnswer(
 }
 
 export function createMockApp(options: MockOptions): { app: Express; seen: SeenRequest[] } {
+  const instance = options.instance ?? hostname();
+  if (!isInstanceName(instance))
+    throw new Error(`mock-remote: instance ${JSON.stringify(instance)} cannot be a header`);
+  const latencyMs = bounded(options.latencyMs, 0, MAX_DELAY_MS);
+  /** Changed at run time through POST /mock/health, so a test can fail a replica that is already in a pool. */
+  let healthStatus = options.healthStatus ?? 200;
+  if (!isHealthStatus(healthStatus))
+    throw new Error(`mock-remote: health status ${String(options.healthStatus)} is not 200-599`);
+  /** GET /health requests so far, so a test can see a gateway's health checks arrive. */
+  let healthChecks = 0;
   const seen: SeenRequest[] = [];
   /** Requests so far per `times` key. */
   const counts = new Map<string, number>();
@@ -203,6 +233,11 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
   const app = express();
   app.disable("x-powered-by");
   app.disable("etag");
+  // First, so errors (a body that is not JSON included), 404s and streams carry it too.
+  app.use((_req, res, next) => {
+    res.setHeader("x-mock-instance", instance);
+    next();
+  });
   app.use(express.json({ limit: "10mb" }));
   app.use((req, res, next) => {
     if (req.path.startsWith("/v1/")) {
@@ -223,7 +258,8 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
   });
 
   app.get("/health", (_req, res) => {
-    res.json({ status: "ok" });
+    healthChecks++;
+    res.status(healthStatus).json({ status: healthStatus < 300 ? "ok" : "failing" });
   });
 
   app.get("/v1/models", (_req, res) => {
@@ -239,7 +275,8 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
     // A streamed fault placed after some chunks happens mid-stream, in streamAnswer.
     const faultNow = knobs.fault !== undefined && (!streaming || knobs.faultAfter === 0);
     if (faultNow && knobs.fault === "hang") return; // the socket stays open until the caller gives up
-    await wait(knobs.delayMs, res);
+    // The instance's latency is not a fault: it stays when `times` has run out.
+    await wait(latencyMs + knobs.delayMs, res);
     if (res.destroyed) return;
     if (faultNow && knobs.fault === "reset") {
       res.socket?.destroy();
@@ -273,6 +310,8 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
       id: `chatcmpl-${randomUUID()}`,
       created: Math.floor(Date.now() / 1000),
       model: typeof body.model === "string" ? body.model : options.modelId,
+      // OpenAI's field for the serving configuration; clients keep it, so a caller can tell replicas apart.
+      system_fingerprint: instance,
     };
     if (streaming) {
       await streamAnswer(req, res, answer, prompt, knobs, record(body.stream_options).include_usage === true);
@@ -290,6 +329,29 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
   /** For tests: what the gateway actually sent. */
   app.get("/mock/requests", (_req, res) => {
     res.json(seen);
+  });
+
+  /** For tests: what GET /health answers now and how many checks it has had. */
+  app.get("/mock/health", (_req, res) => {
+    res.json({ status: healthStatus, checks: healthChecks });
+  });
+
+  /** For tests: `{"status": 503}` makes GET /health fail from now on (`{"status": 200}` heals it). */
+  app.post("/mock/health", (req, res) => {
+    const status = record(req.body).status;
+    if (!isHealthStatus(status)) {
+      res.status(400).json({
+        error: {
+          message: 'body must be JSON {"status": <integer from 200 to 599>}',
+          type: "invalid_request_error",
+          param: "status",
+          code: null,
+        },
+      });
+      return;
+    }
+    healthStatus = status;
+    res.json({ status: healthStatus, checks: healthChecks });
   });
 
   app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {

@@ -1,27 +1,23 @@
 import { createMockApp } from "./app";
+import { type MockSettings, settingsFromEnv } from "./settings";
 
-function numberFrom(name: string, fallback: number): number {
-  const value = Number(process.env[name] ?? fallback);
-  if (!Number.isFinite(value) || value < 0) {
-    process.stderr.write(`mock-remote: ${name} must be a non-negative number\n`);
-    process.exit(1);
-  }
-  return value;
+let settings: MockSettings;
+try {
+  settings = settingsFromEnv(process.env);
+} catch (error) {
+  process.stderr.write(`mock-remote: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
 }
-
-const port = numberFrom("PORT", 8081);
-const host = process.env.HOST ?? "0.0.0.0";
-const { app } = createMockApp({
-  defaultDelayMs: numberFrom("MOCK_DELAY_MS", 0),
-  defaultChunkDelayMs: numberFrom("MOCK_CHUNK_DELAY_MS", 0),
-  modelId: process.env.MOCK_MODEL ?? "mock-model",
-});
+const { port, host, options } = settings;
+const { app } = createMockApp(options);
 const server = app.listen(port, host, (error?: Error) => {
   if (error !== undefined) {
     process.stderr.write(`mock-remote: cannot listen on ${host}:${port}: ${error.message}\n`);
     process.exit(1);
   }
-  process.stdout.write(`${JSON.stringify({ level: "info", message: "mock-remote listening", host, port })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ level: "info", message: "mock-remote listening", host, port, instance: options.instance })}\n`,
+  );
 });
 
 function stop(): void {

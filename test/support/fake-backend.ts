@@ -1,4 +1,5 @@
 import type { Backend, BackendCall, BackendResult, StreamEvent } from "../../gateway/src/backends/backend";
+import { singleTarget, type TargetPool } from "../../gateway/src/balancing/pool";
 
 export interface FakeScript {
   /** What a call that succeeds answers (default: `from {name}`); stream() yields it as one event. */
@@ -22,6 +23,8 @@ export class FakeBackend implements Backend {
   readonly target = "in-process";
   readonly timeoutSeconds: number | undefined;
   readonly calls: { readonly call: BackendCall; readonly at: number }[] = [];
+  /** One target without a breaker; a test replaces it to give the backend a breaker or several targets. */
+  pool: TargetPool = singleTarget(undefined);
   result: BackendResult;
   failure: Error | undefined;
   holdCalls = false;

@@ -1,4 +1,7 @@
 import type { Logger } from "winston";
+import type { CircuitBreakerOptions } from "../balancing/circuit-breaker";
+import type { TargetPool } from "../balancing/pool";
+import type { Target } from "../balancing/target";
 import type { ConfigFields } from "../config/fields";
 import type { AssistantMessage, ChatCompletionRequest, Usage } from "../schemas/chat";
 import type { ResponseBudget } from "./response-budget";
@@ -22,6 +25,8 @@ export interface BackendCall {
    * `timeout` bounds them all together. Undefined: the backend applies its own `timeoutSeconds` per call.
    */
   readonly deadline?: number;
+  /** Which of the backend's targets (`pool`) to call, as the resilience layer picked it; absent: the first. */
+  readonly target?: Target;
 }
 
 export interface BackendResult {
@@ -54,6 +59,12 @@ export interface Backend {
    * `timeout`); undefined for a backend that cannot hang (echo). Retries are never scheduled past it.
    */
   readonly timeoutSeconds?: number;
+  /**
+   * Its upstreams (one for most backends): the resilience layer picks one per call from it, counts the
+   * calls in flight on each and feeds each one's breaker; the backend keeps the membership (discovery) and
+   * the active health checks.
+   */
+  readonly pool: TargetPool;
   complete(call: BackendCall): Promise<BackendResult>;
   /**
    * The answer as it is produced. Failing before the first event lets the gateway still answer with an
@@ -71,6 +82,8 @@ export interface BackendContext {
   readonly logger: Logger;
   /** The process's one budget for upstream answers buffered whole (`MAX_BUFFERED_BYTES`), shared by all backends. */
   readonly responseBudget: ResponseBudget;
+  /** The backend's `circuit_breaker`, which each of its targets gets its own of; undefined: none. */
+  readonly circuitBreaker?: CircuitBreakerOptions;
 }
 
 /**

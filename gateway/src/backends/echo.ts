@@ -1,11 +1,19 @@
-import type { Backend, BackendCall, BackendFactory, BackendResult, StreamEvent } from "./backend";
+import { singleTarget, type TargetPool } from "../balancing/pool";
+import type { Backend, BackendCall, BackendContext, BackendFactory, BackendResult, StreamEvent } from "./backend";
 
 /** Answers `Echo: {prompt}` without leaving the process: for wiring checks, demos and benchmarks. */
 class EchoBackend implements Backend {
   readonly type = "echo";
   readonly target = "in-process";
 
-  constructor(readonly name: string) {}
+  readonly pool: TargetPool;
+
+  constructor(
+    readonly name: string,
+    context: Pick<BackendContext, "circuitBreaker">,
+  ) {
+    this.pool = singleTarget(context.circuitBreaker);
+  }
 
   async complete(call: BackendCall): Promise<BackendResult> {
     return { message: { role: "assistant", content: answer(call) }, finishReason: "stop" };
@@ -29,5 +37,5 @@ function answer(call: BackendCall): string {
 export const echoBackendFactory: BackendFactory<Record<string, never>> = {
   type: "echo",
   parseOptions: () => ({}),
-  create: (name) => new EchoBackend(name),
+  create: (name, _options, context) => new EchoBackend(name, context),
 };

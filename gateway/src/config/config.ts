@@ -1,5 +1,5 @@
 import type { BackendConfig, BackendRegistry } from "../backends/registry";
-import type { CircuitBreakerOptions } from "../services/circuit-breaker";
+import type { CircuitBreakerOptions } from "../balancing/circuit-breaker";
 import { DEFAULT_CIRCUIT_BREAKER, DEFAULT_RETRIES, MAX_RETRIES, type ResilienceOptions } from "../services/resilience";
 import { type AccessConfig, parseAccess } from "../access/config";
 import { ConfigError } from "./errors";

@@ -68,6 +68,21 @@ export class ConfigFields {
     return value;
   }
 
+  /** One of `choices` (`fallback` when absent); anything else is an error listing them. */
+  choice<T extends string>(key: string, choices: readonly T[], fallback: T): T {
+    const value = this.take(key);
+    if (value === undefined || value === null) return fallback;
+    const found = choices.find((choice) => choice === value);
+    if (found === undefined) throw new ConfigError(this.keyPath(key), `must be one of ${choices.join(", ")}`);
+    return found;
+  }
+
+  /** The nested mapping under `key`, or undefined when absent; the caller must `finish()` it. */
+  optionalMapping(key: string): ConfigFields | undefined {
+    const value = this.take(key);
+    return value === undefined || value === null ? undefined : ConfigFields.from(value, this.keyPath(key));
+  }
+
   /** A list of non-empty strings (empty when absent); a bad item is named by its index. */
   stringList(key: string): string[] {
     const value = this.take(key);

@@ -17,6 +17,8 @@ export function accessLine(logger: Logger) {
       path: req.path,
       status: outcomeStatus(res, context),
       backend: context.backend ?? null,
+      // Only when a backend call was made: the target (upstream) of the last one.
+      ...(context.target === undefined ? {} : { target: context.target }),
       stream: context.stream,
       durationMs: Math.round((performance.now() - context.startedAt) * 100) / 100,
       // The key's configured name, never the key; only with auth on, so lines keep their shape without it.

@@ -22,6 +22,8 @@ export interface RequestContext {
   readonly startedAt: number;
   /** The backend chosen for this request, once routed. */
   backend: string | undefined;
+  /** The backend's target (upstream) the last call went to: the one that answered, if one did. */
+  target: string | undefined;
   /** Whether the answer is a stream of server-sent events. */
   stream: boolean;
   /**
@@ -41,6 +43,9 @@ export interface RequestContext {
   metered: boolean;
   /** Each backend the request turns to (the routed one, then any fallback): the last is the one that answered. */
   onBackend(name: string): void;
+  onTarget(name: string): void;
+  /** One of the request's headers (lower-case name), for a backend's session affinity. */
+  header(name: string): string | undefined;
   /** The request passed every check and a streamed answer is about to be asked for. */
   onStream(): void;
   onUsage(usage: Usage): void;
@@ -71,6 +76,7 @@ export function contextOf(res: Response): RequestContext {
 class Context implements RequestContext {
   readonly startedAt = performance.now();
   backend: string | undefined = undefined;
+  target: string | undefined = undefined;
   stream = false;
   failedStatus: number | undefined = undefined;
   hops = 0;
@@ -97,6 +103,14 @@ class Context implements RequestContext {
   onBackend(name: string): void {
     this.backend = name;
     this.res.setHeader("x-gateway-backend", name);
+  }
+
+  onTarget(name: string): void {
+    this.target = name;
+  }
+
+  header(name: string): string | undefined {
+    return this.res.req.get(name);
   }
 
   onStream(): void {

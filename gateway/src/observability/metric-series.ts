@@ -1,4 +1,4 @@
-import type { Counter, Gauge, LabelValues } from "prom-client";
+import type { Counter, LabelValues } from "prom-client";
 import { BACKEND_FAULTS, type BackendFault, GatewayError } from "../errors";
 import type { Usage } from "../schemas/chat";
 import type { Cell, CellHistogram, HistogramCell, ScrapedCells } from "./metric-cells";
@@ -12,8 +12,6 @@ export interface Instruments {
   readonly backendRequestDuration: CellHistogram<"backend">;
   readonly backendErrors: Counter<"backend" | "reason">;
   readonly timeToFirstToken: CellHistogram<"backend">;
-  /** 1 while the backend's circuit is closed, 0 while it is open or waiting on a trial request. */
-  readonly backendUp: Gauge<"backend">;
   readonly backendRetries: Counter<"backend">;
   /** What the request path counted into `gateway_requests_total`, `gateway_tokens_total` and `gateway_in_flight_requests`, handed over at scrape time. */
   readonly cells: {
@@ -95,7 +93,6 @@ export class BackendSeries {
       invalid_response: { backend, reason: "invalid_response" },
       stream_interrupted: { backend, reason: "stream_interrupted" },
     };
-    instruments.backendUp.set(this.labels, 1);
     instruments.backendRetries.inc(this.labels, 0);
     this.duration = instruments.backendRequestDuration.cell(this.labels);
     this.firstTokenTime = instruments.timeToFirstToken.cell(this.labels);
@@ -125,11 +122,6 @@ export class BackendSeries {
     this.firstTokenTime.observe(seconds);
   }
 
-  /** Whether the backend's circuit is closed: `gateway_backend_up`. */
-  setUp(up: boolean): void {
-    this.instruments.backendUp.set(this.labels, up ? 1 : 0);
-  }
-
   /** A call is being repeated after a retryable failure. */
   retried(): void {
     this.instruments.backendRetries.inc(this.labels);
@@ -138,6 +130,27 @@ export class BackendSeries {
   /** A stream that broke after it started: the status was already sent, so only this counter sees it. */
   streamInterrupted(): void {
     this.instruments.backendErrors.inc(this.errorLabels.stream_interrupted);
+  }
+}
+
+/** `gateway_target_requests_total` for one target: a counter child per status, made on first use. */
+export class TargetSeries {
+  private readonly byCode = new Map<number, Counter.Internal>();
+
+  constructor(
+    private readonly requests: Counter<"backend" | "target" | "code">,
+    private readonly backend: string,
+    private readonly target: string,
+  ) {}
+
+  /** One call to the target ended: the upstream's status, or the gateway's for a failure without one. */
+  answered(code: number): void {
+    let child = this.byCode.get(code);
+    if (child === undefined) {
+      child = this.requests.labels({ backend: this.backend, target: this.target, code: String(code) });
+      this.byCode.set(code, child);
+    }
+    child.inc();
   }
 }
 

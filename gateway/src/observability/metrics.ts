@@ -1,9 +1,17 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
 import { gatewayVersion } from "../utils/version";
 import { CellHistogram, ScrapedCells } from "./metric-cells";
-import { BackendSeries, type Instruments, type RequestLabel, RequestSeries } from "./metric-series";
+import { BackendSeries, type Instruments, type RequestLabel, RequestSeries, TargetSeries } from "./metric-series";
 
-export type { BackendSeries, RequestSeries } from "./metric-series";
+export type { BackendSeries, RequestSeries, TargetSeries } from "./metric-series";
+
+/** What the target gauges read of a backend's targets at scrape time. */
+export interface TargetView {
+  readonly name: string;
+  readonly inFlight: number;
+  /** In rotation: passing its health checks, its breaker closed. */
+  readonly up: boolean;
+}
 
 /** The `backend` label of requests refused before routing (bad JSON, failed validation, wrong method). */
 export const NO_BACKEND = "none";
@@ -39,6 +47,16 @@ export interface GatewayMetrics {
   backend(name: string): BackendSeries;
   /** A request for `from` moved on to its configured fallback `to`; only configured pairs ever appear. */
   fallback(from: string, to: string): void;
+  /**
+   * `gateway_target_requests_total` for one target of `backend`. Targets are configured or discovered,
+   * never client input, so the series stay bounded.
+   */
+  target(backend: string, target: string): TargetSeries;
+  /**
+   * Shows `backend`'s current targets at each scrape (`gateway_target_in_flight`, `gateway_target_up`,
+   * `gateway_backend_up`): discovery may change them between two scrapes.
+   */
+  watchTargets(backend: string, targets: () => readonly TargetView[]): void;
 }
 
 /**
@@ -77,6 +95,12 @@ export function createMetrics(
     fallback(from, to) {
       instruments.fallbacks.inc({ from, to });
     },
+    target(backend, target) {
+      return new TargetSeries(instruments.targetRequests, backend, target);
+    },
+    watchTargets(backend, targets) {
+      instruments.watched.set(backend, targets);
+    },
   };
   for (const name of backendNames) {
     for (const status of BACKEND_STATUSES) metrics.request(name).zero(status);
@@ -89,6 +113,9 @@ export function createMetrics(
 
 interface Defined extends Instruments {
   readonly fallbacks: Counter<"from" | "to">;
+  readonly targetRequests: Counter<"backend" | "target" | "code">;
+  /** Each backend's targets as they are now, read at scrape time. */
+  readonly watched: Map<string, () => readonly TargetView[]>;
 }
 
 /** The metric definitions: names, labels and help text, the part of the contract dashboards read. */
@@ -160,13 +187,52 @@ function defineInstruments(registry: Registry): Defined {
     labelNames: ["from", "to"] as const,
     registers,
   });
-  const backendUp = new Gauge({
+  const watched = new Map<string, () => readonly TargetView[]>();
+  new Gauge({
     name: "gateway_backend_up",
-    help: "1 while the backend's circuit breaker is closed (requests go to it); 0 while it is open or half-open (waiting on a trial request).",
+    help: "1 while at least one of the backend's targets is up (passing its health checks, its circuit breaker closed); 0 while none is.",
     labelNames: ["backend"] as const,
-    // Under WORKERS > 1 each worker has its own breaker: the summed scrape shows 0 when any of them is open.
+    // Under WORKERS > 1 each worker has its own breakers: the summed scrape shows 0 when any worker sees none up.
     aggregator: "min",
     registers,
+    collect() {
+      for (const [backend, targets] of watched) this.set({ backend }, targets().some((target) => target.up) ? 1 : 0);
+    },
+  });
+  const targetRequests = new Counter({
+    name: "gateway_target_requests_total",
+    help: "Calls to one target (upstream) of a backend, by the upstream's HTTP status (or the gateway's when it gave none: 502 unreachable, 504 timed out, 499 the client left); a retry or failover is another call.",
+    labelNames: ["backend", "target", "code"] as const,
+    registers,
+    collect() {
+      // Every current target's 200 exists from its first scrape, so rate() sees its first success.
+      for (const [backend, targets] of watched)
+        for (const target of targets()) this.inc({ backend, target: target.name, code: "200" }, 0);
+    },
+  });
+  new Gauge({
+    name: "gateway_target_in_flight",
+    help: "Calls sent to the target and not yet over (a stream until its last event): what least_outstanding balances on.",
+    labelNames: ["backend", "target"] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [backend, targets] of watched)
+        for (const target of targets()) this.set({ backend, target: target.name }, target.inFlight);
+    },
+  });
+  new Gauge({
+    name: "gateway_target_up",
+    help: "1 while the target is in the rotation (passing its health checks, its circuit breaker closed); 0 while it is out.",
+    labelNames: ["backend", "target"] as const,
+    // Each worker has its own breakers and checks: the summed scrape shows 0 when any worker has it out.
+    aggregator: "min",
+    registers,
+    collect() {
+      this.reset();
+      for (const [backend, targets] of watched)
+        for (const target of targets()) this.set({ backend, target: target.name }, target.up ? 1 : 0);
+    },
   });
   const backendRetries = new Counter({
     name: "gateway_backend_retries_total",
@@ -189,7 +255,8 @@ function defineInstruments(registry: Registry): Defined {
     backendErrors,
     timeToFirstToken,
     fallbacks: fallbackCount,
-    backendUp,
+    targetRequests,
+    watched,
     backendRetries,
     cells,
   };

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Backend, StreamEvent } from "../backends/backend";
-import { ClientClosedError } from "../errors";
+import { type BackendHealth, ClientClosedError } from "../errors";
 import type { BackendSeries } from "../observability/metrics";
 import type { ChatCompletionChunk, Usage } from "../schemas/chat";
 import { estimateUsage, TokenCounter } from "../utils/tokens";
@@ -22,8 +22,8 @@ export interface RelayState {
   /** The first event, already taken to know the stream started (undefined: it ended with none). */
   readonly first: StreamEvent | undefined;
   readonly includeUsage: boolean;
-  /** Tells the backend's circuit breaker how the stream ended. */
-  readonly settle: (health: "success" | "failure") => void;
+  /** Tells the target how the stream ended (its breaker, its in-flight count); called once, however it ends. */
+  readonly settle: (health: BackendHealth) => void;
 }
 
 /**
@@ -101,6 +101,7 @@ export class ChunkRelay implements ChunkStream {
     if (this.state !== "relaying") return;
     this.state = "closed";
     this.relay.series.callEnded(this.elapsed());
+    this.relay.settle("neutral");
     this.chargeEstimate();
     this.relay.events.close();
   }
@@ -140,7 +141,8 @@ export class ChunkRelay implements ChunkStream {
     this.state = "failed";
     this.failure = error;
     this.relay.series.callEnded(this.elapsed());
-    if (!(error instanceof ClientClosedError)) {
+    if (error instanceof ClientClosedError) this.relay.settle("neutral");
+    else {
       this.relay.series.streamInterrupted();
       this.relay.settle("failure");
     }

@@ -1,9 +1,12 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "winston";
 import type { Backend, BackendCall } from "../backends/backend";
+import type { CircuitBreakerOptions } from "../balancing/circuit-breaker";
+import { NONE } from "../balancing/pool";
+import type { Target } from "../balancing/target";
 import { CircuitOpenError, ClientClosedError, GatewayError } from "../errors";
-import type { BackendSeries, GatewayMetrics } from "../observability/metrics";
-import { type CallHealth, CircuitBreaker, type CircuitBreakerOptions } from "./circuit-breaker";
+import type { BackendHealth } from "../errors";
+import type { BackendSeries, GatewayMetrics, TargetSeries } from "../observability/metrics";
 
 /** A backend's type-independent failure handling, from its YAML entry. */
 export interface ResilienceOptions {
@@ -46,7 +49,7 @@ export interface Verdict {
   readonly retry: boolean;
   /** The next fallback may be tried. */
   readonly fallBack: boolean;
-  readonly health: CallHealth;
+  readonly health: BackendHealth;
 }
 
 /** Anything that is not a GatewayError is a bug in the gateway: nothing another call could fix. */
@@ -86,14 +89,21 @@ export interface RequestHooks {
   readonly logger?: Logger;
   /** Told each backend the request turns to, the routed one first; the last one named is the one that answered. */
   readonly onBackend?: (name: string) => void;
+  /** Told each target a call goes to; the last one named is the one that answered. */
+  readonly onTarget?: (name: string) => void;
+  /** The request's headers, for a backend's `affinity: {header}`. */
+  readonly header?: (name: string) => string | undefined;
 }
 
 /** The successful call's result and the backend that produced it. */
 export interface Answered<T> {
   readonly backend: Backend;
   readonly value: T;
-  /** For an attempt that was only a start (a stream's first event): how it ended, for the backend's circuit. */
-  readonly settle: (health: "success" | "failure") => void;
+  /**
+   * For an attempt that was only a start (a stream's first event): called once when it is over, with how it
+   * ended for the target's breaker ("neutral": the client left), so the target's in-flight count drops.
+   */
+  readonly settle: (health: BackendHealth) => void;
 }
 
 /**
@@ -105,21 +115,19 @@ export type AttemptKind = "complete" | "start";
 export interface ResilienceSettings {
   /** By backend name; a backend missing here gets NO_RESILIENCE. */
   readonly policies?: ReadonlyMap<string, ResilienceOptions>;
-  /** For circuit state changes, which belong to no single request. */
-  readonly logger?: Logger;
   readonly backoff?: BackoffOptions;
   /** Jitter source; tests pass a fixed one. */
   readonly random?: () => number;
-  /** The circuit breakers' clock (`performance.now()` by default); tests move it instead of sleeping. */
-  readonly now?: () => number;
 }
 
 interface Guarded {
   readonly options: ResilienceOptions;
   readonly fallbacks: readonly Backend[];
-  readonly breaker: CircuitBreaker;
   readonly series: BackendSeries;
 }
+
+/** A settle for attempts that need none (a whole answer is over when it resolves). */
+const SETTLED = (): void => {};
 
 /**
  * Retries, fallbacks and circuit breaking around one "attempt": whatever the caller counts as a backend
@@ -129,6 +137,8 @@ export class Resilience {
   private readonly guarded: ReadonlyMap<Backend, Guarded>;
   private readonly backoff: BackoffOptions;
   private readonly random: () => number;
+  /** Each target's series, by object: a call never builds label strings. */
+  private readonly targets = new WeakMap<Target, TargetSeries>();
 
   constructor(
     backends: readonly Backend[],
@@ -138,7 +148,6 @@ export class Resilience {
     this.backoff = settings.backoff ?? DEFAULT_BACKOFF;
     this.random = settings.random ?? Math.random;
     const byName = new Map(backends.map((backend) => [backend.name, backend]));
-    const logger = settings.logger;
     this.guarded = new Map(
       backends.map((backend) => {
         const options = settings.policies?.get(backend.name) ?? NO_RESILIENCE;
@@ -150,26 +159,8 @@ export class Resilience {
             throw new Error(`backend '${backend.name}' names an invalid fallback '${name}'`);
           return fallback;
         });
-        const breaker = new CircuitBreaker(
-          options.circuitBreaker,
-          (state) => {
-            series.setUp(state === "closed");
-            if (state === "open")
-              logger?.warn("circuit opened: calls to the backend paused", {
-                backend: backend.name,
-                cooldownSeconds: options.circuitBreaker?.cooldownSeconds,
-              });
-            else
-              logger?.info(
-                state === "closed"
-                  ? "circuit closed: backend answering again"
-                  : "circuit half-open: letting one trial call through",
-                { backend: backend.name },
-              );
-          },
-          settings.now,
-        );
-        return [backend, { options, fallbacks, breaker, series }];
+        metrics.watchTargets(backend.name, () => backend.pool.targets);
+        return [backend, { options, fallbacks, series }];
       }),
     );
   }
@@ -207,6 +198,11 @@ export class Resilience {
     throw failure;
   }
 
+  /**
+   * One backend's turn: a target picked by its pool, and on a failure another target of the same backend
+   * at once (each at most once, while time is left), then its retries (after a backoff, to a target not
+   * tried yet if there is one). Rejects with CircuitOpenError when no target is in rotation.
+   */
   private async callWithRetries<T>(
     backend: Backend,
     base: BaseCall,
@@ -214,21 +210,52 @@ export class Resilience {
     kind: AttemptKind,
     attempt: (backend: Backend, call: BackendCall) => Promise<T>,
   ): Promise<Answered<T>> {
-    const { options, breaker, series } = this.guard(backend);
+    const { options, series } = this.guard(backend);
+    const pool = backend.pool;
     // One deadline for the backend's first call and its retries: `timeout` bounds the time spent on it.
     const deadline =
       backend.timeoutSeconds === undefined ? undefined : performance.now() + backend.timeoutSeconds * 1000;
-    const call: BackendCall = deadline === undefined ? base : { ...base, deadline };
-    for (let retry = 0; ; retry++) {
-      const permit = breaker.acquire();
-      if (permit === undefined) throw new CircuitOpenError(backend.name, breaker.retryAfterSeconds());
+    const session = pool.session(base.request.user, hooks.header);
+    let tried: Set<Target> | undefined;
+    let retrying = false;
+    for (let retry = 0; ;) {
+      // A retry goes back to a tried target only when every other one is out.
+      const target = pool.pick(tried ?? NONE, session) ?? (retrying ? pool.pick(NONE, session) : undefined);
+      if (target === undefined) throw new CircuitOpenError(backend.name, pool.retryAfterSeconds());
+      const permit = target.breaker.acquire();
+      // pick() only offers targets that may take a call, and nothing ran in between.
+      if (permit === undefined) throw new CircuitOpenError(backend.name, pool.retryAfterSeconds());
+      hooks.onTarget?.(target.name);
+      const targetSeries = this.targetSeries(backend, target);
+      const started = performance.now();
+      target.inFlight++;
       try {
-        const value = await attempt(backend, call);
-        breaker.record(permit, kind === "complete" ? "success" : "started");
-        return { backend, value, settle: (health) => breaker.recordLate(health) };
+        const value = await attempt(backend, { ...base, ...(deadline === undefined ? {} : { deadline }), target });
+        target.observe(performance.now() - started);
+        targetSeries.answered(200);
+        if (kind === "complete") {
+          target.inFlight--;
+          target.breaker.record(permit, "success");
+          return { backend, value, settle: SETTLED };
+        }
+        target.breaker.record(permit, "started");
+        return { backend, value, settle: settleOnce(target) };
       } catch (error) {
+        target.inFlight--;
+        targetSeries.answered(statusOf(error));
         const verdict = judge(error);
-        breaker.record(permit, verdict.health);
+        target.breaker.record(permit, verdict.health);
+        (tried ??= new Set()).add(target);
+        const timeLeft = deadline === undefined || performance.now() < deadline;
+        if (verdict.fallBack && timeLeft && pool.hasOther(tried)) {
+          hooks.logger?.warn("trying another target of the backend", {
+            backend: backend.name,
+            target: target.name,
+            code: error instanceof GatewayError ? error.code : null,
+          });
+          retrying = false;
+          continue;
+        }
         if (!verdict.retry || retry >= options.retries) throw error;
         const delay = retryDelayMs(error, retry, this.backoff, this.random);
         if (delay === undefined || (deadline !== undefined && performance.now() + delay >= deadline)) throw error;
@@ -240,8 +267,19 @@ export class Resilience {
         });
         await pause(delay, base.signal);
         series.retried();
+        retry++;
+        retrying = true;
       }
     }
+  }
+
+  private targetSeries(backend: Backend, target: Target): TargetSeries {
+    let series = this.targets.get(target);
+    if (series === undefined) {
+      series = this.metrics.target(backend.name, target.name);
+      this.targets.set(target, series);
+    }
+    return series;
   }
 
   private guard(backend: Backend): Guarded {
@@ -258,4 +296,22 @@ async function pause(ms: number, signal: AbortSignal): Promise<void> {
   } catch {
     throw new ClientClosedError();
   }
+}
+
+/** A stream's end, reported once however many ways it is told: the target's in-flight count drops exactly once. */
+function settleOnce(target: Target): (health: BackendHealth) => void {
+  let settled = false;
+  return (health) => {
+    if (settled) return;
+    settled = true;
+    target.inFlight--;
+    if (health !== "neutral") target.breaker.recordLate(health);
+  };
+}
+
+/** The `code` of a target's failed call: the upstream's own status when it answered, else the gateway's. */
+function statusOf(error: unknown): number {
+  if (!(error instanceof GatewayError)) return 500;
+  const upstream = (error as { upstreamStatus?: unknown }).upstreamStatus;
+  return typeof upstream === "number" ? upstream : error.status;
 }

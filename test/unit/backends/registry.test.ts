@@ -2,6 +2,7 @@ import type { Backend, BackendFactory } from "../../../gateway/src/backends/back
 import { BackendRegistry } from "../../../gateway/src/backends/registry";
 import { ResponseBudget } from "../../../gateway/src/backends/response-budget";
 import { ConfigFields } from "../../../gateway/src/config/fields";
+import { singleTarget } from "../../../gateway/src/balancing/pool";
 import { createLogger } from "../../../gateway/src/observability/logger";
 
 /** A backend type written the way a contributor would add one: a factory that checks its own fields. */
@@ -12,6 +13,7 @@ const shoutFactory: BackendFactory<{ readonly suffix: string }> = {
     name,
     type: "shout",
     target: "in-process",
+    pool: singleTarget(undefined),
     complete: async (call) => ({
       message: { role: "assistant", content: call.prompt.toUpperCase() + options.suffix },
       finishReason: "stop",

@@ -98,9 +98,9 @@ describe("parseConfig", () => {
 
   it("resolves api_key_env from the environment it is given", () => {
     const yaml = VALID.replace("model: llama-3", "api_key_env: UPSTREAM_KEY");
-    expect((parse(yaml, { UPSTREAM_KEY: "sk-test" }).backends[1]?.options as HttpBackendOptions).apiKey).toBe(
-      "sk-test",
-    );
+    expect(
+      (parse(yaml, { UPSTREAM_KEY: "sk-test" }).backends[1]?.options as HttpBackendOptions).targets[0]?.apiKey,
+    ).toBe("sk-test");
     expect(problem(yaml)).toBe("backends[1].api_key_env: environment variable UPSTREAM_KEY is not set");
   });
 
@@ -150,7 +150,7 @@ describe("parseConfig: retries, fallbacks and circuit breaker", () => {
       fallbacks: ["backup", "local"],
       circuitBreaker: { failures: 3, cooldownSeconds: 0.5 },
     });
-    expect((remote?.options as HttpBackendOptions).origin).toBe("http://127.0.0.1:8081");
+    expect((remote?.options as HttpBackendOptions).targets[0]?.origin).toBe("http://127.0.0.1:8081");
     expect(local?.resilience.fallbacks).toEqual([]);
   });
 

@@ -1,5 +1,6 @@
 import { Registry } from "prom-client";
 import type { Backend, BackendCall, BackendResult, StreamEvent } from "../../../gateway/src/backends/backend";
+import { singleTarget } from "../../../gateway/src/balancing/pool";
 import * as errors from "../../../gateway/src/errors";
 import { type BackendFault, CircuitOpenError, GatewayError } from "../../../gateway/src/errors";
 import { backendErrorReason } from "../../../gateway/src/observability/metric-series";
@@ -68,6 +69,7 @@ class FailingBackend implements Backend {
   readonly name = "b";
   readonly type = "failing";
   readonly target = "in-process";
+  readonly pool = singleTarget(undefined);
   constructor(private readonly failure: Error) {}
   async complete(_call: BackendCall): Promise<BackendResult> {
     throw this.failure;

@@ -17,6 +17,9 @@ describe("createMetrics", () => {
     expect(Object.fromEntries([...types].filter(([name]) => name.startsWith("gateway_")))).toEqual({
       gateway_requests_total: "counter",
       gateway_request_duration_seconds: "histogram",
+      gateway_target_requests_total: "counter",
+      gateway_target_in_flight: "gauge",
+      gateway_target_up: "gauge",
       gateway_backend_request_duration_seconds: "histogram",
       gateway_backend_errors_total: "counter",
       gateway_tokens_total: "counter",
@@ -70,7 +73,10 @@ describe("createMetrics", () => {
 
 describe("series created at start-up", () => {
   it("exist at 0 for every configured backend", async () => {
-    const { samples } = await scrape(createMetrics(new Registry(), ["local", "remote"]).registry);
+    const metrics = createMetrics(new Registry(), ["local", "remote"]);
+    for (const backend of ["local", "remote"])
+      metrics.watchTargets(backend, () => [{ name: "0", inFlight: 0, up: true }]);
+    const { samples } = await scrape(metrics.registry);
     for (const backend of ["local", "remote"]) {
       expect(select(samples, "gateway_requests_total", { backend })).toEqual(
         ["200", "502", "503", "504"].map((code) => ({
@@ -128,7 +134,10 @@ describe("series created at start-up", () => {
 
 describe("resilience series", () => {
   it("show every backend up, with no retries, from start-up", async () => {
-    const { samples } = await scrape(createMetrics(new Registry(), ["local", "remote"]).registry);
+    const metrics = createMetrics(new Registry(), ["local", "remote"]);
+    for (const backend of ["local", "remote"])
+      metrics.watchTargets(backend, () => [{ name: "0", inFlight: 0, up: true }]);
+    const { samples } = await scrape(metrics.registry);
     expect(select(samples, "gateway_backend_up").map((sample) => [sample.labels.backend, sample.value])).toEqual([
       ["local", 1],
       ["remote", 1],
@@ -160,12 +169,26 @@ describe("resilience series", () => {
     ]);
   });
 
-  it("follow the circuit and count retries", async () => {
+  it("show each target as it is at the scrape, and count retries", async () => {
     const metrics = createMetrics(new Registry(), ["remote"]);
-    metrics.backend("remote").setUp(false);
+    const targets = [
+      { name: "a", inFlight: 2, up: true },
+      { name: "b", inFlight: 0, up: false },
+    ];
+    metrics.watchTargets("remote", () => targets);
     metrics.backend("remote").retried();
-    const { samples } = await scrape(metrics.registry);
-    expect(total(samples, "gateway_backend_up", { backend: "remote" })).toBe(0);
+    metrics.target("remote", "b").answered(502);
+    let { samples } = await scrape(metrics.registry);
+    expect(total(samples, "gateway_backend_up", { backend: "remote" })).toBe(1);
+    expect(total(samples, "gateway_target_up", { backend: "remote", target: "b" })).toBe(0);
+    expect(total(samples, "gateway_target_in_flight", { backend: "remote", target: "a" })).toBe(2);
+    expect(total(samples, "gateway_target_requests_total", { backend: "remote", target: "b", code: "502" })).toBe(1);
+    expect(total(samples, "gateway_target_requests_total", { backend: "remote", target: "a", code: "200" })).toBe(0);
     expect(total(samples, "gateway_backend_retries_total", { backend: "remote" })).toBe(1);
+    // Discovery dropped "a" and every remaining target is out: its gauges go, the backend is down.
+    targets.splice(0, 1);
+    ({ samples } = await scrape(metrics.registry));
+    expect(total(samples, "gateway_backend_up", { backend: "remote" })).toBe(0);
+    expect(select(samples, "gateway_target_in_flight").map((sample) => sample.labels.target)).toEqual(["b"]);
   });
 });

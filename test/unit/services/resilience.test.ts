@@ -23,6 +23,7 @@ import {
   retryDelayMs,
 } from "../../../gateway/src/services/resilience";
 import { parseExposition, total } from "../../support/exposition";
+import { singleTarget } from "../../../gateway/src/balancing/pool";
 import { FakeBackend } from "../../support/fake-backend";
 
 /** Answers each call with the next scripted outcome (the last one repeats), streaming `from {name}`. */
@@ -54,11 +55,12 @@ function service(
   const first = backends[0];
   if (first === undefined) throw new Error("no backends");
   const map = new Map(Object.entries(policies).map(([name, options]) => [name, policy(options)]));
+  // Breakers belong to a backend's targets: each backend gets one target with its policy's breaker.
+  for (const backend of backends) backend.pool = singleTarget(map.get(backend.name)?.circuitBreaker, now);
   return new InferenceService(backends, first, metrics, {
     policies: map,
     backoff: FAST,
     random: () => 0.5,
-    ...(now === undefined ? {} : { now }),
   });
 }
 

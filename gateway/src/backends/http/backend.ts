@@ -1,4 +1,4 @@
-import { type Dispatcher, Pool, errors as undiciErrors } from "undici";
+import { type Dispatcher, errors as undiciErrors } from "undici";
 import {
   ClientClosedError,
   GatewayError,
@@ -13,9 +13,11 @@ import {
 import { parseRetryAfter, retryAfterHeader } from "../../utils/retry-after";
 import { PullQueue } from "../../utils/pull-stream";
 import { EventTooLargeError } from "../../utils/sse";
-import type { Backend, BackendCall, BackendResult, StreamEvent } from "../backend";
+import type { TargetPool } from "../../balancing/pool";
+import type { Backend, BackendCall, BackendContext, BackendResult, StreamEvent } from "../backend";
 import type { ResponseBudget } from "../response-budget";
 import type { HttpBackendOptions } from "./factory";
+import { type Upstream, Upstreams } from "./upstreams";
 import { type EventSink, StreamExchange } from "./stream-exchange";
 import { AnswerAllowance, readWhole, type WholeAnswer } from "./whole-answer";
 import { parseAnswer, parseStreamEvent, quoteUpstreamError } from "./wire";
@@ -25,33 +27,31 @@ export class HttpBackend implements Backend {
   readonly type = "http";
   readonly target: string;
   readonly timeoutSeconds: number;
-  private readonly pool: Pool;
+  readonly pool: TargetPool;
+  private readonly upstreams: Upstreams;
+  private readonly budget: ResponseBudget;
   private readonly timeoutMs: number;
   private readonly idleTimeoutMs: number;
 
   constructor(
     readonly name: string,
     private readonly options: HttpBackendOptions,
-    private readonly budget: ResponseBudget,
+    context: BackendContext,
+    upstreams?: Upstreams,
   ) {
     this.timeoutSeconds = options.timeoutSeconds;
     this.timeoutMs = options.timeoutSeconds * 1000;
     this.idleTimeoutMs = options.idleTimeoutSeconds * 1000;
-    this.target = `${options.origin}${options.path}`;
-    this.pool = new Pool(options.origin, {
-      connectTimeout: options.connectTimeoutSeconds * 1000,
-      // One deadline (the AbortSignal below) governs the whole exchange; undici's own timers would only
-      // race it with less precise errors.
-      headersTimeout: 0,
-      bodyTimeout: 0,
-      // No maxResponseSize: it would cut streams too, whose total is unbounded by design. Answers read whole
-      // are bounded by AnswerAllowance (max_response_bytes and the shared budget), stream events by max_event_bytes.
-    });
+    this.budget = context.responseBudget;
+    this.upstreams = upstreams ?? new Upstreams(name, options, context);
+    this.pool = this.upstreams.pool;
+    this.target = this.upstreams.describe();
   }
 
   async complete(call: BackendCall): Promise<BackendResult> {
     // Serialised before the exchange starts: failing here is the gateway's bug, not the backend's failure.
-    const options = this.requestOptions(call, this.payload(call, false));
+    const upstream = this.upstreams.of(call.target);
+    const options = this.requestOptions(upstream, call, this.payload(call, false));
     // One controller whose timer and listener are released as soon as the call ends: AbortSignal.timeout and
     // AbortSignal.any would keep each call's timer (and what it references) alive for the whole timeout.
     const stop = new AbortController();
@@ -65,7 +65,7 @@ export class HttpBackend implements Backend {
     if (call.signal.aborted) stop.abort();
     let answer: WholeAnswer;
     try {
-      answer = await readWhole(this.pool, options, stop.signal, this.allowance());
+      answer = await readWhole(upstream.dispatcher, options, stop.signal, this.allowance());
     } catch (error) {
       throw this.transportError(error, call.signal, timedOut);
     } finally {
@@ -73,7 +73,8 @@ export class HttpBackend implements Backend {
       call.signal.removeEventListener("abort", onClientGone);
     }
 
-    if (answer.status < 200 || answer.status > 299) throw this.statusError(answer.status, answer.text, answer.headers);
+    if (answer.status < 200 || answer.status > 299)
+      throw this.statusError(answer.status, answer.text, answer.headers, upstream.spec.apiKey);
     return parseAnswer(answer.text, this.name);
   }
 
@@ -84,6 +85,8 @@ export class HttpBackend implements Backend {
    * a long answer that keeps flowing is never cut off, while one that stalls is.
    */
   stream(call: BackendCall): PullQueue<StreamEvent> {
+    const upstream = this.upstreams.of(call.target);
+    const apiKey = upstream.spec.apiKey;
     const stop = new AbortController();
     /** `[DONE]` came: the exchange reads the rest of the body to keep the connection, and is left to it. */
     let finished = false;
@@ -122,12 +125,12 @@ export class HttpBackend implements Backend {
     let options: Dispatcher.DispatchOptions;
     try {
       // As in complete(): a payload that cannot be serialised is not a transport failure.
-      options = this.requestOptions(call, this.payload(call, true));
+      options = this.requestOptions(upstream, call, this.payload(call, true));
     } catch (error) {
       over(error);
       return events;
     }
-    const exchange = StreamExchange.open(this.pool, options, stop.signal, this.options.maxEventBytes, () =>
+    const exchange = StreamExchange.open(upstream.dispatcher, options, stop.signal, this.options.maxEventBytes, () =>
       this.allowance(),
     );
     /** What a failure after the start means for the client. */
@@ -156,7 +159,7 @@ export class HttpBackend implements Backend {
         }
         let parsed: StreamEvent | undefined;
         try {
-          parsed = parseStreamEvent(event.event, event.data, this.name, this.options.apiKey);
+          parsed = parseStreamEvent(event.event, event.data, this.name, apiKey);
         } catch (error) {
           // The failure first: aborting the exchange reports its own (a lost connection) to this sink.
           over(error);
@@ -184,7 +187,7 @@ export class HttpBackend implements Backend {
       if (exchange.status < 200 || exchange.status > 299) {
         // Bounded like any answer read whole; past the bounds the status alone is reported.
         const text = await exchange.text().catch(() => "");
-        throw this.statusError(exchange.status, text, exchange.headers);
+        throw this.statusError(exchange.status, text, exchange.headers, apiKey);
       }
       if (exchange.isEventStream) {
         exchange.relay(sink);
@@ -238,7 +241,11 @@ export class HttpBackend implements Backend {
     return payload;
   }
 
-  private requestOptions(call: BackendCall, payload: Record<string, unknown>): Dispatcher.DispatchOptions {
+  private requestOptions(
+    upstream: Upstream,
+    call: BackendCall,
+    payload: Record<string, unknown>,
+  ): Dispatcher.DispatchOptions {
     const headers: Record<string, string> = {
       "content-type": "application/json",
       accept: payload.stream === true ? "text/event-stream" : "application/json",
@@ -246,12 +253,13 @@ export class HttpBackend implements Backend {
       // Counted by the gateway at the other end (if it is one): a loop of gateways stops at MAX_HOPS.
       "x-gateway-hops": String((call.hops ?? 0) + 1),
     };
-    if (this.options.apiKey !== undefined) headers.authorization = `Bearer ${this.options.apiKey}`;
-    return { method: "POST", path: this.options.path, headers, body: JSON.stringify(payload) };
+    if (upstream.spec.apiKey !== undefined) headers.authorization = `Bearer ${upstream.spec.apiKey}`;
+    if (upstream.host !== undefined) headers.host = upstream.host;
+    return { method: "POST", path: upstream.spec.path, headers, body: JSON.stringify(payload) };
   }
 
   async close(): Promise<void> {
-    await this.pool.close();
+    await this.upstreams.close();
   }
 
   private transportError(error: unknown, clientSignal: AbortSignal, timedOut: boolean): GatewayError {
@@ -275,8 +283,9 @@ export class HttpBackend implements Backend {
     status: number,
     text: string,
     headers: Record<string, string | string[] | undefined>,
+    apiKey: string | undefined,
   ): GatewayError {
-    const message = quoteUpstreamError(text, status, this.options.apiKey);
+    const message = quoteUpstreamError(text, status, apiKey);
     if (status === 508) return new LoopDetectedError(`Backend '${this.name}' reported a gateway loop: ${message}`);
     const retryAfterMs = parseRetryAfter(headers["retry-after"], Date.now());
     const isClientFault =

@@ -27,20 +27,23 @@ function problem(fields: Record<string, unknown>, env: Record<string, string> = 
 
 describe("httpBackendFactory: url", () => {
   it("gives http backends their endpoint path, timeout and upstream model", () => {
-    expect(options({ timeout: 5, model: "llama-3" })).toMatchObject({
-      origin: "http://127.0.0.1:8081",
-      path: "/v1/chat/completions",
+    const parsed = options({ timeout: 5, model: "llama-3" });
+    expect(parsed.targets).toMatchObject([
+      { name: "0", origin: "http://127.0.0.1:8081", path: "/v1/chat/completions", weight: 1 },
+    ]);
+    expect(parsed).toMatchObject({
+      balance: "least_outstanding",
       timeoutSeconds: 5,
       model: "llama-3",
     });
   });
 
   it("does not double /v1 when the base URL already ends with it", () => {
-    expect(options({ url: "https://api.example.test/v1/" }).path).toBe("/v1/chat/completions");
+    expect(options({ url: "https://api.example.test/v1/" }).targets[0]?.path).toBe("/v1/chat/completions");
   });
 
   it("keeps a base path in front of /v1", () => {
-    expect(options({ url: "http://10.0.0.1:9000/proxy" }).path).toBe("/proxy/v1/chat/completions");
+    expect(options({ url: "http://10.0.0.1:9000/proxy" }).targets[0]?.path).toBe("/proxy/v1/chat/completions");
   });
 
   it("is required", () => {

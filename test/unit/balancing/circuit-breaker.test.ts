@@ -1,4 +1,4 @@
-import { CircuitBreaker, type CircuitState } from "../../../gateway/src/services/circuit-breaker";
+import { CircuitBreaker, type CircuitState } from "../../../gateway/src/balancing/circuit-breaker";
 
 /** A breaker on a clock the test moves by hand, recording every state it passes through. */
 function breaker(failures = 3, cooldownSeconds = 10) {

@@ -52,6 +52,13 @@ export class CircuitBreaker {
     return this.current;
   }
 
+  /** Whether acquire() would give a permit now, without taking it: a pool asks this of each target it could pick. */
+  mayAcquire(): boolean {
+    if (this.options === undefined || this.current === "closed") return true;
+    if (this.current === "open" && this.now() < this.openUntil) return false;
+    return !this.trialUnderWay;
+  }
+
   /** A permit for one call, or undefined when the backend must not be called now (open, or a trial is out). */
   acquire(): Permit | undefined {
     if (this.options === undefined || this.current === "closed") return { trial: false, period: this.period };

@@ -1,0 +1,190 @@
+import type { CircuitBreakerOptions } from "./circuit-breaker";
+import { hash32, mix32, Target } from "./target";
+
+export const BALANCES = ["least_outstanding", "round_robin", "weighted_random"] as const;
+export type Balance = (typeof BALANCES)[number];
+
+/**
+ * Affinity's load bound: a target takes a session's request only while it has fewer than this many times its
+ * weighted share of the requests in flight; past it the request goes to the session's next target. 2 keeps
+ * almost every session where it was on an evenly hashed load, yet a session flooding one target spills over.
+ */
+export const AFFINITY_LOAD_FACTOR = 2;
+
+/** Ties on load are broken by latency only past this ratio: identical targets' noise must not decide. */
+const LATENCY_TIE_RATIO = 1.5;
+
+/** Where a request's session comes from for `affinity`: a request header, or the body's `user`. */
+export type Affinity = { readonly header: string } | { readonly user: true };
+
+export interface PoolOptions {
+  readonly balance: Balance;
+  readonly affinity?: Affinity;
+  /** Tests pass a seeded one. */
+  readonly random?: () => number;
+}
+
+/** No targets to avoid. */
+export const NONE: ReadonlySet<Target> = new Set();
+
+/**
+ * The targets of one backend and the choice among them. It only chooses: the caller counts requests in
+ * flight and feeds the breakers; health checks and discovery (the backend's) change what is in rotation.
+ */
+export class TargetPool {
+  private list: readonly Target[] = [];
+  private readonly random: () => number;
+
+  constructor(private readonly options: PoolOptions) {
+    this.random = options.random ?? Math.random;
+  }
+
+  get balance(): Balance {
+    return this.options.balance;
+  }
+
+  /**
+   * The request's session key under `affinity`, or undefined (no affinity, or the request names no session).
+   * Bounded so a client cannot make the gateway hash megabytes.
+   */
+  session(user: unknown, header: ((name: string) => string | undefined) | undefined): string | undefined {
+    const affinity = this.options.affinity;
+    if (affinity === undefined) return undefined;
+    const value = "header" in affinity ? header?.(affinity.header) : user;
+    return typeof value === "string" && value.length > 0 ? value.slice(0, 256) : undefined;
+  }
+
+  /** Every target, the retired ones still draining excluded. */
+  get targets(): readonly Target[] {
+    return this.list;
+  }
+
+  /** Replaces the members (discovery found a new set); the caller retires and drains the ones dropped. */
+  set(targets: readonly Target[]): void {
+    this.list = targets;
+  }
+
+  /**
+   * The target for the next request: one in rotation and not in `avoid` (those this request already tried),
+   * or undefined when there is none. With `key` (a session), the same target as the key's earlier requests
+   * while it is in rotation and not overloaded.
+   */
+  pick(avoid: ReadonlySet<Target>, key?: string): Target | undefined {
+    const list = this.list;
+    // The common case, one target, without building a candidate list.
+    if (list.length === 1) {
+      const only = list[0];
+      return only !== undefined && only.inRotation && !avoid.has(only) ? only : undefined;
+    }
+    const candidates = list.filter((target) => target.inRotation && !avoid.has(target));
+    if (candidates.length <= 1) return candidates[0];
+    if (key !== undefined) return this.byKey(candidates, key);
+    switch (this.options.balance) {
+      case "round_robin":
+        return roundRobin(candidates);
+      case "weighted_random":
+        return this.weightedRandom(candidates, undefined);
+      case "least_outstanding":
+        return this.leastOutstanding(candidates);
+    }
+  }
+
+  /** Whether some target outside `avoid` may take a request now (pick() without choosing). */
+  hasOther(avoid: ReadonlySet<Target>): boolean {
+    return this.list.some((target) => target.inRotation && !avoid.has(target));
+  }
+
+  /** Whole seconds until some target may take a request again (at least 1): the `retry-after` of a 503. */
+  retryAfterSeconds(): number {
+    let soonest = Infinity;
+    for (const target of this.list) soonest = Math.min(soonest, target.breaker.retryAfterSeconds());
+    return soonest === Infinity ? 1 : soonest;
+  }
+
+  /**
+   * Power of two random choices: two targets drawn by weight, the one with fewer requests in flight per unit
+   * of weight wins; on a tie, the clearly faster one lately, else the first drawn. Almost as good as asking
+   * every target, without the herd a strict "least" sends to one target from many processes at once.
+   */
+  private leastOutstanding(candidates: readonly Target[]): Target | undefined {
+    const first = this.weightedRandom(candidates, undefined);
+    const second = this.weightedRandom(candidates, first);
+    if (first === undefined || second === undefined) return first;
+    const a = (first.inFlight + 1) / first.weight;
+    const b = (second.inFlight + 1) / second.weight;
+    if (a !== b) return a < b ? first : second;
+    const latencyA = first.recentLatencyMs();
+    const latencyB = second.recentLatencyMs();
+    if (latencyA > latencyB * LATENCY_TIE_RATIO) return second;
+    return first;
+  }
+
+  /** A target drawn with probability proportional to its weight, `except` left out. */
+  private weightedRandom(candidates: readonly Target[], except: Target | undefined): Target | undefined {
+    let total = 0;
+    for (const target of candidates) if (target !== except) total += target.weight;
+    let point = this.random() * total;
+    let last: Target | undefined;
+    for (const target of candidates) {
+      if (target === except) continue;
+      last = target;
+      point -= target.weight;
+      if (point < 0) return target;
+    }
+    return last;
+  }
+
+  /**
+   * Rendezvous (highest random weight) hashing with bounded load: each target scores the key, the best
+   * scoring one that is below its load bound wins. A target leaving moves only its own sessions; one joining
+   * takes about its share of them. The bound keeps one heavy session from piling onto one target.
+   */
+  private byKey(candidates: readonly Target[], key: string): Target | undefined {
+    const keyHash = hash32(key);
+    let inFlight = 0;
+    let weights = 0;
+    for (const target of candidates) {
+      inFlight += target.inFlight;
+      weights += target.weight;
+    }
+    let best: Target | undefined;
+    let bestScore = -Infinity;
+    let fallback: Target | undefined;
+    let fallbackScore = -Infinity;
+    for (const target of candidates) {
+      // A uniform (0, 1) draw fixed by the key and the target; -w / ln(u) is the weighted rendezvous score.
+      const draw = (mix32(keyHash ^ target.hash) + 0.5) / 4294967296;
+      const score = -target.weight / Math.log(draw);
+      if (score > fallbackScore) {
+        fallback = target;
+        fallbackScore = score;
+      }
+      const bound = Math.ceil((AFFINITY_LOAD_FACTOR * (inFlight + 1) * target.weight) / weights);
+      if (target.inFlight + 1 <= bound && score > bestScore) {
+        best = target;
+        bestScore = score;
+      }
+    }
+    return best ?? fallback;
+  }
+}
+
+/** Smooth weighted round robin (nginx's): weights 5,1,1 give a a b a c a a, not a a a a a b c. */
+function roundRobin(candidates: readonly Target[]): Target | undefined {
+  let total = 0;
+  let chosen: Target | undefined;
+  for (const target of candidates) {
+    target.roundRobinScore += target.weight;
+    total += target.weight;
+    if (chosen === undefined || target.roundRobinScore > chosen.roundRobinScore) chosen = target;
+  }
+  if (chosen !== undefined) chosen.roundRobinScore -= total;
+  return chosen;
+}
+
+/** A pool of one target named "0": what a backend with a single upstream (or none, as echo) has. */
+export function singleTarget(breaker: CircuitBreakerOptions | undefined, now?: () => number): TargetPool {
+  const pool = new TargetPool({ balance: "least_outstanding" });
+  pool.set([new Target({ name: "0", weight: 1, breaker, ...(now === undefined ? {} : { now }) })]);
+  return pool;
+}
