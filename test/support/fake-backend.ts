@@ -23,6 +23,8 @@ export class FakeBackend implements Backend {
   readonly target = "in-process";
   readonly timeoutSeconds: number | undefined;
   readonly calls: { readonly call: BackendCall; readonly at: number }[] = [];
+  /** Calls to the target of that name throw this. */
+  readonly targetFailures = new Map<string, Error>();
   /** One target without a breaker; a test replaces it to give the backend a breaker or several targets. */
   pool: TargetPool = singleTarget(undefined);
   result: BackendResult;
@@ -45,6 +47,8 @@ export class FakeBackend implements Backend {
   private begin(call: BackendCall): void {
     this.calls.push({ call, at: performance.now() });
     if (this.failure !== undefined) throw this.failure;
+    const targetFailure = call.target === undefined ? undefined : this.targetFailures.get(call.target.name);
+    if (targetFailure !== undefined) throw targetFailure;
     const outcomes = this.script.outcomes ?? [];
     const outcome = outcomes[Math.min(this.calls.length, outcomes.length) - 1] ?? "ok";
     if (outcome !== "ok") throw outcome;

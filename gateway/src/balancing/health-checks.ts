@@ -57,9 +57,13 @@ export class HealthChecks {
     const abort = new AbortController();
     this.aborts.add(abort);
     const timer = setTimeout(() => abort.abort(), this.options.timeoutSeconds * 1000);
+    // A probe that ignores its signal still cannot hold the round past the timeout.
+    const timedOut = new Promise<boolean>((resolve) =>
+      abort.signal.addEventListener("abort", () => resolve(false), { once: true }),
+    );
     let up: boolean;
     try {
-      up = await this.probe(target, abort.signal);
+      up = await Promise.race([this.probe(target, abort.signal), timedOut]);
     } catch {
       up = false;
     } finally {

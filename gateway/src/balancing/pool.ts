@@ -97,7 +97,8 @@ export class TargetPool {
   /** Whole seconds until some target may take a request again (at least 1): the `retry-after` of a 503. */
   retryAfterSeconds(): number {
     let soonest = Infinity;
-    for (const target of this.list) soonest = Math.min(soonest, target.breaker.retryAfterSeconds());
+    for (const target of this.list)
+      if (!target.retired) soonest = Math.min(soonest, target.breaker.retryAfterSeconds());
     return soonest === Infinity ? 1 : soonest;
   }
 

@@ -1,0 +1,89 @@
+import { HealthChecks } from "../../../gateway/src/balancing/health-checks";
+import { Target } from "../../../gateway/src/balancing/target";
+
+function target(name: string): Target {
+  return new Target({ name, weight: 1, breaker: undefined });
+}
+
+describe("HealthChecks", () => {
+  it("takes a target out when a check fails and back when one passes, telling each change once", async () => {
+    const a = target("a");
+    const b = target("b");
+    const verdicts = new Map([
+      [a, true],
+      [b, false],
+    ]);
+    const changes: string[] = [];
+    const checks = new HealthChecks(
+      () => [a, b],
+      async (probed) => verdicts.get(probed) ?? false,
+      { path: "/health", intervalSeconds: 5, timeoutSeconds: 1 },
+      (changed, up) => changes.push(`${changed.name}:${up ? "up" : "down"}`),
+    );
+    await checks.round();
+    expect([a.checkedUp, b.checkedUp]).toEqual([true, false]);
+    expect(b.inRotation).toBe(false);
+    await checks.round();
+    expect(changes).toEqual(["b:down"]);
+    verdicts.set(b, true);
+    await checks.round();
+    expect(b.checkedUp).toBe(true);
+    expect(changes).toEqual(["b:down", "b:up"]);
+  });
+
+  it("counts a probe that throws, or does not answer within the timeout, as failed", async () => {
+    const thrower = target("thrower");
+    const silent = target("silent");
+    const checks = new HealthChecks(
+      () => [thrower, silent],
+      (probed, signal) =>
+        probed === thrower
+          ? Promise.reject(new Error("ECONNREFUSED"))
+          : // Answers "healthy" only after the abort: too late to count.
+            new Promise((resolve) => signal.addEventListener("abort", () => resolve(true))),
+      { path: "/health", intervalSeconds: 1, timeoutSeconds: 0.02 },
+    );
+    await checks.round();
+    expect([thrower.checkedUp, silent.checkedUp]).toEqual([false, false]);
+  });
+
+  it("checks at once on start, then every interval, and stop() ends it with the probes under way", async () => {
+    jest.useFakeTimers();
+    try {
+      const a = target("a");
+      const signals: AbortSignal[] = [];
+      let hang = false;
+      const checks = new HealthChecks(
+        () => [a],
+        (_probed, signal) => {
+          signals.push(signal);
+          return hang ? new Promise<boolean>(() => {}) : Promise.resolve(true);
+        },
+        { path: "/health", intervalSeconds: 5, timeoutSeconds: 2 },
+      );
+      checks.start();
+      await jest.advanceTimersByTimeAsync(0);
+      expect(signals).toHaveLength(1);
+      await jest.advanceTimersByTimeAsync(4_999);
+      expect(signals).toHaveLength(1);
+      await jest.advanceTimersByTimeAsync(1);
+      expect(signals).toHaveLength(2);
+      hang = true;
+      await jest.advanceTimersByTimeAsync(5_000);
+      expect(signals).toHaveLength(3);
+      // The hung probe times out (at 2 s) and the rounds go on.
+      await jest.advanceTimersByTimeAsync(7_000);
+      expect(signals).toHaveLength(4);
+      expect(a.checkedUp).toBe(false);
+      hang = false;
+      checks.stop();
+      expect(signals[3]?.aborted).toBe(true);
+      // Stopping is not a verdict on the target.
+      await jest.advanceTimersByTimeAsync(60_000);
+      expect(signals).toHaveLength(4);
+      expect(a.checkedUp).toBe(false);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+});
