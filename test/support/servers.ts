@@ -10,7 +10,7 @@ import { parseConfig } from "../../gateway/src/config/config";
 import { DEFAULT_MAX_HOPS } from "../../gateway/src/config/settings";
 import { buildDependencies } from "../../gateway/src/dependencies";
 import { createLogger } from "../../gateway/src/observability/logger";
-import { createMockApp, type SeenRequest } from "../../mock-remote/src/app";
+import { createMockApp, type MockOptions, type SeenRequest } from "../../mock-remote/src/app";
 
 export interface Running {
   readonly url: string;
@@ -20,13 +20,14 @@ export interface Running {
 }
 
 /** Listens on an ephemeral loopback port; `close` also drops keep-alive sockets so tests end promptly. */
-export async function listen(app: Express): Promise<Running> {
+export async function listen(app: Express, at: { host?: string; port?: number } = {}): Promise<Running> {
+  const host = at.host ?? "127.0.0.1";
   const server = await new Promise<Server>((resolve, reject) => {
-    const s = app.listen(0, "127.0.0.1", (error?: Error) => (error === undefined ? resolve(s) : reject(error)));
+    const s = app.listen(at.port ?? 0, host, (error?: Error) => (error === undefined ? resolve(s) : reject(error)));
   });
   const { port } = server.address() as AddressInfo;
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `http://${host}:${port}`,
     port,
     server,
     close: () =>
@@ -41,9 +42,16 @@ export interface RunningMock extends Running {
   readonly seen: SeenRequest[];
 }
 
-export async function startMock(options: { defaultDelayMs?: number } = {}): Promise<RunningMock> {
-  const { app, seen } = createMockApp({ defaultDelayMs: options.defaultDelayMs ?? 0, modelId: "mock-model" });
-  return { ...(await listen(app)), seen };
+/** A mock-remote on loopback; `host` and `port` pick the address (a replica restarted where it was, say). */
+export async function startMock(
+  options: Partial<MockOptions> & { host?: string; port?: number } = {},
+): Promise<RunningMock> {
+  const { host, port, ...mock } = options;
+  const { app, seen } = createMockApp({ defaultDelayMs: 0, modelId: "mock-model", ...mock });
+  return {
+    ...(await listen(app, { ...(host === undefined ? {} : { host }), ...(port === undefined ? {} : { port }) })),
+    seen,
+  };
 }
 
 export interface RunningGateway extends Running {

@@ -96,6 +96,14 @@ export class CircuitBreaker {
     else if (++this.consecutiveFailures >= this.options.failures) this.open();
   }
 
+  /**
+   * An active health check passed: an open circuit need not wait out its cooldown. The next call is its
+   * trial, whose outcome closes or reopens it as usual.
+   */
+  endCooldown(): void {
+    if (this.current === "open") this.openUntil = Math.min(this.openUntil, this.now());
+  }
+
   /** Whole seconds until a call may get through again (at least 1): the `retry-after` of a refusal. */
   retryAfterSeconds(): number {
     const remainingMs = this.current === "open" ? this.openUntil - this.now() : 0;

@@ -12,7 +12,8 @@ export type Probe = (target: Target, signal: AbortSignal) => Promise<boolean>;
 
 /**
  * Active health checks: every interval, one probe per target, all at once. A target that fails one leaves
- * the rotation until one passes; the breaker (passive health) works beside it. One round at a time: a
+ * the rotation until one passes; the breaker (passive health) works beside it, and a passed check ends an
+ * open breaker's cooldown (the next call is its trial). One round at a time: a
  * round that outlasts the interval delays the next one instead of piling probes onto a sick target.
  */
 export class HealthChecks {
@@ -71,6 +72,8 @@ export class HealthChecks {
       this.aborts.delete(abort);
     }
     if (this.stopped || abort.signal.aborted) up = this.stopped ? target.checkedUp : false;
+    // Back from an outage: a breaker opened by it lets a trial call through now, not after its cooldown.
+    if (up) target.breaker.endCooldown();
     if (up === target.checkedUp) return;
     target.checkedUp = up;
     this.onChange(target, up);

@@ -5,11 +5,13 @@ export const BALANCES = ["least_outstanding", "round_robin", "weighted_random"] 
 export type Balance = (typeof BALANCES)[number];
 
 /**
- * Affinity's load bound: a target takes a session's request only while it has fewer than this many times its
- * weighted share of the requests in flight; past it the request goes to the session's next target. 2 keeps
- * almost every session where it was on an evenly hashed load, yet a session flooding one target spills over.
+ * Affinity's load bound: a target takes a session's request only while its requests in flight stay within
+ * twice its weighted share of all in flight, plus a few: past it the request goes to the session's next
+ * target. The factor keeps a session flooding one target from piling onto it; the few keep a quiet
+ * gateway's chance peaks (4 on one target, none elsewhere) from moving sessions and their warm caches.
  */
 export const AFFINITY_LOAD_FACTOR = 2;
+export const AFFINITY_SLACK = 4;
 
 /** Ties on load are broken by latency only past this ratio: identical targets' noise must not decide. */
 const LATENCY_TIE_RATIO = 1.5;
@@ -22,6 +24,11 @@ export interface PoolOptions {
   readonly affinity?: Affinity;
   /** Tests pass a seeded one. */
   readonly random?: () => number;
+}
+
+/** Where a request's headers are read from, for `affinity: {header}`. */
+export interface SessionSource {
+  header?(name: string): string | undefined;
 }
 
 /** No targets to avoid. */
@@ -47,10 +54,11 @@ export class TargetPool {
    * The request's session key under `affinity`, or undefined (no affinity, or the request names no session).
    * Bounded so a client cannot make the gateway hash megabytes.
    */
-  session(user: unknown, header: ((name: string) => string | undefined) | undefined): string | undefined {
+  session(user: unknown, request: SessionSource): string | undefined {
     const affinity = this.options.affinity;
     if (affinity === undefined) return undefined;
-    const value = "header" in affinity ? header?.(affinity.header) : user;
+    // Called on the object: the request context's header() reads its own request.
+    const value = "header" in affinity ? request.header?.(affinity.header) : user;
     return typeof value === "string" && value.length > 0 ? value.slice(0, 256) : undefined;
   }
 
@@ -160,7 +168,7 @@ export class TargetPool {
         fallback = target;
         fallbackScore = score;
       }
-      const bound = Math.ceil((AFFINITY_LOAD_FACTOR * (inFlight + 1) * target.weight) / weights);
+      const bound = Math.ceil((AFFINITY_LOAD_FACTOR * (inFlight + 1) * target.weight) / weights) + AFFINITY_SLACK;
       if (target.inFlight + 1 <= bound && score > bestScore) {
         best = target;
         bestScore = score;

@@ -101,6 +101,8 @@ export interface RequestLine {
   readonly durationMs: number;
   /** The gateway API key's name, with auth on. */
   readonly key?: string;
+  /** The backend's target (upstream) the last call went to, when one was called. */
+  readonly target?: string;
 }
 
 /** What a logger made here writes to, so that the per-request line can skip winston's pipeline. */
@@ -153,6 +155,7 @@ export function requestLineWriter(logger: winston.Logger): (line: RequestLine) =
       service,
       status: line.status,
       stream: line.stream,
+      ...(line.target === undefined ? {} : { target: line.target }),
       timestamp: new Date().toISOString(),
     };
     lines.add(`${JSON.stringify(entry)}\n`);

@@ -215,7 +215,7 @@ export class Resilience {
     // One deadline for the backend's first call and its retries: `timeout` bounds the time spent on it.
     const deadline =
       backend.timeoutSeconds === undefined ? undefined : performance.now() + backend.timeoutSeconds * 1000;
-    const session = pool.session(base.request.user, hooks.header);
+    const session = pool.session(base.request.user, hooks);
     let tried: Set<Target> | undefined;
     let retrying = false;
     for (let retry = 0; ;) {

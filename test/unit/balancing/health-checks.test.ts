@@ -31,6 +31,28 @@ describe("HealthChecks", () => {
     expect(changes).toEqual(["b:down", "b:up"]);
   });
 
+  it("ends an open breaker's cooldown when a check passes: the next call is its trial", async () => {
+    let now = 0;
+    const a = new Target({ name: "a", weight: 1, breaker: { failures: 1, cooldownSeconds: 60 }, now: () => now });
+    const permit = a.breaker.acquire();
+    if (permit === undefined) throw new Error("setup");
+    a.breaker.record(permit, "failure");
+    now += 1000;
+    expect(a.inRotation).toBe(false);
+    let healthy = false;
+    const checks = new HealthChecks(
+      () => [a],
+      async () => healthy,
+      { path: "/health", intervalSeconds: 5, timeoutSeconds: 1 },
+    );
+    await checks.round();
+    expect(a.inRotation).toBe(false);
+    healthy = true;
+    await checks.round();
+    expect(a.inRotation).toBe(true);
+    expect(a.breaker.acquire()).toMatchObject({ trial: true });
+  });
+
   it("counts a probe that throws, or does not answer within the timeout, as failed", async () => {
     const thrower = target("thrower");
     const silent = target("silent");

@@ -202,33 +202,37 @@ describe("TargetPool", () => {
       expect(sessions.map((session) => subject.pick(NONE, session)?.name)).toEqual(before);
     });
 
-    it("sends a session elsewhere while its target carries more than twice its share of the load", () => {
+    it("sends a session elsewhere while its target carries more than twice its share of the load, plus 4", () => {
       const clock = { now: 0 };
       const members = targets([{ name: "a" }, { name: "b" }, { name: "c" }], clock);
       const subject = pool(members);
       const home = subject.pick(NONE, "heavy");
       if (home === undefined) throw new Error("setup");
-      // 6 in flight, all on its home: the bound for the 7th is ceil(2 * 7 / 3) = 5.
-      home.inFlight = 6;
+      // 14 in flight, all on its home: the bound for the 15th is ceil(2 * 15 / 3) + 4 = 14.
+      home.inFlight = 14;
       const moved = subject.pick(NONE, "heavy");
       expect(moved).toBeDefined();
       expect(moved).not.toBe(home);
-      // 3 of 7 in flight: within the bound of ceil(2 * 8 / 3) = 6.
-      home.inFlight = 3;
-      for (const target of members) if (target !== home) target.inFlight = 2;
+      // 13: the bound is ceil(2 * 14 / 3) + 4 = 14, and the 14th fits.
+      home.inFlight = 13;
+      expect(subject.pick(NONE, "heavy")).toBe(home);
+      // Spread load raises the bound: 20 of 40 in flight on it still take the session.
+      home.inFlight = 20;
+      for (const target of members) if (target !== home) target.inFlight = 10;
       expect(subject.pick(NONE, "heavy")).toBe(home);
     });
 
     it("reads the session from the header or the body's user, as configured", () => {
       const byHeader = new TargetPool({ balance: "least_outstanding", affinity: { header: "x-session-id" } });
       const headers: Record<string, string> = { "x-session-id": "s-1" };
-      expect(byHeader.session("someone", (name) => headers[name])).toBe("s-1");
-      expect(byHeader.session("someone", () => undefined)).toBeUndefined();
+      expect(byHeader.session("someone", { header: (name) => headers[name] })).toBe("s-1");
+      expect(byHeader.session("someone", { header: () => undefined })).toBeUndefined();
+      expect(byHeader.session("someone", {})).toBeUndefined();
       const byUser = new TargetPool({ balance: "least_outstanding", affinity: { user: true } });
-      expect(byUser.session("someone", () => "s-1")).toBe("someone");
-      expect(byUser.session(42, undefined)).toBeUndefined();
-      expect(byUser.session("x".repeat(10_000), undefined)).toHaveLength(256);
-      expect(new TargetPool({ balance: "round_robin" }).session("someone", () => "s-1")).toBeUndefined();
+      expect(byUser.session("someone", { header: () => "s-1" })).toBe("someone");
+      expect(byUser.session(42, {})).toBeUndefined();
+      expect(byUser.session("x".repeat(10_000), {})).toHaveLength(256);
+      expect(new TargetPool({ balance: "round_robin" }).session("someone", { header: () => "s-1" })).toBeUndefined();
     });
   });
 });

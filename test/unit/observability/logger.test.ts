@@ -65,13 +65,15 @@ describe("createLogger", () => {
 
 describe("requestLineWriter", () => {
   it("writes exactly the line logger.info would, keys in the same order", async () => {
-    const { logger, lines } = capture();
-    const { requestId, ...fields } = line;
-    logger.child({ requestId }).info("request", fields);
-    requestLineWriter(logger)(line);
-    await nextTurn();
-    const [viaWinston, direct] = lines();
-    expect(withoutTime(direct ?? "")).toBe(withoutTime(viaWinston ?? ""));
+    for (const each of [line, { ...line, key: "team-a", target: "10.0.1.5:8000" }]) {
+      const { logger, lines } = capture();
+      const { requestId, ...fields } = each;
+      logger.child({ requestId }).info("request", fields);
+      requestLineWriter(logger)(each);
+      await nextTurn();
+      const [viaWinston, direct] = lines();
+      expect(withoutTime(direct ?? "")).toBe(withoutTime(viaWinston ?? ""));
+    }
   });
 
   it("escapes what it writes as JSON", async () => {

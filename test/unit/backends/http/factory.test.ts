@@ -153,6 +153,111 @@ describe("httpBackendFactory: api_key_env", () => {
   });
 });
 
+describe("httpBackendFactory: targets", () => {
+  /** Fields without the default `url`, as a pool is configured. */
+  function pool(fields: Record<string, unknown>, env: Record<string, string> = {}): HttpBackendOptions {
+    return httpBackendFactory.parseOptions(ConfigFields.from(fields, "backends[1]"), env);
+  }
+  function poolProblem(fields: Record<string, unknown>, env: Record<string, string> = {}): string {
+    try {
+      pool(fields, env);
+    } catch (error) {
+      if (error instanceof ConfigError) return error.message;
+      throw error;
+    }
+    throw new Error("expected a ConfigError");
+  }
+  const three = [
+    { url: "http://vllm-1:8000/v1", name: "one" },
+    { url: "http://vllm-2:8000/v1", weight: 2 },
+    { url: "https://vllm-3.example.test/v1", api_key_env: "THIRD_KEY" },
+  ];
+
+  it("reads each target's url, name (else its index), weight and key (else the backend's)", () => {
+    const parsed = pool({ targets: three, api_key_env: "KEY" }, { KEY: "sk-all", THIRD_KEY: "sk-third" });
+    expect(parsed.targets).toMatchObject([
+      { name: "one", origin: "http://vllm-1:8000", path: "/v1/chat/completions", weight: 1, apiKey: "sk-all" },
+      { name: "1", origin: "http://vllm-2:8000", weight: 2, apiKey: "sk-all" },
+      { name: "2", origin: "https://vllm-3.example.test", weight: 1, apiKey: "sk-third" },
+    ]);
+    expect(parsed.balance).toBe("least_outstanding");
+    expect(parsed).not.toHaveProperty("healthCheck");
+    expect(parsed).not.toHaveProperty("affinity");
+    expect(parsed).not.toHaveProperty("dnsRefreshSeconds");
+  });
+
+  it("reads balance, affinity, health_check and discovery", () => {
+    const parsed = pool({
+      targets: three.slice(0, 2),
+      balance: "round_robin",
+      affinity: { header: "X-Session-Id" },
+      health_check: { path: "/healthz", interval: 3 },
+      discovery: "dns",
+      dns_refresh: 30,
+    });
+    expect(parsed).toMatchObject({
+      balance: "round_robin",
+      affinity: { header: "x-session-id" },
+      healthCheck: { path: "/healthz", intervalSeconds: 3, timeoutSeconds: 2 },
+      dnsRefreshSeconds: 30,
+    });
+    expect(pool({ url: "http://a:1", affinity: { body: "user" } }).affinity).toEqual({ user: true });
+    expect(pool({ url: "http://a:1", health_check: {} }).healthCheck).toEqual({
+      path: "/health",
+      intervalSeconds: 5,
+      timeoutSeconds: 2,
+    });
+    expect(pool({ url: "http://a:1", discovery: "dns" }).dnsRefreshSeconds).toBe(10);
+  });
+
+  it("refuses what it cannot mean, naming the key", () => {
+    expect(poolProblem({ url: "http://a:1", targets: three })).toBe(
+      "backends[1].targets: give either url (one target) or targets, not both",
+    );
+    expect(poolProblem({})).toBe("backends[1].url: is required");
+    expect(poolProblem({ targets: [] })).toBe("backends[1].targets: must be a non-empty list");
+    expect(
+      poolProblem({
+        targets: [
+          { url: "http://a:1", name: "x" },
+          { url: "http://b:1", name: "x" },
+        ],
+      }),
+    ).toBe("backends[1].targets[1].name: 'x' is already used by another target");
+    expect(poolProblem({ targets: [{ url: "http://a:1", weight: 0 }] })).toBe(
+      "backends[1].targets[0].weight: must be a number greater than 0 and at most 1000",
+    );
+    expect(poolProblem({ targets: [{ url: "http://a:1", wieght: 2 }] })).toBe(
+      "backends[1].targets[0].wieght: is not a known setting",
+    );
+    expect(poolProblem({ targets: [{ url: "http://a:1", api_key_env: "MISSING" }] })).toBe(
+      "backends[1].targets[0].api_key_env: environment variable MISSING is not set",
+    );
+    expect(poolProblem({ targets: Array.from({ length: 65 }, () => ({ url: "http://a:1" })) })).toBe(
+      "backends[1].targets: at most 64 targets",
+    );
+    expect(poolProblem({ url: "http://a:1", balance: "fastest" })).toBe(
+      "backends[1].balance: must be one of least_outstanding, round_robin, weighted_random",
+    );
+    expect(poolProblem({ url: "http://a:1", affinity: { body: "messages" } })).toBe(
+      "backends[1].affinity: must be {header: NAME} or {body: user}",
+    );
+    expect(poolProblem({ url: "http://a:1", affinity: { header: "bad header" } })).toBe(
+      "backends[1].affinity.header: must be an HTTP header name",
+    );
+    expect(poolProblem({ url: "http://a:1", health_check: { path: "health" } })).toBe(
+      "backends[1].health_check.path: must be a path starting with / (no query)",
+    );
+    expect(poolProblem({ url: "http://a:1", health_check: { interval: 1, timeout: 2 } })).toBe(
+      "backends[1].health_check.timeout: must not be longer than the interval",
+    );
+    expect(poolProblem({ url: "http://a:1", discovery: "consul" })).toBe(
+      "backends[1].discovery: must be one of none, dns",
+    );
+    expect(poolProblem({ url: "http://a:1", dns_refresh: 5 })).toBe("backends[1].dns_refresh: needs discovery: dns");
+  });
+});
+
 describe("httpBackendFactory.create", () => {
   it("builds an http backend aimed at the endpoint, with its timeout", async () => {
     const context = {
