@@ -1,0 +1,121 @@
+import { Registry } from "prom-client";
+import { PassThrough } from "node:stream";
+import { HttpBackend } from "../../gateway/src/backends/http/backend";
+import { httpBackendFactory } from "../../gateway/src/backends/http/factory";
+import { Upstreams } from "../../gateway/src/backends/http/upstreams";
+import { ResponseBudget } from "../../gateway/src/backends/response-budget";
+import { ConfigFields } from "../../gateway/src/config/fields";
+import { createLogger } from "../../gateway/src/observability/logger";
+import { createMetrics } from "../../gateway/src/observability/metrics";
+import { InferenceService } from "../../gateway/src/services/inference";
+import { type RunningMock, startMock } from "../support/servers";
+
+/**
+ * `discovery: dns` against real servers: three mock-remotes on 127.0.0.1-3 at one port stand for the
+ * replicas a name resolves to. Only the resolver is the test's (the gateway's own uses the system's, which
+ * a test cannot point at loopback addresses); connections, pools and draining are the real ones.
+ */
+
+const HOST = "models.internal";
+
+describe("discovery: dns", () => {
+  let mocks: RunningMock[] = [];
+  let backend: HttpBackend | undefined;
+
+  afterEach(async () => {
+    await backend?.close();
+    backend = undefined;
+    await Promise.all(mocks.map((mock) => mock.close()));
+    mocks = [];
+  });
+
+  async function setup(addresses: { current: readonly string[] | Error }) {
+    const first = await startMock({ instance: "r1", host: "127.0.0.1" });
+    const port = first.port;
+    mocks = [
+      first,
+      await startMock({ instance: "r2", host: "127.0.0.2", port }),
+      await startMock({ instance: "r3", host: "127.0.0.3", port }),
+      await startMock({ instance: "r4", host: "127.0.0.4", port }),
+    ];
+    const options = httpBackendFactory.parseOptions(
+      ConfigFields.from(
+        { url: `http://${HOST}:${port}/v1`, discovery: "dns", dns_refresh: 3600, balance: "round_robin" },
+        "backends[0]",
+      ),
+      {},
+    );
+    const stream = new PassThrough();
+    let text = "";
+    stream.on("data", (chunk: Buffer) => (text += chunk.toString("utf8")));
+    const context = {
+      env: {},
+      logger: createLogger({ level: "info", service: "gateway", stream }),
+      responseBudget: new ResponseBudget(1024 * 1024),
+    };
+    const lookups: string[] = [];
+    const upstreams = new Upstreams("pool", options, context, async (host) => {
+      lookups.push(host);
+      if (addresses.current instanceof Error) throw addresses.current;
+      return addresses.current;
+    });
+    backend = new HttpBackend("pool", options, context, upstreams);
+    const service = new InferenceService([backend], backend, createMetrics(new Registry(), ["pool"]));
+    const running = backend;
+    const ask = (delayMs = 0) =>
+      service.complete(
+        running,
+        { messages: [{ role: "user", content: "hi" }], ...(delayMs > 0 ? { mock: { delay_ms: delayMs } } : {}) },
+        { requestId: "r", signal: new AbortController().signal, startedAt: performance.now() },
+      );
+    const chatCalls = (mock: RunningMock) => mock.seen.filter((seen) => seen.path === "/v1/chat/completions");
+    return { port, upstreams, ask, lookups, chatCalls, log: () => text, running };
+  }
+
+  it("makes one target per address, sends the configured host, and follows the name as its addresses change", async () => {
+    const addresses: { current: readonly string[] | Error } = { current: ["127.0.0.1", "127.0.0.2", "127.0.0.3"] };
+    const { port, upstreams, ask, lookups, chatCalls, log, running } = await setup(addresses);
+    await upstreams.refresh();
+    expect(lookups).toContain(HOST);
+    expect(running.pool.targets.map((target) => target.name)).toEqual([
+      `127.0.0.1:${port}`,
+      `127.0.0.2:${port}`,
+      `127.0.0.3:${port}`,
+    ]);
+    for (let i = 0; i < 30; i++) await ask();
+    const [r1, r2, r3, r4] = mocks;
+    if (r1 === undefined || r2 === undefined || r3 === undefined || r4 === undefined) throw new Error("setup");
+    for (const replica of [r1, r2, r3]) {
+      expect(chatCalls(replica).length).toBeGreaterThan(0);
+      expect(chatCalls(replica)[0]?.headers.host).toBe(`${HOST}:${port}`);
+    }
+
+    // r3 vanishes from the name while three slow answers are under way, one on each replica: it takes no
+    // new request, and the one it has finishes (its pool drains before it closes).
+    const slow = Promise.all([ask(300), ask(300), ask(300)]);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(running.pool.targets.map((target) => target.inFlight)).toEqual([1, 1, 1]);
+    addresses.current = ["127.0.0.1", "127.0.0.2", "127.0.0.4"];
+    await upstreams.refresh();
+    expect(running.pool.targets.map((target) => target.name)).toEqual([
+      `127.0.0.1:${port}`,
+      `127.0.0.2:${port}`,
+      `127.0.0.4:${port}`,
+    ]);
+    const answers = await slow;
+    expect(answers).toHaveLength(3);
+    const r3Calls = chatCalls(r3).length;
+    for (let i = 0; i < 30; i++) await ask();
+    expect(chatCalls(r3)).toHaveLength(r3Calls);
+    expect(chatCalls(r4).length).toBeGreaterThan(0);
+    expect(log()).toContain('"message":"targets changed"');
+
+    // A failed lookup keeps the targets found before, and is told once.
+    addresses.current = new Error("getaddrinfo EAI_AGAIN models.internal");
+    await upstreams.refresh();
+    await upstreams.refresh();
+    expect(running.pool.targets).toHaveLength(3);
+    expect(log().split("target host did not resolve").length - 1).toBe(1);
+    await ask();
+  });
+});
