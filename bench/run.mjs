@@ -81,6 +81,12 @@ const echoConfig = writeGatewayConfig(dir, "echo", ["type: echo"]);
 // ---- servers ------------------------------------------------------------------------------------------
 const upstream = await startServer({ name: "upstream", cpus: plan.behind, args: ["bench/upstream.mjs"] });
 const httpConfig = writeGatewayConfig(dir, "http", ["type: http", `url: ${upstream.url}`]);
+// Three identical targets (the same upstream three times, each with its own pool): what balancing costs.
+const poolConfig = writeGatewayConfig(dir, "pool", [
+  "type: http",
+  "targets:",
+  ...["a", "b", "c"].map((name) => `  - {url: "${upstream.url}", name: ${name}}`),
+]);
 const gatewayLog = (name) => join(dir, `${name}.log`);
 const servers = {
   upstream,
@@ -110,6 +116,13 @@ const servers = {
     env: gatewayEnv(httpConfig, gatewayExtra),
     logFile: gatewayLog("http"),
   }),
+  pool: await startServer({
+    name: "pool",
+    cpus: plan.server,
+    args: GATEWAY_ARGS,
+    env: gatewayEnv(poolConfig, gatewayExtra),
+    logFile: gatewayLog("pool"),
+  }),
   echo2: await startServer({
     name: "echo2",
     cpus: plan.serverPair,
@@ -133,6 +146,7 @@ const LABELS = {
   expressUndici: "Express 5 + undici Pool, JSON round trip, nothing else",
   echo: "gateway, echo backend",
   http: "gateway, http backend",
+  pool: "gateway, http backend over 3 identical targets (least_outstanding)",
   echo2: "gateway, echo backend, WORKERS=2",
   http2: "gateway, http backend, WORKERS=2",
 };
@@ -272,7 +286,7 @@ const peak = Object.fromEntries(
   Object.entries(servers).map(([name, server]) => [name, memoryMiB(processTree(server.pid)).peak]),
 );
 const accessLines = Object.fromEntries(
-  ["echo", "http", "echo2", "http2"].map((name) => [
+  ["echo", "http", "pool", "echo2", "http2"].map((name) => [
     name,
     readFileSync(gatewayLog(name), "utf8")
       .split("\n")
@@ -451,6 +465,11 @@ const targets = table(
     ["http path >= 0.13x upstream", ratio(rps("http") / baseline), check(rps("http") / baseline >= 0.13)],
     ["echo path >= 0.15x upstream", ratio(rps("echo") / baseline), check(rps("echo") / baseline >= 0.15)],
     ["http path >= 0.20x upstream (issue 13)", ratio(rps("http") / baseline), check(rps("http") / baseline >= 0.2)],
+    [
+      "balancing over 3 targets adds < 20 µs CPU per request (issue 15)",
+      `${f2(cpuUs("pool") - cpuUs("http"))} µs (${f0(cpuUs("pool"))} vs ${f0(cpuUs("http"))} µs per request; ${ratio(rps("pool") / rps("http"))} the req/s)`,
+      check(cpuUs("pool") - cpuUs("http") < 20),
+    ],
     [
       "http added p50 <= 1 ms at 200 req/s",
       `${f2(lat200.http.latencyMs.p50 - lat200.upstream.latencyMs.p50)} ms`,
