@@ -7,7 +7,8 @@
 // Options: --path=http|echo (default http), --rounds=N (8), --seconds=S (2), --warmup=S (0.5), --connections=C (32),
 // --env=K=V (for every variant), --header=name:value (sent with every request to every variant; repeatable; `{upstream}`
 // in the value is the bench upstream's URL, e.g. for a gateway told its upstream per request). A variant's
-// LIMITS=requests_per_minute:N;tokens_per_minute:M adds per-client limits to its config. Every variant runs
+// LIMITS=requests_per_minute:N;tokens_per_minute:M adds per-client limits to its config; TARGETS=N gives its
+// http backend N targets, each the bench upstream (what balancing costs). Every variant runs
 // with the gateway's shipped V8 flags (GATEWAY_NODE_FLAGS).
 import { readFileSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
@@ -79,6 +80,16 @@ try {
       writeFileSync(limited, `limits:\n${lines.join("\n")}\n${readFileSync(config, "utf8")}`);
       variant.env.CONFIG_FILE = limited;
       delete variant.env.LIMITS;
+    }
+    // TARGETS=N: that variant's http backend has N targets, all the bench upstream (what balancing costs).
+    if (variant.env.TARGETS !== undefined) {
+      const names = Array.from({ length: Number(variant.env.TARGETS) }, (_, index) => `t${index}`);
+      variant.env.CONFIG_FILE = writeGatewayConfig(dir, `${variant.label}-targets`, [
+        "type: http",
+        "targets:",
+        ...names.map((name) => `  - {url: "${upstream.url}", name: ${name}}`),
+      ]);
+      delete variant.env.TARGETS;
     }
     variant.server = await startServer({
       name: variant.label,

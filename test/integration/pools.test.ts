@@ -66,6 +66,17 @@ async function load(count: number, concurrency: number, send: (index: number) =>
   return statuses;
 }
 
+/** What the replica's /health answers from now on (mock-remote's POST /mock/health). */
+async function setHealth(mock: RunningMock, status: number): Promise<void> {
+  const response = await request(`${mock.url}/mock/health`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ status }),
+  });
+  await response.body.dump();
+  expect(response.statusCode).toBe(200);
+}
+
 async function served(gateway: RunningGateway): Promise<Record<string, number>> {
   const samples = await scrape(gateway.url);
   return Object.fromEntries(
@@ -170,11 +181,7 @@ health_check: {path: /health, interval: 0.2, timeout: 0.1}`,
     const running = gateway;
     const sick = mocks[1];
     if (sick === undefined) throw new Error("setup");
-    await request(`${sick.url}/mock/health`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ status: 503 }),
-    }).then((response) => response.body.dump());
+    await setHealth(sick, 503);
     await eventually(
       "m1 out of rotation",
       async () => total(await scrape(running.url), "gateway_target_up", { backend: "pool", target: "m1" }),
@@ -187,11 +194,7 @@ health_check: {path: /health, interval: 0.2, timeout: 0.1}`,
       true,
     );
 
-    await request(`${sick.url}/mock/health`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ status: 200 }),
-    }).then((response) => response.body.dump());
+    await setHealth(sick, 200);
     await eventually(
       "m1 back in rotation",
       async () => total(await scrape(running.url), "gateway_target_up", { backend: "pool", target: "m1" }),

@@ -11,13 +11,21 @@ import { createLogger } from "../../../../gateway/src/observability/logger";
 const URL_FIELD = { url: "http://127.0.0.1:8081" };
 
 /** The options parsed from one backend's fields, as the config loader would for the second backend. */
-function options(fields: Record<string, unknown>, env: Record<string, string> = {}): HttpBackendOptions {
-  return httpBackendFactory.parseOptions(ConfigFields.from({ ...URL_FIELD, ...fields }, "backends[1]"), env);
+function options(
+  fields: Record<string, unknown>,
+  env: Record<string, string> = {},
+  base: Record<string, unknown> = URL_FIELD,
+): HttpBackendOptions {
+  return httpBackendFactory.parseOptions(ConfigFields.from({ ...base, ...fields }, "backends[1]"), env);
 }
 
-function problem(fields: Record<string, unknown>, env: Record<string, string> = {}): string {
+function problem(
+  fields: Record<string, unknown>,
+  env: Record<string, string> = {},
+  base: Record<string, unknown> = URL_FIELD,
+): string {
   try {
-    options(fields, env);
+    options(fields, env, base);
   } catch (error) {
     if (error instanceof ConfigError) return error.message;
     throw error;
@@ -155,18 +163,8 @@ describe("httpBackendFactory: api_key_env", () => {
 
 describe("httpBackendFactory: targets", () => {
   /** Fields without the default `url`, as a pool is configured. */
-  function pool(fields: Record<string, unknown>, env: Record<string, string> = {}): HttpBackendOptions {
-    return httpBackendFactory.parseOptions(ConfigFields.from(fields, "backends[1]"), env);
-  }
-  function poolProblem(fields: Record<string, unknown>, env: Record<string, string> = {}): string {
-    try {
-      pool(fields, env);
-    } catch (error) {
-      if (error instanceof ConfigError) return error.message;
-      throw error;
-    }
-    throw new Error("expected a ConfigError");
-  }
+  const pool = (fields: Record<string, unknown>, env: Record<string, string> = {}) => options(fields, env, {});
+  const poolProblem = (fields: Record<string, unknown>, env: Record<string, string> = {}) => problem(fields, env, {});
   const three = [
     { url: "http://vllm-1:8000/v1", name: "one" },
     { url: "http://vllm-2:8000/v1", weight: 2 },
