@@ -4,7 +4,13 @@ import type { Backend, BackendCall } from "../backends/backend";
 import type { CircuitBreakerOptions } from "../balancing/circuit-breaker";
 import { NONE } from "../balancing/pool";
 import type { Target } from "../balancing/target";
-import { CircuitOpenError, ClientClosedError, GatewayError } from "../errors";
+import {
+  CircuitOpenError,
+  ClientClosedError,
+  GatewayError,
+  UpstreamClientError,
+  UpstreamHttpError,
+} from "../errors";
 import type { BackendHealth } from "../errors";
 import type { BackendSeries, GatewayMetrics, TargetSeries } from "../observability/metrics";
 
@@ -311,7 +317,6 @@ function settleOnce(target: Target): (health: BackendHealth) => void {
 
 /** The `code` of a target's failed call: the upstream's own status when it answered, else the gateway's. */
 function statusOf(error: unknown): number {
-  if (!(error instanceof GatewayError)) return 500;
-  const upstream = (error as { upstreamStatus?: unknown }).upstreamStatus;
-  return typeof upstream === "number" ? upstream : error.status;
+  if (error instanceof UpstreamHttpError || error instanceof UpstreamClientError) return error.upstreamStatus;
+  return error instanceof GatewayError ? error.status : 500;
 }
