@@ -4,13 +4,7 @@ import type { Backend, BackendCall } from "../backends/backend";
 import type { CircuitBreakerOptions } from "../balancing/circuit-breaker";
 import { NONE } from "../balancing/pool";
 import type { Target } from "../balancing/target";
-import {
-  CircuitOpenError,
-  ClientClosedError,
-  GatewayError,
-  UpstreamClientError,
-  UpstreamHttpError,
-} from "../errors";
+import { CircuitOpenError, ClientClosedError, GatewayError, UpstreamClientError, UpstreamHttpError } from "../errors";
 import type { BackendHealth } from "../errors";
 import type { BackendSeries, GatewayMetrics, TargetSeries } from "../observability/metrics";
 
