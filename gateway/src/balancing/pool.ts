@@ -13,9 +13,6 @@ export type Balance = (typeof BALANCES)[number];
 export const AFFINITY_LOAD_FACTOR = 2;
 export const AFFINITY_SLACK = 4;
 
-/** Ties on load are broken by latency only past this ratio: identical targets' noise must not decide. */
-const LATENCY_TIE_RATIO = 1.5;
-
 /** Where a request's session comes from for `affinity`: a request header, or the body's `user`. */
 export type Affinity = { readonly header: string } | { readonly user: true };
 
@@ -112,7 +109,7 @@ export class TargetPool {
 
   /**
    * Power of two random choices: two targets drawn by weight, the one with fewer requests in flight per unit
-   * of weight wins; on a tie, the clearly faster one lately, else the first drawn. Almost as good as asking
+   * of weight wins; on a tie, a draw weighted towards the faster one lately. Almost as good as asking
    * every target, without the herd a strict "least" sends to one target from many processes at once.
    */
   private leastOutstanding(candidates: readonly Target[]): Target | undefined {
@@ -122,10 +119,13 @@ export class TargetPool {
     const a = (first.inFlight + 1) / first.weight;
     const b = (second.inFlight + 1) / second.weight;
     if (a !== b) return a < b ? first : second;
+    // A tie: each wins in proportion to the other's recent latency, so a target 10x slower wins 1 tie in 11,
+    // and one that had a single slow answer still gets the calls that show it is fast again. A target with
+    // no recent latency (new, or idle for a while) wins: it is how it gets measured.
     const latencyA = first.recentLatencyMs();
     const latencyB = second.recentLatencyMs();
-    if (latencyA > latencyB * LATENCY_TIE_RATIO) return second;
-    return first;
+    if (latencyA === latencyB) return first;
+    return this.random() * (latencyA + latencyB) < latencyB ? first : second;
   }
 
   /** A target drawn with probability proportional to its weight, `except` left out. */

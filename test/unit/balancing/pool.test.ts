@@ -152,6 +152,19 @@ describe("TargetPool", () => {
     }
   });
 
+  it("least_outstanding: one slow answer (a cold start) does not keep a target out of a quiet gateway's picks", () => {
+    const clock = { now: 0 };
+    const members = targets([{ name: "a" }, { name: "b" }, { name: "c" }], clock);
+    const subject = pool(members);
+    // Its first answer took 40x the others' (a new connection, a cold JIT).
+    members[0]?.observe(20);
+    members[1]?.observe(0.5);
+    members[2]?.observe(0.5);
+    const served = simulate(subject, { a: 0.5, b: 0.5, c: 0.5 }, 3_000, 1, clock);
+    // 3000 requests take 1.5 s: far less than the latency memory, so only fresh answers can bring it back.
+    expect(served.a ?? 0).toBeGreaterThan(800);
+  });
+
   it("round_robin: in turn, by weight, spread out (5,1,1: a a b a c a a)", () => {
     const clock = { now: 0 };
     const subject = pool(targets([{ name: "a", weight: 5 }, { name: "b" }, { name: "c" }], clock), {
