@@ -8,6 +8,8 @@ import { ConfigFields } from "../../gateway/src/config/fields";
 import { createLogger } from "../../gateway/src/observability/logger";
 import { createMetrics } from "../../gateway/src/observability/metrics";
 import { InferenceService } from "../../gateway/src/services/inference";
+import { eventually } from "../support/eventually";
+import { parseExposition } from "../support/exposition";
 import { type RunningMock, startMock } from "../support/servers";
 
 /**
@@ -60,7 +62,8 @@ describe("discovery: dns", () => {
       return addresses.current;
     });
     backend = new HttpBackend("pool", options, context, upstreams);
-    const service = new InferenceService([backend], backend, createMetrics(new Registry(), ["pool"]));
+    const metrics = createMetrics(new Registry(), ["pool"]);
+    const service = new InferenceService([backend], backend, metrics);
     const running = backend;
     const ask = (delayMs = 0) =>
       service.complete(
@@ -69,12 +72,20 @@ describe("discovery: dns", () => {
         { requestId: "r", signal: new AbortController().signal, startedAt: performance.now() },
       );
     const chatCalls = (mock: RunningMock) => mock.seen.filter((seen) => seen.path === "/v1/chat/completions");
-    return { port, upstreams, ask, lookups, chatCalls, log: () => text, running };
+    const targetsCounted = async () =>
+      [
+        ...new Set(
+          parseExposition(await metrics.registry.metrics())
+            .filter((sample) => sample.name === "gateway_target_requests_total")
+            .map((sample) => String(sample.labels.target)),
+        ),
+      ].sort();
+    return { port, upstreams, ask, lookups, chatCalls, log: () => text, running, targetsCounted };
   }
 
   it("makes one target per address, sends the configured host, and follows the name as its addresses change", async () => {
     const addresses: { current: readonly string[] | Error } = { current: ["127.0.0.1", "127.0.0.2", "127.0.0.3"] };
-    const { port, upstreams, ask, lookups, chatCalls, log, running } = await setup(addresses);
+    const { port, upstreams, ask, lookups, chatCalls, log, running, targetsCounted } = await setup(addresses);
     await upstreams.refresh();
     expect(lookups).toContain(HOST);
     expect(running.pool.targets.map((target) => target.name)).toEqual([
@@ -104,6 +115,9 @@ describe("discovery: dns", () => {
     ]);
     const answers = await slow;
     expect(answers).toHaveLength(3);
+    // Drained, r3's counts leave /metrics (so do those of the name itself, the target before the first lookup).
+    const counted = [`127.0.0.1:${port}`, `127.0.0.2:${port}`, `127.0.0.4:${port}`];
+    await eventually("r3's series gone", targetsCounted, (names) => names.join() === counted.join());
     const r3Calls = chatCalls(r3).length;
     for (let i = 0; i < 30; i++) await ask();
     expect(chatCalls(r3)).toHaveLength(r3Calls);

@@ -69,6 +69,14 @@ export class TargetPool {
     this.list = targets;
   }
 
+  /** Told when a dropped target's last request is over (its metrics can go); set by the resilience layer. */
+  onDrained: ((target: Target) => void) | undefined = undefined;
+
+  /** A target dropped by set() has drained: nothing will be counted for it again. */
+  drained(target: Target): void {
+    this.onDrained?.(target);
+  }
+
   /**
    * The target for the next request: one in rotation and not in `avoid` (those this request already tried),
    * or undefined when there is none. With `key` (a session), the same target as the key's earlier requests

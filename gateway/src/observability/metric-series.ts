@@ -152,6 +152,14 @@ export class TargetSeries {
     }
     child.inc();
   }
+
+  /** Drops every count of this target from the scrape (it left the backend). */
+  remove(): void {
+    // 200 too: the scrape makes it at 0 for every target, called or not.
+    for (const code of new Set([200, ...this.byCode.keys()]))
+      this.requests.remove({ backend: this.backend, target: this.target, code: String(code) });
+    this.byCode.clear();
+  }
 }
 
 /**

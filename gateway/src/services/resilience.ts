@@ -160,6 +160,12 @@ export class Resilience {
           return fallback;
         });
         metrics.watchTargets(backend.name, () => backend.pool.targets);
+        // A target discovery dropped takes its request counts with it once drained: series stay bounded by
+        // the targets there are, not by every address a name ever had.
+        backend.pool.onDrained = (target) => {
+          (this.targets.get(target) ?? metrics.target(backend.name, target.name)).remove();
+          this.targets.delete(target);
+        };
         return [backend, { options, fallbacks, series }];
       }),
     );

@@ -220,7 +220,10 @@ export class Upstreams {
     const upstream = this.byTarget.get(target);
     if (upstream === undefined) return;
     // close() lets the requests already on the pool finish (streams included): they drain, new ones go elsewhere.
-    void upstream.dispatcher.close().finally(() => this.byTarget.delete(target));
+    void upstream.dispatcher.close().finally(() => {
+      this.byTarget.delete(target);
+      this.pool.drained(target);
+    });
   }
 
   private async probe(target: Target, signal: AbortSignal, path: string): Promise<boolean> {
