@@ -6,7 +6,8 @@
 //   load              SECONDS of RATE plain requests/s and STREAMS streamed requests/s (through the `remote`
 //                     backend, each stream ~1 s long) with KEY, spread over the tasks as they come and go:
 //                     how many failed and how many streams were cut, and why
-//   metrics           each task's gateway_requests_total by backend, and Prometheus' sum of the same
+//   metrics           each task's gateway_requests_total by backend, and Prometheus' sum of the same; how many
+//                     targets of `remote` (mock-remote tasks found by DNS) each task has up
 //
 // Every request goes on a connection of its own, to the address of a task resolved moments before: what a
 // load balancer in front of the tasks does. Bounded everywhere: every request has a timeout.
@@ -166,11 +167,16 @@ function byBackend(text) {
 
 async function metrics() {
   const direct = {};
+  /** Per gateway task: how many targets of `remote` (the mock-remote tasks it discovered) are up. */
+  const remoteTargetsUp = [];
   const ips = await tasks();
   for (const ip of ips) {
     const answer = await exchange(ip, "/metrics", undefined, 5000);
     for (const [backend, value] of Object.entries(byBackend(answer.text ?? "")))
       direct[backend] = (direct[backend] ?? 0) + value;
+    remoteTargetsUp.push(
+      (answer.text ?? "").match(/^gateway_target_up\{backend="remote",target="[^"]+"\} 1$/gm)?.length ?? 0,
+    );
   }
   const query = encodeURIComponent("sum by (backend) (gateway_requests_total)");
   let prometheus = {};
@@ -184,7 +190,7 @@ async function metrics() {
   } catch (error) {
     prometheus = { error: String(error) };
   }
-  print({ tasks: ips, direct, prometheus, targets });
+  print({ tasks: ips, direct, prometheus, targets, remoteTargetsUp });
 }
 
 const modes = { ready, limit, load, metrics };

@@ -173,7 +173,7 @@ describe("deploy/swarm/stack.yml on a single-node swarm", () => {
     expect(result.tasksSeen.length).toBeGreaterThan(3);
   });
 
-  it("lets the stack's Prometheus find every replica through DNS, so sums by backend match the replicas' own", async () => {
+  it("lets Prometheus find every gateway, and every gateway find both mock-remote tasks, through DNS", async () => {
     const seen = await eventually(
       "Prometheus' sums by backend to match the replicas' /metrics",
       () =>
@@ -182,9 +182,13 @@ describe("deploy/swarm/stack.yml on a single-node swarm", () => {
           direct: Record<string, number>;
           prometheus: Record<string, number>;
           targets: number;
+          remoteTargetsUp: number[];
         }>("metrics"),
       (metrics) =>
         metrics.targets === 3 &&
+        // Every gateway found both mock-remote tasks through tasks.mock-remote (`discovery: dns`).
+        metrics.remoteTargetsUp.length === 3 &&
+        metrics.remoteTargetsUp.every((up) => up === 2) &&
         Object.keys(metrics.direct).length > 0 &&
         canonical(metrics.prometheus) === canonical(metrics.direct),
       { timeoutMs: 60_000, intervalMs: 3000 },
