@@ -8,6 +8,7 @@ import { authenticate } from "./access/middleware";
 import { createHealthRouter } from "./api/health";
 import { createMetricsRouter } from "./api/metrics";
 import { createChatCompletionsRouter } from "./api/v1/chat-completions";
+import { createEmbeddingsRouter } from "./api/v1/embeddings";
 import { createModelsRouter, type ModelInfo } from "./api/v1/models";
 import { accessLine } from "./middleware/access-log";
 import { errorHandler, notFound } from "./middleware/error-handler";
@@ -64,9 +65,11 @@ export function createApp(deps: AppDependencies): Express {
     next();
   });
   // The inference route first: every request walks the routers in order, and this one gets the traffic.
-  app.all("/v1/chat/completions", metered());
+  app.all("/v1/chat/completions", metered("chat"));
+  app.all("/v1/embeddings", metered("embeddings"));
   if (deps.keys.enabled) app.use("/v1", authenticate(deps.keys, deps.accessMetrics));
   app.use(createChatCompletionsRouter(deps));
+  app.use(createEmbeddingsRouter(deps));
   app.use(createHealthRouter(deps));
   app.use(createMetricsRouter(deps));
   app.use(createModelsRouter(deps));

@@ -79,6 +79,14 @@ export interface SeenRequest {
 
 const MAX_SEEN = 200;
 
+/** An embeddings input as texts: a string, strings, token ids (joined), or arrays of token ids. */
+function embeddingInputs(input: unknown): string[] {
+  if (typeof input === "string") return [input];
+  if (!Array.isArray(input)) return [];
+  if (input.every((item) => typeof item === "number")) return [input.join(" ")];
+  return input.map((item: unknown) => (typeof item === "string" ? item : Array.isArray(item) ? item.join(" ") : ""));
+}
+
 function bearerOf(header: string | undefined): string {
   return header?.replace(/^bearer\s+/i, "") ?? "(none)";
 }
@@ -323,6 +331,61 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
       object: "chat.completion",
       choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop", logprobs: null }],
       usage: mockUsage(prompt, content),
+    });
+  });
+
+  /**
+   * Embeddings: per input a vector of `dimensions` (default 8) floats made from the text's characters, so the
+   * same text gets the same vector; `encoding_format: base64` as OpenAI sends it (float32, little-endian).
+   * The knobs work as for chat: delay, status, and the faults reset, hang, malformed and empty.
+   */
+  app.post("/v1/embeddings", async (req, res) => {
+    let knobs = readKnobs(req, options);
+    if (knobs.times !== undefined && countOnce(knobs.key ?? req.get("x-request-id") ?? "") > knobs.times)
+      knobs = withoutFaults(knobs, options);
+    if (knobs.fault === "hang") return;
+    await wait(latencyMs + knobs.delayMs, res);
+    if (res.destroyed) return;
+    if (knobs.fault === "reset") {
+      res.socket?.destroy();
+      return;
+    }
+    if (knobs.fault === "malformed") {
+      res.status(200).type("application/json").send('{"object": "list", "data": [');
+      return;
+    }
+    if (knobs.fault === "empty") {
+      res.json({ object: "list" });
+      return;
+    }
+    if (knobs.status !== undefined && knobs.status !== 200) {
+      if (knobs.retryAfter !== undefined) res.setHeader("retry-after", knobs.retryAfter);
+      const message = knobs.status === 401 ? keyMessage(req) : `mock-remote was told to answer ${knobs.status}`;
+      res.status(knobs.status).json({ error: { message, type: "mock_error", param: null, code: "mock_status" } });
+      return;
+    }
+    const body = record(req.body);
+    const texts = embeddingInputs(body.input);
+    const dimensions =
+      typeof body.dimensions === "number" && Number.isInteger(body.dimensions) && body.dimensions > 0
+        ? Math.min(body.dimensions, 4096)
+        : 8;
+    const base64 = body.encoding_format === "base64";
+    const data = texts.map((text, index) => {
+      const vector = new Float32Array(dimensions);
+      for (let i = 0; i < dimensions; i++) vector[i] = ((text.charCodeAt(i % Math.max(1, text.length)) || 0) % 97) / 97;
+      return {
+        object: "embedding",
+        index,
+        embedding: base64 ? Buffer.from(vector.buffer).toString("base64") : Array.from(vector),
+      };
+    });
+    const tokens = texts.reduce((sum, text) => sum + text.split(/\s+/).filter((word) => word !== "").length, 0);
+    res.json({
+      object: "list",
+      data,
+      model: typeof body.model === "string" ? body.model : options.modelId,
+      usage: { prompt_tokens: tokens, total_tokens: tokens },
     });
   });
 

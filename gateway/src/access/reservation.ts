@@ -24,7 +24,17 @@ export function tokensToReserve(body: unknown): number {
         }
     }
   }
-  return completion + Math.ceil(characters / CHARACTERS_PER_TOKEN);
+  // An embeddings request's input: texts, or token ids (one token each).
+  let tokenIds = 0;
+  const input = fields.input;
+  if (typeof input === "string") characters += input.length;
+  else if (Array.isArray(input))
+    for (const item of input as unknown[]) {
+      if (typeof item === "string") characters += item.length;
+      else if (typeof item === "number") tokenIds++;
+      else if (Array.isArray(item)) tokenIds += item.length;
+    }
+  return completion + tokenIds + Math.ceil(characters / CHARACTERS_PER_TOKEN);
 }
 
 /** The usual rule of thumb for English text in OpenAI's tokenizers. */

@@ -4,11 +4,15 @@ import type { TargetPool } from "../balancing/pool";
 import type { Target } from "../balancing/target";
 import type { ConfigFields } from "../config/fields";
 import type { AssistantMessage, ChatCompletionRequest, Usage } from "../schemas/chat";
+import type { EmbeddingsRequest } from "../schemas/embeddings";
 import type { ResponseBudget } from "./response-budget";
 
-/** One request as a backend sees it: the validated client body plus what the gateway derived from it. */
-export interface BackendCall {
-  readonly request: ChatCompletionRequest;
+/**
+ * One request as a backend sees it: the validated client body (a chat request unless said otherwise) plus
+ * what the gateway derived from it.
+ */
+export interface BackendCall<Body = ChatCompletionRequest> {
+  readonly request: Body;
   /** The user's text, already extracted (see utils/prompt). */
   readonly prompt: string;
   readonly requestId: string;
@@ -34,6 +38,13 @@ export interface BackendResult {
   readonly finishReason: string;
   /** The backend's own token counts, when it has them; otherwise the gateway estimates. */
   readonly usage?: Usage;
+}
+
+/** An embeddings answer as the backend produced it: OpenAI's fields, any extra ones passed through. */
+export interface EmbeddingsResult {
+  readonly data: readonly unknown[];
+  readonly usage?: { readonly prompt_tokens: number; readonly total_tokens: number };
+  readonly [extra: string]: unknown;
 }
 
 /** One step of a streamed answer, in the order the backend produced it. */
@@ -72,6 +83,11 @@ export interface Backend {
    * iteration early (the client left) must release the upstream request at once.
    */
   stream(call: BackendCall): AsyncIterable<StreamEvent>;
+  /**
+   * `POST /v1/embeddings`; absent: this backend type has none (the gateway answers 400). The answer is the
+   * OpenAI shape with at least `data`; the gateway adds `backend` and, when missing, `usage`.
+   */
+  embed?(call: BackendCall<EmbeddingsRequest>): Promise<EmbeddingsResult>;
   /** Release pooled connections; called once at shutdown. */
   close(): Promise<void>;
 }

@@ -1,5 +1,20 @@
 import { singleTarget, type TargetPool } from "../balancing/pool";
-import type { Backend, BackendCall, BackendContext, BackendFactory, BackendResult, StreamEvent } from "./backend";
+import type { EmbeddingsRequest } from "../schemas/embeddings";
+import { hash32 } from "../utils/hash";
+import { embeddingTexts } from "../utils/prompt";
+import { countTokens } from "../utils/tokens";
+import type {
+  Backend,
+  BackendCall,
+  BackendContext,
+  BackendFactory,
+  BackendResult,
+  EmbeddingsResult,
+  StreamEvent,
+} from "./backend";
+
+/** The length of echo's vectors when the request gives no `dimensions`. */
+export const ECHO_DIMENSIONS = 64;
 
 /** Answers `Echo: {prompt}` without leaving the process: for wiring checks, demos and benchmarks. */
 class EchoBackend implements Backend {
@@ -27,7 +42,46 @@ class EchoBackend implements Backend {
     yield { finishReason: "stop" };
   }
 
+  /** One unit vector per input, fixed by its text: the same text always gets the same vector. */
+  async embed(call: BackendCall<EmbeddingsRequest>): Promise<EmbeddingsResult> {
+    const texts = embeddingTexts(call.request.input);
+    const dimensions = call.request.dimensions ?? ECHO_DIMENSIONS;
+    const base64 = call.request.encoding_format === "base64";
+    const data = texts.map((text, index) => {
+      const vector = unitVector(text, dimensions);
+      return {
+        object: "embedding",
+        index,
+        embedding: base64 ? Buffer.from(vector.buffer).toString("base64") : Array.from(vector),
+      };
+    });
+    const tokens = texts.reduce((sum, text) => sum + countTokens(text), 0);
+    return { object: "list", data, usage: { prompt_tokens: tokens, total_tokens: tokens } };
+  }
+
   async close(): Promise<void> {}
+}
+
+/**
+ * A vector of `dimensions` float32s drawn from a generator seeded by the text's hash (mulberry32), scaled to
+ * length 1. Float32, so the float and base64 answers carry exactly the same numbers.
+ */
+export function unitVector(text: string, dimensions: number): Float32Array {
+  const vector = new Float32Array(dimensions);
+  let state = hash32(text);
+  let length = 0;
+  for (let index = 0; index < dimensions; index++) {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    const value = (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
+    vector[index] = value;
+    length += value * value;
+  }
+  const scale = length === 0 ? 0 : 1 / Math.sqrt(length);
+  for (let index = 0; index < dimensions; index++) vector[index] = (vector[index] ?? 0) * scale;
+  return vector;
 }
 
 function answer(call: BackendCall): string {

@@ -1,5 +1,6 @@
 import type { CircuitBreakerOptions } from "./circuit-breaker";
-import { hash32, mix32, Target } from "./target";
+import { hash32, mix32 } from "../utils/hash";
+import { Target } from "./target";
 
 export const BALANCES = ["least_outstanding", "round_robin", "weighted_random"] as const;
 export type Balance = (typeof BALANCES)[number];

@@ -1,3 +1,4 @@
+import { hash32 } from "../utils/hash";
 import { CircuitBreaker, type CircuitBreakerOptions, type CircuitState } from "./circuit-breaker";
 
 /**
@@ -78,25 +79,4 @@ export class Target {
     if (this.latencyMs === 0) return 0;
     return this.latencyMs * Math.exp(-(this.now() - this.latencyAt) / LATENCY_MEMORY_MS);
   }
-}
-
-/** FNV-1a, then a final mix: stable across processes and versions (unlike a seeded hash). */
-export function hash32(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let index = 0; index < text.length; index++) {
-    hash ^= text.charCodeAt(index);
-    hash = Math.imul(hash, 0x01000193);
-  }
-  return mix32(hash);
-}
-
-/** murmur3's finaliser: spreads every input bit over the whole word. */
-export function mix32(value: number): number {
-  let hash = value;
-  hash ^= hash >>> 16;
-  hash = Math.imul(hash, 0x85ebca6b);
-  hash ^= hash >>> 13;
-  hash = Math.imul(hash, 0xc2b2ae35);
-  hash ^= hash >>> 16;
-  return hash >>> 0;
 }

@@ -78,6 +78,19 @@ export class BackendNotAllowedError extends GatewayError {
   }
 }
 
+/** The request's model names a backend whose type does not serve this endpoint (a custom type without embed). */
+export class UnsupportedEndpointError extends GatewayError {
+  constructor(backend: string, endpoint: string) {
+    super(
+      `The model '${backend}' does not serve ${endpoint}.`,
+      400,
+      "invalid_request_error",
+      "unsupported_endpoint",
+      "model",
+    );
+  }
+}
+
 /**
  * A client went over its requests or tokens per minute. 429s are retried by the SDKs, and `retry-after`
  * (within 60 s, which a one-minute window always is) tells them when.

@@ -1,6 +1,7 @@
 import type { NextFunction, Request, Response } from "express";
 import type { Logger } from "winston";
 import type { Usage } from "../schemas/chat";
+import type { Endpoint } from "../observability/metrics";
 import { requestIdFrom } from "../utils/request-id";
 
 /** A key limited to some backends: its name (for the refusal) and the backends it may be routed to. */
@@ -39,8 +40,10 @@ export interface RequestContext {
   allowlist: KeyAllowlist | undefined;
   /** Tokens the answer used (prompt + completion), once known: what the key's tokens per minute are charged. */
   tokensUsed: number;
-  /** Counted in the request metrics (the inference route only, see request-metrics.ts). */
+  /** Counted in the request metrics (the inference routes only, see request-metrics.ts). */
   metered: boolean;
+  /** Which inference API the request called, for the metrics' `endpoint` label. */
+  endpoint: Endpoint;
   /** Each backend the request turns to (the routed one, then any fallback): the last is the one that answered. */
   onBackend(name: string): void;
   onTarget(name: string): void;
@@ -84,6 +87,7 @@ class Context implements RequestContext {
   allowlist: KeyAllowlist | undefined = undefined;
   tokensUsed = 0;
   metered = false;
+  endpoint: Endpoint = "chat";
   private child: Logger | undefined = undefined;
 
   constructor(

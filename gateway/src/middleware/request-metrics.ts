@@ -1,5 +1,5 @@
 import type { NextFunction, Request, Response } from "express";
-import { type GatewayMetrics, NO_BACKEND } from "../observability/metrics";
+import { type Endpoint, type GatewayMetrics, NO_BACKEND } from "../observability/metrics";
 import { contextOf, outcomeStatus, type RequestContext } from "./request-context";
 
 /**
@@ -7,9 +7,11 @@ import { contextOf, outcomeStatus, type RequestContext } from "./request-context
  * probes and scrapes are not. A flag, not a listener of its own: requestContext's one `close` listener
  * runs requestCounter once the request is over.
  */
-export function metered() {
+export function metered(endpoint: Endpoint) {
   return (_req: Request, res: Response, next: NextFunction): void => {
-    contextOf(res).metered = true;
+    const context = contextOf(res);
+    context.metered = true;
+    context.endpoint = endpoint;
     next();
   };
 }
@@ -22,6 +24,8 @@ export function requestCounter(metrics: GatewayMetrics) {
   return (_req: Request, res: Response, context: RequestContext): void => {
     if (!context.metered) return;
     const seconds = (performance.now() - context.startedAt) / 1000;
-    metrics.request(context.backend ?? NO_BACKEND).observe(outcomeStatus(res, context), context.stream, seconds);
+    metrics
+      .request(context.backend ?? NO_BACKEND, context.endpoint)
+      .observe(outcomeStatus(res, context), context.stream, seconds);
   };
 }

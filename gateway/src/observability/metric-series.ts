@@ -3,11 +3,14 @@ import { BACKEND_FAULTS, type BackendFault, GatewayError } from "../errors";
 import type { Usage } from "../schemas/chat";
 import type { Cell, CellHistogram, HistogramCell, ScrapedCells } from "./metric-cells";
 
-export type RequestLabel = "backend" | "code" | "stream";
+export type RequestLabel = "backend" | "code" | "stream" | "endpoint";
+
+/** The `endpoint` label: which API a request called (bounded: one value per route the gateway serves). */
+export type Endpoint = "chat" | "embeddings";
 
 /** The prom-client metrics the series write to, and the cells the request path counts into. */
 export interface Instruments {
-  readonly requestDuration: CellHistogram<"backend" | "stream">;
+  readonly requestDuration: CellHistogram<"backend" | "stream" | "endpoint">;
   /** Time spent waiting on the backend; `requestDuration` minus this is the gateway's own overhead. */
   readonly backendRequestDuration: CellHistogram<"backend">;
   readonly backendErrors: Counter<"backend" | "reason">;
@@ -16,7 +19,7 @@ export interface Instruments {
   /** What the request path counted into `gateway_requests_total`, `gateway_tokens_total` and `gateway_in_flight_requests`, handed over at scrape time. */
   readonly cells: {
     readonly requests: ScrapedCells<RequestLabel>;
-    readonly tokens: ScrapedCells<"backend" | "type">;
+    readonly tokens: ScrapedCells<"backend" | "type" | "endpoint">;
     readonly inFlight: ScrapedCells<"backend">;
   };
 }
@@ -35,8 +38,9 @@ export class RequestSeries {
   constructor(
     private readonly instruments: Instruments,
     readonly backend: string,
+    readonly endpoint: Endpoint = "chat",
   ) {
-    this.duration = instruments.requestDuration.cell({ backend, stream: "false" });
+    this.duration = instruments.requestDuration.cell({ backend, stream: "false", endpoint });
   }
 
   /** Makes the count for `status` (non-streamed) exist at 0. */
@@ -48,7 +52,11 @@ export class RequestSeries {
   observe(status: number, stream: boolean, seconds: number): void {
     this.countFor(status, stream).value++;
     const cell = stream
-      ? (this.streamDuration ??= this.instruments.requestDuration.cell({ backend: this.backend, stream: "true" }))
+      ? (this.streamDuration ??= this.instruments.requestDuration.cell({
+          backend: this.backend,
+          stream: "true",
+          endpoint: this.endpoint,
+        }))
       : this.duration;
     cell.observe(seconds);
   }
@@ -61,6 +69,7 @@ export class RequestSeries {
         backend: this.backend,
         code: String(status),
         stream: stream ? "true" : "false",
+        endpoint: this.endpoint,
       });
       this.counts.set(key, cell);
     }
@@ -68,12 +77,14 @@ export class RequestSeries {
   }
 }
 
+type TokenLabel = "backend" | "type" | "endpoint";
+
 /** The series about one backend's calls: time waiting on it, its failures, its tokens, calls in flight. */
 export class BackendSeries {
   private readonly labels: LabelValues<"backend">;
   private readonly errorLabels: Readonly<Record<BackendFault, LabelValues<"backend" | "reason">>>;
-  private readonly promptTokens: Cell<"backend" | "type">;
-  private readonly completionTokens: Cell<"backend" | "type">;
+  /** Prompt and completion token cells per endpoint, chat's made at start-up, the others on first use. */
+  private readonly tokenCells = new Map<Endpoint, readonly [Cell<TokenLabel>, Cell<TokenLabel>]>();
   private readonly inFlight: Cell<"backend">;
   private readonly duration: HistogramCell;
   private readonly firstTokenTime: HistogramCell;
@@ -83,8 +94,7 @@ export class BackendSeries {
     readonly backend: string,
   ) {
     this.labels = { backend };
-    this.promptTokens = instruments.cells.tokens.add({ backend, type: "prompt" });
-    this.completionTokens = instruments.cells.tokens.add({ backend, type: "completion" });
+    this.tokensOf("chat");
     this.inFlight = instruments.cells.inFlight.add(this.labels);
     this.errorLabels = {
       timeout: { backend, reason: "timeout" },
@@ -112,9 +122,24 @@ export class BackendSeries {
     if (reason !== undefined) this.instruments.backendErrors.inc(this.errorLabels[reason]);
   }
 
-  countTokens(usage: Usage): void {
-    this.promptTokens.value += usage.prompt_tokens;
-    this.completionTokens.value += usage.completion_tokens;
+  countTokens(usage: Usage, endpoint: Endpoint = "chat"): void {
+    const [prompt, completion] = this.tokensOf(endpoint);
+    prompt.value += usage.prompt_tokens;
+    completion.value += usage.completion_tokens;
+  }
+
+  private tokensOf(endpoint: Endpoint): readonly [Cell<TokenLabel>, Cell<TokenLabel>] {
+    let cells = this.tokenCells.get(endpoint);
+    if (cells === undefined) {
+      const { backend } = this;
+      const tokens = this.instruments.cells.tokens;
+      cells = [
+        tokens.add({ backend, type: "prompt", endpoint }),
+        tokens.add({ backend, type: "completion", endpoint }),
+      ];
+      this.tokenCells.set(endpoint, cells);
+    }
+    return cells;
   }
 
   /** For streamed answers: seconds from the request's arrival to the first token. */

@@ -1,9 +1,16 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
 import { gatewayVersion } from "../utils/version";
 import { CellHistogram, ScrapedCells } from "./metric-cells";
-import { BackendSeries, type Instruments, type RequestLabel, RequestSeries, TargetSeries } from "./metric-series";
+import {
+  BackendSeries,
+  type Endpoint,
+  type Instruments,
+  type RequestLabel,
+  RequestSeries,
+  TargetSeries,
+} from "./metric-series";
 
-export type { BackendSeries, RequestSeries, TargetSeries } from "./metric-series";
+export type { BackendSeries, Endpoint, RequestSeries, TargetSeries } from "./metric-series";
 
 /** What the target gauges read of a backend's targets at scrape time. */
 export interface TargetView {
@@ -42,7 +49,7 @@ export interface GatewayMetrics {
    * The request-level series for one `backend` label value, made once and cached. Callers pass only a
    * configured backend's name or NO_BACKEND, never client input, so the number of series stays bounded.
    */
-  request(backend: string): RequestSeries;
+  request(backend: string, endpoint?: Endpoint): RequestSeries;
   /** The backend-level series for one configured backend, made once and cached. */
   backend(name: string): BackendSeries;
   /** A request for `from` moved on to its configured fallback `to`; only configured pairs ever appear. */
@@ -72,15 +79,21 @@ export function createMetrics(
 ): GatewayMetrics {
   collectDefaultMetrics({ register: registry });
   const instruments = defineInstruments(registry);
-  const requestSeries = new Map<string, RequestSeries>();
+  /** By endpoint, then backend. */
+  const requestSeries = new Map<Endpoint, Map<string, RequestSeries>>();
   const backendSeries = new Map<string, BackendSeries>();
   const metrics: GatewayMetrics = {
     registry,
-    request(backend) {
-      let series = requestSeries.get(backend);
+    request(backend, endpoint = "chat") {
+      let byBackend = requestSeries.get(endpoint);
+      if (byBackend === undefined) {
+        byBackend = new Map();
+        requestSeries.set(endpoint, byBackend);
+      }
+      let series = byBackend.get(backend);
       if (series === undefined) {
-        series = new RequestSeries(instruments, backend);
-        requestSeries.set(backend, series);
+        series = new RequestSeries(instruments, backend, endpoint);
+        byBackend.set(backend, series);
       }
       return series;
     },
@@ -123,14 +136,14 @@ function defineInstruments(registry: Registry): Defined {
   const registers = [registry];
   const cells = {
     requests: new ScrapedCells<RequestLabel>(),
-    tokens: new ScrapedCells<"backend" | "type">(),
+    tokens: new ScrapedCells<"backend" | "type" | "endpoint">(),
     inFlight: new ScrapedCells<"backend">(),
   };
   // The metrics fed from cells need no handle: registering them is enough, their collect() does the rest.
   new Counter({
     name: "gateway_requests_total",
-    help: "Chat completion requests answered, by the backend that served them ('none' when refused before routing), HTTP status (499: the client left) and streaming.",
-    labelNames: ["backend", "code", "stream"] as const,
+    help: "Inference requests answered, by endpoint (chat, embeddings), the backend that served them ('none' when refused before routing), HTTP status (499: the client left) and streaming.",
+    labelNames: ["backend", "code", "stream", "endpoint"] as const,
     registers,
     collect() {
       cells.requests.addTo(this);
@@ -138,8 +151,8 @@ function defineInstruments(registry: Registry): Defined {
   });
   const requestDuration = new CellHistogram({
     name: "gateway_request_duration_seconds",
-    help: "Time from a chat completion request's arrival to its last byte (or the client leaving), in seconds.",
-    labelNames: ["backend", "stream"] as const,
+    help: "Time from an inference request's arrival to its last byte (or the client leaving), in seconds, by endpoint.",
+    labelNames: ["backend", "stream", "endpoint"] as const,
     buckets: [...LATENCY_BUCKETS],
     registers,
   });
@@ -158,8 +171,8 @@ function defineInstruments(registry: Registry): Defined {
   });
   new Counter({
     name: "gateway_tokens_total",
-    help: "Tokens in answered requests (the backend's usage, else the gateway's estimate), by type: prompt or completion.",
-    labelNames: ["backend", "type"] as const,
+    help: "Tokens in answered requests (the backend's usage, else the gateway's estimate), by type (prompt or completion) and endpoint.",
+    labelNames: ["backend", "type", "endpoint"] as const,
     registers,
     collect() {
       cells.tokens.addTo(this);

@@ -1,11 +1,12 @@
 import { randomUUID } from "node:crypto";
-import type { Backend, BackendCall, BackendResult, StreamEvent } from "../backends/backend";
-import { BackendNotAllowedError } from "../errors";
+import type { Backend, BackendCall, BackendResult, EmbeddingsResult, StreamEvent } from "../backends/backend";
+import { BackendNotAllowedError, UnsupportedEndpointError } from "../errors";
 import type { BackendSeries, GatewayMetrics } from "../observability/metrics";
 import type { ChatCompletion, ChatCompletionRequest, Usage } from "../schemas/chat";
+import type { EmbeddingsRequest, EmbeddingsResponse } from "../schemas/embeddings";
 import { type PullStream, pullFrom } from "../utils/pull-stream";
-import { extractPrompt } from "../utils/prompt";
-import { estimateUsage } from "../utils/tokens";
+import { embeddingTexts, extractPrompt } from "../utils/prompt";
+import { countTokens, estimateUsage } from "../utils/tokens";
 import { ChunkRelay, type ChunkStream } from "./chunk-relay";
 import { type BaseCall, type RequestHooks, Resilience, type ResilienceSettings } from "./resilience";
 
@@ -132,24 +133,65 @@ export class InferenceService {
     });
   }
 
+  /**
+   * `POST /v1/embeddings`: routed and allowed as a chat request is, with the same retries, failover and
+   * fallbacks. The backend's answer passes through with `backend` added, and `usage` counted (or estimated).
+   */
+  async embed(request: EmbeddingsRequest, options: CallOptions): Promise<EmbeddingsResponse> {
+    const backend = this.routeAllowed(request, options);
+    if (backend.embed === undefined) throw new UnsupportedEndpointError(backend.name, "embeddings");
+    const prompt = embeddingTexts(request.input).join("\n");
+    const answered = await this.resilience.call(
+      backend,
+      { request, prompt, requestId: options.requestId, signal: options.signal, hops: options.hops ?? 0 },
+      options,
+      "complete",
+      (target, call) => this.timed(target, () => this.embedOnce(target, call)),
+    );
+    const result = answered.value;
+    const tokens = result.usage?.prompt_tokens ?? countTokens(prompt);
+    const usage = { prompt_tokens: tokens, total_tokens: result.usage?.total_tokens ?? tokens };
+    const counted = { prompt_tokens: tokens, completion_tokens: 0, total_tokens: usage.total_tokens };
+    this.seriesOf(answered.backend).countTokens(counted, "embeddings");
+    options.onUsage?.(counted);
+    return {
+      ...result,
+      object: "list",
+      data: result.data as EmbeddingsResponse["data"],
+      model: request.model ?? backend.name,
+      backend: answered.backend.name,
+      usage,
+    };
+  }
+
   async close(): Promise<void> {
     await Promise.allSettled(this.backends.map((backend) => backend.close()));
   }
 
-  /** One call of `complete`, timed and counted as a backend call. */
-  private async completeOnce(backend: Backend, call: BackendCall): Promise<BackendResult> {
+  private async embedOnce(backend: Backend, call: BackendCall<EmbeddingsRequest>): Promise<EmbeddingsResult> {
+    if (backend.embed === undefined) throw new UnsupportedEndpointError(backend.name, "embeddings");
+    return backend.embed(call);
+  }
+
+  /** One call, timed and counted as a backend call. */
+  private async timed<T>(backend: Backend, call: () => Promise<T>): Promise<T> {
     const series = this.seriesOf(backend);
     const started = performance.now();
     series.callStarted();
-    let result: BackendResult;
+    let result: T;
     try {
-      result = await backend.complete(call);
+      result = await call();
     } catch (error) {
       series.callEnded((performance.now() - started) / 1000, error);
       throw error;
     }
     series.callEnded((performance.now() - started) / 1000);
     return result;
+  }
+
+  /** One call of `complete`, timed and counted as a backend call. */
+  private async completeOnce(backend: Backend, call: BackendCall): Promise<BackendResult> {
+    return this.timed(backend, () => backend.complete(call));
   }
 
   /** One try at a stream: done once its first event arrives. The call stays open (in flight) for relay. */
@@ -166,7 +208,7 @@ export class InferenceService {
     }
   }
 
-  private routeAllowed(request: ChatCompletionRequest, options: CallOptions): Backend {
+  private routeAllowed(request: { readonly model?: string }, options: CallOptions): Backend {
     const backend = this.route(request.model);
     const allowlist = options.allowlist;
     if (allowlist === undefined || allowlist.backends.has(backend.name)) return backend;

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "winston";
 import type { Backend, BackendCall } from "../backends/backend";
+import type { ChatCompletionRequest } from "../schemas/chat";
 import type { CircuitBreakerOptions } from "../balancing/circuit-breaker";
 import { NONE } from "../balancing/pool";
 import type { Target } from "../balancing/target";
@@ -82,7 +83,10 @@ export function retryDelayMs(
 }
 
 /** What the caller knows about the request; the resilience layer adds each backend's deadline. */
-export type BaseCall = Omit<BackendCall, "deadline">;
+export type BaseCall<Body = ChatCompletionRequest> = Omit<BackendCall<Body>, "deadline">;
+
+/** What a request body must be for the resilience layer: an object whose `user` affinity may read. */
+type AnyBody = { readonly [field: string]: unknown };
 
 export interface RequestHooks {
   /** The request's own logger, for its retries and fallbacks. */
@@ -175,12 +179,12 @@ export class Resilience {
    * Runs `attempt` on `routed`, retrying it while that may help, then on each of its fallbacks in turn.
    * Resolves with the first success; rejects with the failure that ended the chain (the last backend's).
    */
-  async call<T>(
+  async call<T, Body extends AnyBody>(
     routed: Backend,
-    base: BaseCall,
+    base: BaseCall<Body>,
     hooks: RequestHooks,
     kind: AttemptKind,
-    attempt: (backend: Backend, call: BackendCall) => Promise<T>,
+    attempt: (backend: Backend, call: BackendCall<Body>) => Promise<T>,
   ): Promise<Answered<T>> {
     const chain = [routed, ...this.guard(routed).fallbacks];
     let failure: unknown;
@@ -209,12 +213,12 @@ export class Resilience {
    * at once (each at most once, while time is left), then its retries (after a backoff, to a target not
    * tried yet if there is one). Rejects with CircuitOpenError when no target is in rotation.
    */
-  private async callWithRetries<T>(
+  private async callWithRetries<T, Body extends AnyBody>(
     backend: Backend,
-    base: BaseCall,
+    base: BaseCall<Body>,
     hooks: RequestHooks,
     kind: AttemptKind,
-    attempt: (backend: Backend, call: BackendCall) => Promise<T>,
+    attempt: (backend: Backend, call: BackendCall<Body>) => Promise<T>,
   ): Promise<Answered<T>> {
     const { options, series } = this.guard(backend);
     const pool = backend.pool;

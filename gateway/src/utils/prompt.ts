@@ -19,3 +19,14 @@ export function extractPrompt(messages: readonly ChatMessage[]): string {
   }
   return texts.join("\n");
 }
+
+/**
+ * An embeddings request's inputs as texts: a string as itself, token ids joined by spaces. What echo embeds
+ * and what the gateway counts when the upstream reports no usage.
+ */
+export function embeddingTexts(input: unknown): string[] {
+  if (typeof input === "string") return [input];
+  if (!Array.isArray(input)) return [];
+  if (input.every((item) => typeof item === "number")) return [input.join(" ")];
+  return input.map((item: unknown) => (typeof item === "string" ? item : Array.isArray(item) ? item.join(" ") : ""));
+}

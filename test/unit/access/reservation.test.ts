@@ -27,3 +27,19 @@ describe("tokensToReserve", () => {
     ).toBe(0);
   });
 });
+
+describe("tokensToReserve: embeddings", () => {
+  it("counts an embeddings input: texts at ~4 characters per token, token ids one each", () => {
+    expect(tokensToReserve({ input: "x".repeat(40) })).toBe(10);
+    expect(tokensToReserve({ input: ["x".repeat(8), "y".repeat(8)] })).toBe(4);
+    expect(tokensToReserve({ input: [1, 2, 3] })).toBe(3);
+    expect(
+      tokensToReserve({
+        input: [
+          [1, 2],
+          [3, 4, 5],
+        ],
+      }),
+    ).toBe(5);
+  });
+});

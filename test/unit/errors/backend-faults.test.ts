@@ -30,6 +30,7 @@ const EXAMPLES: Readonly<Record<string, readonly GatewayError[]>> = {
   LoopDetectedError: [new errors.LoopDetectedError("loop")],
   AuthenticationError: [new errors.AuthenticationError(true)],
   BackendNotAllowedError: [new errors.BackendNotAllowedError("k", "b")],
+  UnsupportedEndpointError: [new errors.UnsupportedEndpointError("b", "embeddings")],
   RateLimitError: [new errors.RateLimitError("requests", 10, "key 'k'", 5)],
   TooManyConcurrentRequestsError: [new errors.TooManyConcurrentRequestsError("busy")],
   LimitsUnavailableError: [new errors.LimitsUnavailableError()],

@@ -81,12 +81,16 @@ describe("series created at start-up", () => {
       expect(select(samples, "gateway_requests_total", { backend })).toEqual(
         ["200", "502", "503", "504"].map((code) => ({
           name: "gateway_requests_total",
-          labels: { backend, code, stream: "false" },
+          labels: { backend, code, stream: "false", endpoint: "chat" },
           value: 0,
         })),
       );
       expect(select(samples, "gateway_request_duration_seconds_count", { backend })).toEqual([
-        { name: "gateway_request_duration_seconds_count", labels: { backend, stream: "false" }, value: 0 },
+        {
+          name: "gateway_request_duration_seconds_count",
+          labels: { backend, stream: "false", endpoint: "chat" },
+          value: 0,
+        },
       ]);
       expect(total(samples, "gateway_backend_request_duration_seconds_count", { backend })).toBe(0);
       expect(select(samples, "gateway_backend_request_duration_seconds_count", { backend })).toHaveLength(1);
@@ -118,7 +122,11 @@ describe("series created at start-up", () => {
   it("exist at 0 for requests refused before routing, and only the request-level ones", async () => {
     const { samples } = await scrape(createMetrics(new Registry(), ["local"]).registry);
     expect(select(samples, "gateway_requests_total", { backend: NO_BACKEND })).toEqual([
-      { name: "gateway_requests_total", labels: { backend: "none", code: "400", stream: "false" }, value: 0 },
+      {
+        name: "gateway_requests_total",
+        labels: { backend: "none", code: "400", stream: "false", endpoint: "chat" },
+        value: 0,
+      },
     ]);
     expect(select(samples, "gateway_request_duration_seconds_count", { backend: NO_BACKEND })).toHaveLength(1);
     for (const name of [

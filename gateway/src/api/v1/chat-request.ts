@@ -8,7 +8,19 @@ const ROLE_MESSAGE = `role must be one of ${ROLES.join(", ")}`;
 const CONTENT_OPTIONAL = new Set(["assistant", "tool", "function"]);
 const MAX_MODEL_CHARS = 256;
 
-function isObject(value: unknown): value is Record<string, unknown> {
+/** `model`, when present: 1 to 256 characters (every endpoint routes by it). */
+export function checkModel(body: Record<string, unknown>): InvalidRequestError | undefined {
+  const model = body.model;
+  if (model === undefined) return undefined;
+  if (typeof model !== "string") return new InvalidRequestError("model must be a string", "model");
+  // Counting never makes a string longer, nor a non-empty one empty: only long ids need the exact count.
+  if (model.length === 0 || (model.length > MAX_MODEL_CHARS && characterCount(model) > MAX_MODEL_CHARS)) {
+    return new InvalidRequestError(`model must be 1 to ${MAX_MODEL_CHARS} characters`, "model");
+  }
+  return undefined;
+}
+
+export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
@@ -71,14 +83,8 @@ function numberProblem(
  */
 export function checkChatRequest(body: unknown): InvalidRequestError | undefined {
   if (!isObject(body)) return new InvalidRequestError("The request body must be a JSON object", null);
-  const model = body.model;
-  if (model !== undefined) {
-    if (typeof model !== "string") return new InvalidRequestError("model must be a string", "model");
-    // Counting never makes a string longer, nor a non-empty one empty: only long ids need the exact count.
-    if (model.length === 0 || (model.length > MAX_MODEL_CHARS && characterCount(model) > MAX_MODEL_CHARS)) {
-      return new InvalidRequestError(`model must be 1 to ${MAX_MODEL_CHARS} characters`, "model");
-    }
-  }
+  const modelProblem = checkModel(body);
+  if (modelProblem !== undefined) return modelProblem;
   const messages = body.messages;
   if (messages === undefined || messages === null) return new InvalidRequestError("messages is required", "messages");
   if (!Array.isArray(messages) || messages.length === 0)

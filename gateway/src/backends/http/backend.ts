@@ -14,13 +14,14 @@ import { parseRetryAfter, retryAfterHeader } from "../../utils/retry-after";
 import { PullQueue } from "../../utils/pull-stream";
 import { EventTooLargeError } from "../../utils/sse";
 import type { TargetPool } from "../../balancing/pool";
-import type { Backend, BackendCall, BackendContext, BackendResult, StreamEvent } from "../backend";
+import type { EmbeddingsRequest } from "../../schemas/embeddings";
+import type { Backend, BackendCall, BackendContext, BackendResult, EmbeddingsResult, StreamEvent } from "../backend";
 import type { ResponseBudget } from "../response-budget";
 import type { HttpBackendOptions } from "./factory";
 import { type Upstream, Upstreams } from "./upstreams";
 import { type EventSink, StreamExchange } from "./stream-exchange";
 import { AnswerAllowance, readWhole, type WholeAnswer } from "./whole-answer";
-import { parseAnswer, parseStreamEvent, quoteUpstreamError } from "./wire";
+import { parseAnswer, parseEmbeddings, parseStreamEvent, quoteUpstreamError } from "./wire";
 
 /** Forwards to an OpenAI-compatible `/v1/chat/completions` (llama.cpp, vLLM, OpenAI, another gateway). */
 export class HttpBackend implements Backend {
@@ -49,9 +50,33 @@ export class HttpBackend implements Backend {
   }
 
   async complete(call: BackendCall): Promise<BackendResult> {
-    // Serialised before the exchange starts: failing here is the gateway's bug, not the backend's failure.
     const upstream = this.upstreams.of(call.target);
-    const options = this.requestOptions(upstream, call, this.payload(call, false));
+    const answer = await this.exchange(upstream, call, upstream.spec.path, this.payload(call, false));
+    if (answer.status < 200 || answer.status > 299)
+      throw this.statusError(answer.status, answer.text, answer.headers, upstream.spec.apiKey);
+    return parseAnswer(answer.text, this.name);
+  }
+
+  /** `{base}/embeddings` with the client's body (the configured `model` in place of the client's). */
+  async embed(call: BackendCall<EmbeddingsRequest>): Promise<EmbeddingsResult> {
+    const upstream = this.upstreams.of(call.target);
+    const payload: Record<string, unknown> = { ...call.request };
+    if (this.options.model !== undefined) payload.model = this.options.model;
+    const answer = await this.exchange(upstream, call, `${upstream.spec.basePath}/embeddings`, payload);
+    if (answer.status < 200 || answer.status > 299)
+      throw this.statusError(answer.status, answer.text, answer.headers, upstream.spec.apiKey);
+    return parseEmbeddings(answer.text, this.name);
+  }
+
+  /** One request whose answer is read whole, within the call's deadline and for as long as the client stays. */
+  private async exchange(
+    upstream: Upstream,
+    call: BackendCall<unknown>,
+    path: string,
+    payload: Record<string, unknown>,
+  ): Promise<WholeAnswer> {
+    // Serialised before the exchange starts: failing here is the gateway's bug, not the backend's failure.
+    const options = this.requestOptions(upstream, call, path, payload);
     // One controller whose timer and listener are released as soon as the call ends: AbortSignal.timeout and
     // AbortSignal.any would keep each call's timer (and what it references) alive for the whole timeout.
     const stop = new AbortController();
@@ -63,19 +88,14 @@ export class HttpBackend implements Backend {
     const onClientGone = () => stop.abort();
     call.signal.addEventListener("abort", onClientGone, { once: true });
     if (call.signal.aborted) stop.abort();
-    let answer: WholeAnswer;
     try {
-      answer = await readWhole(upstream.dispatcher, options, stop.signal, this.allowance());
+      return await readWhole(upstream.dispatcher, options, stop.signal, this.allowance());
     } catch (error) {
       throw this.transportError(error, call.signal, timedOut);
     } finally {
       clearTimeout(timer);
       call.signal.removeEventListener("abort", onClientGone);
     }
-
-    if (answer.status < 200 || answer.status > 299)
-      throw this.statusError(answer.status, answer.text, answer.headers, upstream.spec.apiKey);
-    return parseAnswer(answer.text, this.name);
   }
 
   /**
@@ -125,7 +145,7 @@ export class HttpBackend implements Backend {
     let options: Dispatcher.DispatchOptions;
     try {
       // As in complete(): a payload that cannot be serialised is not a transport failure.
-      options = this.requestOptions(upstream, call, this.payload(call, true));
+      options = this.requestOptions(upstream, call, upstream.spec.path, this.payload(call, true));
     } catch (error) {
       over(error);
       return events;
@@ -222,7 +242,7 @@ export class HttpBackend implements Backend {
   }
 
   /** Time left until the call's deadline (shared with its retries), or the whole `timeout` for a lone call. */
-  private remainingMs(call: BackendCall): number {
+  private remainingMs(call: BackendCall<unknown>): number {
     // Whole milliseconds, rounded up: AbortSignal.timeout takes only integers, and early is worse than late.
     return call.deadline === undefined ? this.timeoutMs : Math.max(0, Math.ceil(call.deadline - performance.now()));
   }
@@ -243,7 +263,8 @@ export class HttpBackend implements Backend {
 
   private requestOptions(
     upstream: Upstream,
-    call: BackendCall,
+    call: BackendCall<unknown>,
+    path: string,
     payload: Record<string, unknown>,
   ): Dispatcher.DispatchOptions {
     const headers: Record<string, string> = {
@@ -255,7 +276,7 @@ export class HttpBackend implements Backend {
     };
     if (upstream.spec.apiKey !== undefined) headers.authorization = `Bearer ${upstream.spec.apiKey}`;
     if (upstream.host !== undefined) headers.host = upstream.host;
-    return { method: "POST", path: upstream.spec.path, headers, body: JSON.stringify(payload) };
+    return { method: "POST", path, headers, body: JSON.stringify(payload) };
   }
 
   async close(): Promise<void> {

@@ -17,6 +17,8 @@ export interface HttpTargetOptions {
   readonly origin: string;
   /** Path of the completions endpoint on that origin. */
   readonly path: string;
+  /** The API's base path on that origin (`/v1`, or `/proxy/v1`): other endpoints hang off it. */
+  readonly basePath: string;
   readonly weight: number;
   /** Resolved from its `api_key_env`, else the backend's; never logged, never put in an error. */
   readonly apiKey?: string;
@@ -52,10 +54,15 @@ const DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
 /** Target names are `target` label values: plain, like backend names (discovered ones are `address:port`). */
 const TARGET_NAME = /^[A-Za-z0-9][A-Za-z0-9._:\/-]{0,63}$/;
 
-/** `{url}/v1/chat/completions`; a base URL that already ends in `/v1` (as OpenAI's does) is not doubled. */
-export function completionsPath(url: URL): string {
+/** `{url}/v1`; a base URL that already ends in `/v1` (as OpenAI's does) is not doubled. */
+export function apiBasePath(url: URL): string {
   const base = url.pathname.replace(/\/+$/, "");
-  return base.endsWith("/v1") ? `${base}/chat/completions` : `${base}/v1/chat/completions`;
+  return base.endsWith("/v1") ? base : `${base}/v1`;
+}
+
+/** `{url}/v1/chat/completions`, as apiBasePath builds the base. */
+export function completionsPath(url: URL): string {
+  return `${apiBasePath(url)}/chat/completions`;
 }
 
 export const httpBackendFactory: BackendFactory<HttpBackendOptions> = {
@@ -138,6 +145,7 @@ function target(name: string, url: URL, weight: number, apiKey: string | undefin
     url,
     origin: url.origin,
     path: completionsPath(url),
+    basePath: apiBasePath(url),
     weight,
     ...(apiKey === undefined ? {} : { apiKey }),
   };

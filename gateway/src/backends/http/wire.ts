@@ -3,7 +3,7 @@ import type { AssistantMessage } from "../../schemas/chat";
 import { jsonTextExceedsDepth, MAX_JSON_DEPTH } from "../../utils/json-depth";
 import { quoteRedacted } from "../../utils/redact";
 import { parseUsage } from "../../utils/tokens";
-import type { BackendResult, StreamEvent } from "../backend";
+import type { BackendResult, EmbeddingsResult, StreamEvent } from "../backend";
 
 /**
  * The OpenAI chat-completions wire format, read: pure functions from the upstream's text to what the gateway
@@ -12,6 +12,35 @@ import type { BackendResult, StreamEvent } from "../backend";
 
 /** Upstream error text quoted back to clients is cut to this, so a 5 MB HTML error page stays out of logs. */
 export const MAX_QUOTED_ERROR_CHARS = 300;
+
+/** An embeddings answer: a JSON object with a `data` array; its other fields pass through. */
+export function parseEmbeddings(text: string, backend: string): EmbeddingsResult {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new UpstreamInvalidResponseError(backend, "body is not JSON");
+  }
+  if (jsonTextExceedsDepth(text, MAX_JSON_DEPTH))
+    throw new UpstreamInvalidResponseError(backend, `body is nested more than ${MAX_JSON_DEPTH} levels deep`);
+  if (typeof body !== "object" || body === null || Array.isArray(body))
+    throw new UpstreamInvalidResponseError(backend, "body is not a JSON object");
+  const fields = body as Record<string, unknown>;
+  const data = fields.data;
+  if (!Array.isArray(data)) throw new UpstreamInvalidResponseError(backend, "no data array");
+  const { usage: rawUsage, ...rest } = fields;
+  const usage = embeddingsUsage(rawUsage);
+  return usage === undefined ? { ...rest, data } : { ...rest, data, usage };
+}
+
+/** `prompt_tokens` (and `total_tokens`, else the same) when they are counts; undefined otherwise. */
+function embeddingsUsage(value: unknown): EmbeddingsResult["usage"] {
+  if (typeof value !== "object" || value === null) return undefined;
+  const { prompt_tokens: prompt, total_tokens: total } = value as Record<string, unknown>;
+  const isCount = (n: unknown): n is number => typeof n === "number" && Number.isInteger(n) && n >= 0;
+  if (!isCount(prompt)) return undefined;
+  return { prompt_tokens: prompt, total_tokens: isCount(total) ? total : prompt };
+}
 
 /** A non-streamed answer's body. */
 export function parseAnswer(text: string, backend: string): BackendResult {

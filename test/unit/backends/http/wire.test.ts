@@ -1,6 +1,7 @@
 import {
   firstChoice,
   parseAnswer,
+  parseEmbeddings,
   parseStreamEvent,
   quoteUpstreamError,
   upstreamErrorMessage,
@@ -206,5 +207,37 @@ describe("quoteUpstreamError", () => {
     );
     const quoted = quoteUpstreamError("x".repeat(5000), 502, undefined);
     expect(quoted).toBe(`${"x".repeat(300)}…`);
+  });
+});
+
+describe("parseEmbeddings", () => {
+  it("passes the answer's fields through, with usage when it counts tokens", () => {
+    const text = JSON.stringify({
+      object: "list",
+      data: [{ object: "embedding", index: 0, embedding: [0.1, 0.2] }],
+      model: "text-embedding-3-small",
+      usage: { prompt_tokens: 3, total_tokens: 3 },
+      extra: "kept",
+    });
+    expect(parseEmbeddings(text, "remote")).toEqual(JSON.parse(text));
+  });
+
+  it("drops a usage that is not counts, and fills total_tokens from prompt_tokens", () => {
+    const data = [{ object: "embedding", index: 0, embedding: "AAAA" }];
+    expect(parseEmbeddings(JSON.stringify({ data, usage: { prompt_tokens: -1 } }), "remote")).toEqual({ data });
+    expect(parseEmbeddings(JSON.stringify({ data, usage: { prompt_tokens: 2 } }), "remote")).toEqual({
+      data,
+      usage: { prompt_tokens: 2, total_tokens: 2 },
+    });
+  });
+
+  it.each([
+    ["not JSON", "{", "body is not JSON"],
+    ["not an object", "[1]", "body is not a JSON object"],
+    ["without data", JSON.stringify({ object: "list" }), "no data array"],
+    ["nested too deep", `{"data":[],"x":${"[".repeat(200)}${"]".repeat(200)}}`, "nested more than"],
+  ])("refuses an answer %s", (_what, text, message) => {
+    expect(() => parseEmbeddings(text, "remote")).toThrow(UpstreamInvalidResponseError);
+    expect(() => parseEmbeddings(text, "remote")).toThrow(message);
   });
 });
