@@ -49,6 +49,13 @@ describe("docker compose up", () => {
     expect(answer.body).toMatchObject(expected);
   });
 
+  it.each(["local", "remote"])("answers POST /v1/embeddings for %s on the published port", async (model) => {
+    const answer = await request(`${gatewayUrl}/v1/embeddings`, { body: { model, input: ["hello", "world"] } });
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject({ object: "list", backend: model, usage: { prompt_tokens: 2 } });
+    expect(answer.body.data).toHaveLength(2);
+  });
+
   it("serves /health and /ready on the published port", async () => {
     expect(await request(`${gatewayUrl}/health`)).toMatchObject({ status: 200, body: { status: "ok" } });
     expect(await request(`${gatewayUrl}/ready`)).toMatchObject({ status: 200, body: { status: "ready" } });
