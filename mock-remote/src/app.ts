@@ -79,6 +79,15 @@ export interface SeenRequest {
 
 const MAX_SEEN = 200;
 
+/** The `status` knob: answers that error status (with `retry-after` when set) and says so. */
+function answeredStatus(req: Request, res: Response, knobs: Knobs): boolean {
+  if (knobs.status === undefined || knobs.status === 200) return false;
+  if (knobs.retryAfter !== undefined) res.setHeader("retry-after", knobs.retryAfter);
+  const message = knobs.status === 401 ? keyMessage(req) : `mock-remote was told to answer ${knobs.status}`;
+  res.status(knobs.status).json({ error: { message, type: "mock_error", param: null, code: "mock_status" } });
+  return true;
+}
+
 /** An embeddings input as texts: a string, strings, token ids (joined), or arrays of token ids. */
 function embeddingInputs(input: unknown): string[] {
   if (typeof input === "string") return [input];
@@ -307,12 +316,7 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
       res.json({ id: `chatcmpl-${randomUUID()}`, object: "chat.completion" });
       return;
     }
-    if (knobs.status !== undefined && knobs.status !== 200) {
-      if (knobs.retryAfter !== undefined) res.setHeader("retry-after", knobs.retryAfter);
-      const message = knobs.status === 401 ? keyMessage(req) : `mock-remote was told to answer ${knobs.status}`;
-      res.status(knobs.status).json({ error: { message, type: "mock_error", param: null, code: "mock_status" } });
-      return;
-    }
+    if (answeredStatus(req, res, knobs)) return;
     const prompt = promptOf(body.messages);
     const answer = {
       id: `chatcmpl-${randomUUID()}`,
@@ -358,12 +362,7 @@ export function createMockApp(options: MockOptions): { app: Express; seen: SeenR
       res.json({ object: "list" });
       return;
     }
-    if (knobs.status !== undefined && knobs.status !== 200) {
-      if (knobs.retryAfter !== undefined) res.setHeader("retry-after", knobs.retryAfter);
-      const message = knobs.status === 401 ? keyMessage(req) : `mock-remote was told to answer ${knobs.status}`;
-      res.status(knobs.status).json({ error: { message, type: "mock_error", param: null, code: "mock_status" } });
-      return;
-    }
+    if (answeredStatus(req, res, knobs)) return;
     const body = record(req.body);
     const texts = embeddingInputs(body.input);
     const dimensions =

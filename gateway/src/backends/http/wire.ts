@@ -13,8 +13,8 @@ import type { BackendResult, EmbeddingsResult, StreamEvent } from "../backend";
 /** Upstream error text quoted back to clients is cut to this, so a 5 MB HTML error page stays out of logs. */
 export const MAX_QUOTED_ERROR_CHARS = 300;
 
-/** An embeddings answer: a JSON object with a `data` array; its other fields pass through. */
-export function parseEmbeddings(text: string, backend: string): EmbeddingsResult {
+/** An answer read whole: JSON, and not nested deeper than the gateway will walk or serialise. */
+function parseBody(text: string, backend: string): unknown {
   let body: unknown;
   try {
     body = JSON.parse(text);
@@ -23,6 +23,12 @@ export function parseEmbeddings(text: string, backend: string): EmbeddingsResult
   }
   if (jsonTextExceedsDepth(text, MAX_JSON_DEPTH))
     throw new UpstreamInvalidResponseError(backend, `body is nested more than ${MAX_JSON_DEPTH} levels deep`);
+  return body;
+}
+
+/** An embeddings answer: a JSON object with a `data` array; its other fields pass through. */
+export function parseEmbeddings(text: string, backend: string): EmbeddingsResult {
+  const body = parseBody(text, backend);
   if (typeof body !== "object" || body === null || Array.isArray(body))
     throw new UpstreamInvalidResponseError(backend, "body is not a JSON object");
   const fields = body as Record<string, unknown>;
@@ -44,14 +50,7 @@ function embeddingsUsage(value: unknown): EmbeddingsResult["usage"] {
 
 /** A non-streamed answer's body. */
 export function parseAnswer(text: string, backend: string): BackendResult {
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    throw new UpstreamInvalidResponseError(backend, "body is not JSON");
-  }
-  if (jsonTextExceedsDepth(text, MAX_JSON_DEPTH))
-    throw new UpstreamInvalidResponseError(backend, `body is nested more than ${MAX_JSON_DEPTH} levels deep`);
+  const body = parseBody(text, backend);
   const choice = firstChoice(body);
   if (choice === undefined) throw new UpstreamInvalidResponseError(backend, "no choices[0]");
   const message = choice.message;
