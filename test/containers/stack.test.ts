@@ -383,7 +383,9 @@ describe("metrics", () => {
   it("serves per-backend counters on /metrics", async () => {
     await chat(gatewayUrl, { model: "local", messages: userMessage("count me") });
     const text = await (await fetch(`${gatewayUrl}/metrics`, { signal: AbortSignal.timeout(10_000) })).text();
-    expect(text).toMatch(/^gateway_requests_total\{backend="local",code="200",stream="false"\} [1-9]\d*$/m);
+    expect(text).toMatch(
+      /^gateway_requests_total\{backend="local",code="200",stream="false",endpoint="chat"\} [1-9]\d*$/m,
+    );
     expect(text).toContain('gateway_build_info{version="0.1.0"');
   });
 });
