@@ -146,7 +146,7 @@ export class InferenceService {
       { request, prompt, requestId: options.requestId, signal: options.signal, hops: options.hops ?? 0 },
       options,
       "complete",
-      (target, call) => this.timed(target, () => this.embedOnce(target, call)),
+      (target, call) => this.timed(target, call, embedVia),
     );
     const result = answered.value;
     const tokens = result.usage?.prompt_tokens ?? countTokens(prompt);
@@ -168,19 +168,14 @@ export class InferenceService {
     await Promise.allSettled(this.backends.map((backend) => backend.close()));
   }
 
-  private async embedOnce(backend: Backend, call: BackendCall<EmbeddingsRequest>): Promise<EmbeddingsResult> {
-    if (backend.embed === undefined) throw new UnsupportedEndpointError(backend.name, "embeddings");
-    return backend.embed(call);
-  }
-
-  /** One call, timed and counted as a backend call. */
-  private async timed<T>(backend: Backend, call: () => Promise<T>): Promise<T> {
+  /** One call, timed and counted as a backend call; `run` is a module function, so no closure per call. */
+  private async timed<C, T>(backend: Backend, call: C, run: (backend: Backend, call: C) => Promise<T>): Promise<T> {
     const series = this.seriesOf(backend);
     const started = performance.now();
     series.callStarted();
     let result: T;
     try {
-      result = await call();
+      result = await run(backend, call);
     } catch (error) {
       series.callEnded((performance.now() - started) / 1000, error);
       throw error;
@@ -190,8 +185,8 @@ export class InferenceService {
   }
 
   /** One call of `complete`, timed and counted as a backend call. */
-  private async completeOnce(backend: Backend, call: BackendCall): Promise<BackendResult> {
-    return this.timed(backend, () => backend.complete(call));
+  private completeOnce(backend: Backend, call: BackendCall): Promise<BackendResult> {
+    return this.timed(backend, call, completeVia);
   }
 
   /** One try at a stream: done once its first event arrives. The call stays open (in flight) for relay. */
@@ -219,6 +214,13 @@ export class InferenceService {
   private seriesOf(backend: Backend): BackendSeries {
     return this.series.get(backend) ?? this.metrics.backend(backend.name);
   }
+}
+
+const completeVia = (backend: Backend, call: BackendCall): Promise<BackendResult> => backend.complete(call);
+
+async function embedVia(backend: Backend, call: BackendCall<EmbeddingsRequest>): Promise<EmbeddingsResult> {
+  if (backend.embed === undefined) throw new UnsupportedEndpointError(backend.name, "embeddings");
+  return backend.embed(call);
 }
 
 /** The stream's first event, taken; undefined if it ended with none. Throws what broke it first. */

@@ -49,32 +49,34 @@ export class HttpBackend implements Backend {
     this.target = this.upstreams.describe();
   }
 
-  async complete(call: BackendCall): Promise<BackendResult> {
+  complete(call: BackendCall): Promise<BackendResult> {
     const upstream = this.upstreams.of(call.target);
-    const answer = await this.exchange(upstream, call, upstream.spec.path, this.payload(call, false));
-    if (answer.status < 200 || answer.status > 299)
-      throw this.statusError(answer.status, answer.text, answer.headers, upstream.spec.apiKey);
-    return parseAnswer(answer.text, this.name);
+    return this.exchange(upstream, call, upstream.spec.path, this.payload(call, false), this.readChat);
   }
 
   /** `{base}/embeddings` with the client's body (the configured `model` in place of the client's). */
-  async embed(call: BackendCall<EmbeddingsRequest>): Promise<EmbeddingsResult> {
+  embed(call: BackendCall<EmbeddingsRequest>): Promise<EmbeddingsResult> {
     const upstream = this.upstreams.of(call.target);
     const payload: Record<string, unknown> = { ...call.request };
     if (this.options.model !== undefined) payload.model = this.options.model;
-    const answer = await this.exchange(upstream, call, `${upstream.spec.basePath}/embeddings`, payload);
-    if (answer.status < 200 || answer.status > 299)
-      throw this.statusError(answer.status, answer.text, answer.headers, upstream.spec.apiKey);
-    return parseEmbeddings(answer.text, this.name);
+    return this.exchange(upstream, call, `${upstream.spec.basePath}/embeddings`, payload, this.readEmbeddings);
   }
 
-  /** One request whose answer is read whole, within the call's deadline and for as long as the client stays. */
-  private async exchange(
+  /** Made once: a call passes them on instead of making a closure per request. */
+  private readonly readChat = (text: string): BackendResult => parseAnswer(text, this.name);
+  private readonly readEmbeddings = (text: string): EmbeddingsResult => parseEmbeddings(text, this.name);
+
+  /**
+   * One request whose answer is read whole, within the call's deadline and for as long as the client stays:
+   * an error status becomes its GatewayError, a success is handed to `read`. One async step per call.
+   */
+  private async exchange<T>(
     upstream: Upstream,
     call: BackendCall<unknown>,
     path: string,
     payload: Record<string, unknown>,
-  ): Promise<WholeAnswer> {
+    read: (text: string) => T,
+  ): Promise<T> {
     // Serialised before the exchange starts: failing here is the gateway's bug, not the backend's failure.
     const options = this.requestOptions(upstream, call, path, payload);
     // One controller whose timer and listener are released as soon as the call ends: AbortSignal.timeout and
@@ -88,14 +90,18 @@ export class HttpBackend implements Backend {
     const onClientGone = () => stop.abort();
     call.signal.addEventListener("abort", onClientGone, { once: true });
     if (call.signal.aborted) stop.abort();
+    let answer: WholeAnswer;
     try {
-      return await readWhole(upstream.dispatcher, options, stop.signal, this.allowance());
+      answer = await readWhole(upstream.dispatcher, options, stop.signal, this.allowance());
     } catch (error) {
       throw this.transportError(error, call.signal, timedOut);
     } finally {
       clearTimeout(timer);
       call.signal.removeEventListener("abort", onClientGone);
     }
+    if (answer.status < 200 || answer.status > 299)
+      throw this.statusError(answer.status, answer.text, answer.headers, upstream.spec.apiKey);
+    return read(answer.text);
   }
 
   /**
