@@ -71,7 +71,9 @@ export class HealthChecks {
       clearTimeout(timer);
       this.aborts.delete(abort);
     }
-    if (this.stopped || abort.signal.aborted) up = this.stopped ? target.checkedUp : false;
+    // Stopping is no verdict on the target; an answer after the timeout is too late to count.
+    if (this.stopped) return;
+    if (abort.signal.aborted) up = false;
     // Back from an outage: a breaker opened by it lets a trial call through now, not after its cooldown.
     if (up) target.breaker.endCooldown();
     if (up === target.checkedUp) return;

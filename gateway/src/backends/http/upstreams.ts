@@ -20,6 +20,8 @@ export interface Upstream {
   readonly spec: HttpTargetOptions;
   /** What the connection pool connects to: the configured origin, or a discovered address in its place. */
   readonly origin: string;
+  /** The address discovery found, when the pool connects to it rather than to the configured host. */
+  readonly address?: string;
   /** Sent as `host` when the pool connects to an address the configured host resolved to. */
   readonly host?: string;
   readonly dispatcher: Pool;
@@ -114,7 +116,7 @@ export class Upstreams {
         }
         for (const upstream of this.byTarget.values())
           if (upstream.spec === spec && !upstream.target.retired)
-            wanted.push({ spec, name: upstream.target.name, address: addressOf(upstream) });
+            wanted.push({ spec, name: upstream.target.name, address: upstream.address });
         continue;
       }
       for (const address of addresses) wanted.push({ spec, name: addressName(address, spec.url), address });
@@ -209,7 +211,7 @@ export class Upstreams {
       target,
       spec,
       origin,
-      ...(address === undefined ? {} : { host: spec.url.host }),
+      ...(address === undefined ? {} : { address, host: spec.url.host }),
       dispatcher,
     });
     return target;
@@ -256,9 +258,4 @@ function hostForUrl(address: string): string {
 /** A discovered target's label: `10.0.1.5:8000`. */
 function addressName(address: string, url: URL): string {
   return `${hostForUrl(address)}:${portOf(url)}`;
-}
-
-function addressOf(upstream: Upstream): string | undefined {
-  if (upstream.host === undefined) return undefined;
-  return hostOf(new URL(upstream.origin));
 }
