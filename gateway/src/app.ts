@@ -8,7 +8,9 @@ import { authenticate } from "./access/middleware";
 import { createHealthRouter } from "./api/health";
 import { createMetricsRouter } from "./api/metrics";
 import { createChatCompletionsRouter } from "./api/v1/chat-completions";
+import { createCompletionsRouter } from "./api/v1/completions";
 import { createEmbeddingsRouter } from "./api/v1/embeddings";
+import { createResponsesRouter } from "./api/v1/responses";
 import { createModelsRouter, type ModelInfo } from "./api/v1/models";
 import { accessLine } from "./middleware/access-log";
 import { errorHandler, notFound } from "./middleware/error-handler";
@@ -67,9 +69,13 @@ export function createApp(deps: AppDependencies): Express {
   // The inference route first: every request walks the routers in order, and this one gets the traffic.
   app.all("/v1/chat/completions", metered("chat"));
   app.all("/v1/embeddings", metered("embeddings"));
+  app.all("/v1/completions", metered("completions"));
+  app.all("/v1/responses", metered("responses"));
   if (deps.keys.enabled) app.use("/v1", authenticate(deps.keys, deps.accessMetrics));
   app.use(createChatCompletionsRouter(deps));
   app.use(createEmbeddingsRouter(deps));
+  app.use(createCompletionsRouter(deps));
+  app.use(createResponsesRouter(deps));
   app.use(createHealthRouter(deps));
   app.use(createMetricsRouter(deps));
   app.use(createModelsRouter(deps));

@@ -4,7 +4,9 @@ import type { TargetPool } from "../balancing/pool";
 import type { Target } from "../balancing/target";
 import type { ConfigFields } from "../config/fields";
 import type { AssistantMessage, ChatCompletionRequest, Usage } from "../schemas/chat";
+import type { CompletionsRequest } from "../schemas/completions";
 import type { EmbeddingsRequest } from "../schemas/embeddings";
+import type { ResponseEvent, ResponsesRequest } from "../schemas/responses";
 import type { ResponseBudget } from "./response-budget";
 
 /**
@@ -38,7 +40,18 @@ export interface BackendResult {
   readonly finishReason: string;
   /** The backend's own token counts, when it has them; otherwise the gateway estimates. */
   readonly usage?: Usage;
+  /** With `n` > 1: the choices after the first, in order (the first is `message` and `finishReason`). */
+  readonly more?: readonly { readonly message: AssistantMessage; readonly finishReason: string }[];
 }
+
+/** A legacy text completion's answer: one choice per `n`. */
+export interface TextResult {
+  readonly choices: readonly { readonly text: string; readonly logprobs: unknown; readonly finishReason: string }[];
+  readonly usage?: Usage;
+}
+
+/** A Responses API answer as the upstream made it: a JSON object, passed through. */
+export type ResponseResult = Readonly<Record<string, unknown>>;
 
 /** An embeddings answer as the backend produced it: OpenAI's fields, any extra ones passed through. */
 export interface EmbeddingsResult {
@@ -49,11 +62,18 @@ export interface EmbeddingsResult {
 
 /** One step of a streamed answer, in the order the backend produced it. */
 export interface StreamEvent {
-  /** Added to the assistant message (content, role, tool_calls…), exactly as the backend produced it. */
+  /**
+   * Added to the choice: for chat, to the assistant message (content, role, tool_calls…), exactly as the
+   * backend produced it; for a text completion, `{text}` (and `logprobs` when the backend sent some).
+   */
   readonly delta?: Readonly<Record<string, unknown>>;
   readonly finishReason?: string;
   /** The backend's own token counts for the whole answer, usually last. */
   readonly usage?: Usage;
+  /** Which choice it adds to (with `n` > 1); absent: 0. */
+  readonly index?: number;
+  /** Further choices the same upstream event carried (rare: most servers send one choice per event). */
+  readonly also?: readonly StreamEvent[];
 }
 
 /**
@@ -88,6 +108,14 @@ export interface Backend {
    * OpenAI shape with at least `data`; the gateway adds `backend` and, when missing, `usage`.
    */
   embed?(call: BackendCall<EmbeddingsRequest>): Promise<EmbeddingsResult>;
+  /** `POST /v1/completions` (legacy text completions), whole; absent: none (400). */
+  completeText?(call: BackendCall<CompletionsRequest>): Promise<TextResult>;
+  /** The same, streamed: events whose delta is `{text}`, with the same rules as `stream`. */
+  streamText?(call: BackendCall<CompletionsRequest>): AsyncIterable<StreamEvent>;
+  /** `POST /v1/responses`, whole: the upstream's Response object; absent: none (400). */
+  respond?(call: BackendCall<ResponsesRequest>): Promise<ResponseResult>;
+  /** The same, streamed: the upstream's typed events in order, each a JSON object with a `type`. */
+  streamResponse?(call: BackendCall<ResponsesRequest>): AsyncIterable<ResponseEvent>;
   /** Release pooled connections; called once at shutdown. */
   close(): Promise<void>;
 }

@@ -1,5 +1,7 @@
 import { singleTarget, type TargetPool } from "../balancing/pool";
+import type { CompletionsRequest } from "../schemas/completions";
 import type { EmbeddingsRequest } from "../schemas/embeddings";
+import type { ResponseEvent, ResponsesRequest } from "../schemas/responses";
 import { hash32 } from "../utils/hash";
 import { embeddingTexts } from "../utils/prompt";
 import { countTokens } from "../utils/tokens";
@@ -10,8 +12,11 @@ import type {
   BackendFactory,
   BackendResult,
   EmbeddingsResult,
+  ResponseResult,
   StreamEvent,
+  TextResult,
 } from "./backend";
+import { EchoResponse } from "./echo-responses";
 
 /** The length of echo's vectors when the request gives no `dimensions`. */
 export const ECHO_DIMENSIONS = 64;
@@ -30,16 +35,58 @@ class EchoBackend implements Backend {
     this.pool = singleTarget(context.circuitBreaker);
   }
 
+  /** With `n` > 1, n identical choices. */
   async complete(call: BackendCall): Promise<BackendResult> {
-    return { message: { role: "assistant", content: answer(call) }, finishReason: "stop" };
+    const message = { role: "assistant" as const, content: answer(call) };
+    const n = call.request.n ?? 1;
+    if (n === 1) return { message, finishReason: "stop" };
+    return {
+      message,
+      finishReason: "stop",
+      more: Array.from({ length: n - 1 }, () => ({ message, finishReason: "stop" })),
+    };
   }
 
-  /** Word by word, as a model would stream it: "Echo:", " Hello", " world". */
+  /** Word by word, as a model would stream it: "Echo:", " Hello", " world"; with `n` > 1, each word for every choice. */
   async *stream(call: BackendCall): AsyncGenerator<StreamEvent> {
     const words = answer(call).split(" ");
-    yield { delta: { role: "assistant", content: words[0] ?? "" } };
-    for (let index = 1; index < words.length; index++) yield { delta: { content: ` ${words[index] ?? ""}` } };
-    yield { finishReason: "stop" };
+    const n = call.request.n ?? 1;
+    for (let index = 0; index < n; index++)
+      yield { delta: { role: "assistant", content: words[0] ?? "" }, ...at(index) };
+    for (let word = 1; word < words.length; word++)
+      for (let index = 0; index < n; index++) yield { delta: { content: ` ${words[word] ?? ""}` }, ...at(index) };
+    for (let index = 0; index < n; index++) yield { finishReason: "stop", ...at(index) };
+  }
+
+  /** `Echo: {prompt}` as a legacy text completion, n identical choices. */
+  async completeText(call: BackendCall<CompletionsRequest>): Promise<TextResult> {
+    const choice = { text: answer(call), logprobs: null, finishReason: "stop" };
+    return { choices: Array.from({ length: call.request.n ?? 1 }, () => choice) };
+  }
+
+  /** The same, word by word, each word for every choice. */
+  async *streamText(call: BackendCall<CompletionsRequest>): AsyncGenerator<StreamEvent> {
+    const words = answer(call).split(" ");
+    const n = call.request.n ?? 1;
+    for (let word = 0; word < words.length; word++)
+      for (let index = 0; index < n; index++)
+        yield { delta: { text: word === 0 ? (words[0] ?? "") : ` ${words[word] ?? ""}` }, ...at(index) };
+    for (let index = 0; index < n; index++) yield { finishReason: "stop", ...at(index) };
+  }
+
+  /** A minimal Response: one `output_text` reading `Echo: {input}`. */
+  async respond(call: BackendCall<ResponsesRequest>): Promise<ResponseResult> {
+    return this.echoResponse(call).response();
+  }
+
+  /** The same Response as the event sequence a model's stream would be. */
+  async *streamResponse(call: BackendCall<ResponsesRequest>): AsyncGenerator<ResponseEvent> {
+    yield* this.echoResponse(call).events();
+  }
+
+  private echoResponse(call: BackendCall<ResponsesRequest>): EchoResponse {
+    const previous = call.request.previous_response_id;
+    return new EchoResponse(call.request.model ?? this.name, call.prompt, answer(call), previous ?? null);
   }
 
   /** One unit vector per input, fixed by its text: the same text always gets the same vector. */
@@ -84,7 +131,12 @@ export function unitVector(text: string, dimensions: number): Float32Array {
   return vector;
 }
 
-function answer(call: BackendCall): string {
+/** Which choice an event adds to: absent for 0, as a backend without `n` sends it. */
+function at(index: number): { index?: number } {
+  return index === 0 ? {} : { index };
+}
+
+function answer(call: BackendCall<unknown>): string {
   return `Echo: ${call.prompt}`;
 }
 

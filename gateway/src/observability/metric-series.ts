@@ -6,7 +6,7 @@ import type { Cell, CellHistogram, HistogramCell, ScrapedCells } from "./metric-
 export type RequestLabel = "backend" | "code" | "stream" | "endpoint";
 
 /** The `endpoint` label: which API a request called (bounded: one value per route the gateway serves). */
-export type Endpoint = "chat" | "embeddings";
+export type Endpoint = "chat" | "completions" | "embeddings" | "responses";
 
 /** The prom-client metrics the series write to, and the cells the request path counts into. */
 export interface Instruments {

@@ -142,7 +142,7 @@ function defineInstruments(registry: Registry): Defined {
   // The metrics fed from cells need no handle: registering them is enough, their collect() does the rest.
   new Counter({
     name: "gateway_requests_total",
-    help: "Inference requests answered, by endpoint (chat, embeddings), the backend that served them ('none' when refused before routing), HTTP status (499: the client left) and streaming.",
+    help: "Inference requests answered, by endpoint (chat, completions, embeddings, responses), the backend that served them ('none' when refused before routing), HTTP status (499: the client left) and streaming.",
     labelNames: ["backend", "code", "stream", "endpoint"] as const,
     registers,
     collect() {

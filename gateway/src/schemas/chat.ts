@@ -13,10 +13,15 @@ export interface ContentPart {
   readonly [extra: string]: unknown;
 }
 
+/** The most choices (`n`) one request may ask for: OpenAI's own bound. */
+export const MAX_CHOICES = 128;
+
 export interface ChatCompletionRequest {
   readonly model?: string;
   readonly messages: readonly ChatMessage[];
   readonly stream?: boolean;
+  /** How many choices to generate (1 to MAX_CHOICES), default 1. */
+  readonly n?: number;
   readonly [extra: string]: unknown;
 }
 
@@ -40,14 +45,13 @@ export interface ChatCompletion {
   readonly model: string;
   /** Name of the configured backend that answered: the gateway's one addition to OpenAI's shape. */
   readonly backend: string;
-  readonly choices: readonly [
-    {
-      readonly index: 0;
-      readonly message: AssistantMessage;
-      readonly finish_reason: string;
-      readonly logprobs: null;
-    },
-  ];
+  /** One per `n` (default 1), index 0 first. */
+  readonly choices: readonly {
+    readonly index: number;
+    readonly message: AssistantMessage;
+    readonly finish_reason: string;
+    readonly logprobs: null;
+  }[];
   readonly usage: Usage;
 }
 
@@ -59,7 +63,7 @@ export interface ChatCompletionChunk {
   readonly model: string;
   readonly backend: string;
   readonly choices: readonly {
-    readonly index: 0;
+    readonly index: number;
     readonly delta: Readonly<Record<string, unknown>>;
     readonly finish_reason: string | null;
     readonly logprobs: null;

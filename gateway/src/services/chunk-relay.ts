@@ -1,64 +1,107 @@
 import { randomUUID } from "node:crypto";
-import type { Backend, StreamEvent } from "../backends/backend";
-import { type BackendHealth, ClientClosedError } from "../errors";
-import type { BackendSeries } from "../observability/metrics";
+import type { StreamEvent } from "../backends/backend";
+import { UpstreamInvalidResponseError } from "../errors";
+import type { Endpoint } from "../observability/metrics";
 import type { ChatCompletionChunk, Usage } from "../schemas/chat";
+import type { TextCompletionChunk } from "../schemas/completions";
 import { estimateUsage, TokenCounter } from "../utils/tokens";
 import { iterate, type PullStream } from "../utils/pull-stream";
-import type { CallOptions } from "./inference";
+import { books, type RelayState } from "./relay-books";
+
+/** A chunk of either streamed completion: chat's (deltas) or a legacy text completion's (text). */
+export type StreamChunk = ChatCompletionChunk | TextCompletionChunk;
 
 /** A streamed answer as the API sends it: taken chunk by chunk (PullStream), or iterated. */
-export type ChunkStream = PullStream<ChatCompletionChunk> & AsyncIterable<ChatCompletionChunk>;
+export type ChunkStream<C extends StreamChunk = ChatCompletionChunk> = PullStream<C> & AsyncIterable<C>;
 
-export interface RelayState {
-  readonly backend: Backend;
-  /** The `model` every chunk reports: the one the client asked for. */
-  readonly model: string;
-  readonly prompt: string;
-  readonly options: CallOptions;
-  readonly series: BackendSeries;
-  readonly started: number;
-  readonly events: PullStream<StreamEvent>;
-  /** The first event, already taken to know the stream started (undefined: it ended with none). */
-  readonly first: StreamEvent | undefined;
+/** What makes one endpoint's chunks: chat's or the legacy text completion's. */
+export interface ChunkShape {
+  readonly object: StreamChunk["object"];
+  readonly endpoint: Endpoint;
+  /** The choice a delta makes; `opening`: the first of its index (chat adds the assistant role there). */
+  choice(
+    index: number,
+    delta: Readonly<Record<string, unknown>>,
+    finishReason: string | null,
+    opening: boolean,
+  ): object;
+  /** The answer's text a delta carries, for the estimate when the backend reports no usage. */
+  text(delta: Readonly<Record<string, unknown>>): unknown;
+  /** What a choice the backend never started opens with; undefined: it needs no opening. */
+  readonly opening: Readonly<Record<string, unknown>> | undefined;
+}
+
+export const CHAT_CHUNKS: ChunkShape = {
+  object: "chat.completion.chunk",
+  endpoint: "chat",
+  choice: (index, delta, finishReason, opening) => ({
+    index,
+    delta: opening ? { role: "assistant", ...delta } : delta,
+    finish_reason: finishReason,
+    logprobs: null,
+  }),
+  text: (delta) => delta.content,
+  opening: { content: "" },
+};
+
+export const TEXT_CHUNKS: ChunkShape = {
+  object: "text_completion",
+  endpoint: "completions",
+  choice: (index, delta, finishReason) => ({
+    text: typeof delta.text === "string" ? delta.text : "",
+    index,
+    logprobs: delta.logprobs ?? null,
+    finish_reason: finishReason,
+  }),
+  text: (delta) => delta.text,
+  opening: undefined,
+};
+
+export interface ChunkRelayState extends RelayState<StreamEvent> {
   readonly includeUsage: boolean;
-  /** Tells the target how the stream ended (its breaker, its in-flight count); called once, however it ends. */
-  readonly settle: (health: BackendHealth) => void;
+  readonly shape: ChunkShape;
+  /** The choices the client asked for (`n`): every one gets its opening and its finish. */
+  readonly choices: number;
 }
 
 /**
  * Turns backend events into OpenAI chunks as they are taken: one id and `created` for the whole stream,
- * `role` on the first delta, a `finish_reason` on the last, and with `include_usage` exactly one usage
- * chunk at the end. A backend failure here is after the first byte, so it counts as `stream_interrupted`
- * and is thrown on for the writer to report in-band. Synchronous per event (see utils/pull-stream.ts).
+ * (for chat) `role` on each choice's first delta, a `finish_reason` on each choice's last, and with
+ * `include_usage` exactly one usage chunk at the end. A backend failure here is after the first byte, so it
+ * counts as `stream_interrupted` and is thrown on for the writer to report in-band. Synchronous per event
+ * (see utils/pull-stream.ts).
  */
-export class ChunkRelay implements ChunkStream {
-  private readonly base: Omit<ChatCompletionChunk, "choices" | "usage">;
-  /** Chunks made and not yet taken: the closing ones, made together at the end. */
-  private readonly closing: ChatCompletionChunk[] = [];
+export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk> implements ChunkStream<C> {
+  private readonly base: Omit<StreamChunk, "choices" | "usage">;
+  /** Chunks made and not yet taken: a second choice of one event, and the closing ones made at the end. */
+  private readonly pending: C[] = [];
   private first: StreamEvent | undefined;
   /** The completion's tokens as estimated so far (the text itself is not kept: it would grow with the stream). */
   private readonly tokens = new TokenCounter();
   private usage: Usage | undefined;
-  private finishReason: string | undefined;
-  private sentRole = false;
+  /** Per choice: whether its first delta went out, whether its finish reason did. */
+  private readonly opened: boolean[];
+  private readonly finished: boolean[];
+  private started = false;
   private state: "relaying" | "ended" | "failed" | "closed" = "relaying";
   private failure: unknown;
 
-  constructor(private readonly relay: RelayState) {
+  constructor(private readonly relay: ChunkRelayState) {
     this.first = relay.first;
+    this.opened = new Array<boolean>(relay.choices).fill(false);
+    this.finished = new Array<boolean>(relay.choices).fill(false);
     this.base = {
       id: randomUUID(),
-      object: "chat.completion.chunk",
+      object: relay.shape.object,
       created: Math.floor(Date.now() / 1000),
       model: relay.model,
       backend: relay.backend.name,
     };
   }
 
-  take(): ChatCompletionChunk | undefined {
-    const closing = this.closing.shift();
-    if (closing !== undefined) return closing;
+  take(): C | undefined {
+    const pending = this.pending.shift();
+    if (pending !== undefined) return pending;
     if (this.state === "failed") throw this.failure;
     if (this.state !== "relaying") return undefined;
     // Each turn takes one backend event; one that makes no chunk (usage alone) is followed by the next.
@@ -76,19 +119,34 @@ export class ChunkRelay implements ChunkStream {
       if (event === undefined) {
         if (!this.relay.events.ended) return undefined;
         this.finish();
-        return this.closing.shift();
+        return this.pending.shift();
       }
-      const chunk = this.accept(event);
+      let chunk: C | undefined;
+      try {
+        chunk = this.accept(event);
+        if (event.also !== undefined)
+          for (const other of event.also) {
+            const more = this.accept(other);
+            if (more === undefined) continue;
+            if (chunk === undefined) chunk = more;
+            else this.pending.push(more);
+          }
+      } catch (error) {
+        // The gateway's own verdict on an event: the upstream request is let go too.
+        this.broke(error);
+        this.relay.events.close();
+        throw error;
+      }
       if (chunk !== undefined) return chunk;
     }
   }
 
   get ended(): boolean {
-    return this.state === "ended" && this.closing.length === 0;
+    return this.state === "ended" && this.pending.length === 0;
   }
 
   wait(): Promise<void> {
-    if (this.closing.length > 0 || this.first !== undefined || this.state !== "relaying") return Promise.resolve();
+    if (this.pending.length > 0 || this.first !== undefined || this.state !== "relaying") return Promise.resolve();
     return this.relay.events.wait();
   }
 
@@ -100,66 +158,70 @@ export class ChunkRelay implements ChunkStream {
   close(): void {
     if (this.state !== "relaying") return;
     this.state = "closed";
-    this.relay.series.callEnded(this.elapsed());
-    this.relay.settle("neutral");
-    this.chargeEstimate();
-    this.relay.events.close();
+    books.closed(this.relay, this.spent());
   }
 
-  [Symbol.asyncIterator](): AsyncIterator<ChatCompletionChunk> {
+  [Symbol.asyncIterator](): AsyncIterator<C> {
     return iterate(this);
   }
 
-  private accept(event: StreamEvent): ChatCompletionChunk | undefined {
+  private accept(event: StreamEvent): C | undefined {
     if (event.usage !== undefined) this.usage = event.usage;
     if (event.delta === undefined && event.finishReason === undefined) return undefined;
-    let delta = event.delta ?? {};
-    if (typeof delta.content === "string") this.tokens.add(delta.content);
-    if (!this.sentRole) {
-      delta = { role: "assistant", ...delta };
-      this.sentRole = true;
-      this.relay.series.firstToken((performance.now() - this.relay.options.startedAt) / 1000);
+    const index = event.index ?? 0;
+    if (index >= this.relay.choices)
+      throw new UpstreamInvalidResponseError(
+        this.relay.backend.name,
+        `a stream event is for choice ${index}, of ${this.relay.choices} asked for`,
+      );
+    const delta = event.delta ?? {};
+    const text = this.relay.shape.text(delta);
+    if (typeof text === "string") this.tokens.add(text);
+    const opening = !this.opened[index];
+    if (opening) {
+      this.opened[index] = true;
+      if (!this.started) {
+        this.started = true;
+        this.relay.series.firstToken((performance.now() - this.relay.options.startedAt) / 1000);
+      }
     }
-    if (event.finishReason !== undefined) this.finishReason = event.finishReason;
-    return this.chunk(delta, event.finishReason ?? null);
+    if (event.finishReason !== undefined) this.finished[index] = true;
+    return this.chunk(index, delta, event.finishReason ?? null, opening);
   }
 
   private finish(): void {
     this.state = "ended";
-    const { series, options } = this.relay;
-    series.callEnded(this.elapsed());
-    this.relay.settle("success");
-    if (!this.sentRole) this.closing.push(this.chunk({ role: "assistant", content: "" }, null));
-    if (this.finishReason === undefined) this.closing.push(this.chunk({}, "stop"));
-    const counted = this.usage ?? estimateUsage(this.relay.prompt, this.tokens.count);
-    series.countTokens(counted);
-    options.onUsage?.(counted);
-    if (this.relay.includeUsage) this.closing.push({ ...this.base, choices: [], usage: counted });
+    const { shape } = this.relay;
+    for (let index = 0; index < this.relay.choices; index++) {
+      if (!this.opened[index] && shape.opening !== undefined)
+        this.pending.push(this.chunk(index, shape.opening, null, true));
+      if (!this.finished[index]) this.pending.push(this.chunk(index, {}, "stop", false));
+    }
+    const counted = this.spent();
+    books.ended(this.relay, counted, shape.endpoint);
+    if (this.relay.includeUsage) this.pending.push({ ...this.base, choices: [], usage: counted } as unknown as C);
   }
 
   private broke(error: unknown): void {
     this.state = "failed";
     this.failure = error;
-    this.relay.series.callEnded(this.elapsed());
-    if (error instanceof ClientClosedError) this.relay.settle("neutral");
-    else {
-      this.relay.series.streamInterrupted();
-      this.relay.settle("failure");
-    }
-    this.chargeEstimate();
+    books.broke(this.relay, error, this.spent());
   }
 
-  /** A stream that broke or was left still spent what it produced: the key's token limit is charged an estimate. */
-  private chargeEstimate(): void {
-    this.relay.options.onUsage?.(this.usage ?? estimateUsage(this.relay.prompt, this.tokens.count));
+  /** The backend's usage, else the estimate: a stream that broke or was left still spent what it produced. */
+  private spent(): Usage {
+    return this.usage ?? estimateUsage(this.relay.prompt, this.tokens.count);
   }
 
-  private chunk(delta: Readonly<Record<string, unknown>>, finishReason: string | null): ChatCompletionChunk {
-    const choices = [{ index: 0 as const, delta, finish_reason: finishReason, logprobs: null }];
-    return this.relay.includeUsage ? { ...this.base, choices, usage: null } : { ...this.base, choices };
-  }
-
-  private elapsed(): number {
-    return (performance.now() - this.relay.started) / 1000;
+  private chunk(
+    index: number,
+    delta: Readonly<Record<string, unknown>>,
+    finishReason: string | null,
+    opening: boolean,
+  ): C {
+    const choices = [this.relay.shape.choice(index, delta, finishReason, opening)];
+    // Built as the chunk type of the relay's shape (CHAT_CHUNKS makes chat chunks, TEXT_CHUNKS text ones).
+    const chunk = this.relay.includeUsage ? { ...this.base, choices, usage: null } : { ...this.base, choices };
+    return chunk as unknown as C;
   }
 }

@@ -1,13 +1,24 @@
 import { randomUUID } from "node:crypto";
-import type { Backend, BackendCall, BackendResult, EmbeddingsResult, StreamEvent } from "../backends/backend";
+import type {
+  Backend,
+  BackendCall,
+  BackendResult,
+  EmbeddingsResult,
+  ResponseResult,
+  StreamEvent,
+  TextResult,
+} from "../backends/backend";
 import { BackendNotAllowedError, UnsupportedEndpointError } from "../errors";
 import type { BackendSeries, GatewayMetrics } from "../observability/metrics";
 import type { ChatCompletion, ChatCompletionRequest, Usage } from "../schemas/chat";
+import type { CompletionsRequest, TextCompletion, TextCompletionChunk } from "../schemas/completions";
 import type { EmbeddingsRequest, EmbeddingsResponse } from "../schemas/embeddings";
+import type { ResponseEvent, ResponseObject, ResponsesRequest } from "../schemas/responses";
 import { type PullStream, pullFrom } from "../utils/pull-stream";
-import { embeddingTexts, extractPrompt } from "../utils/prompt";
-import { countTokens, estimateUsage } from "../utils/tokens";
-import { ChunkRelay, type ChunkStream } from "./chunk-relay";
+import { completionPrompt, embeddingTexts, extractPrompt, responseInputText } from "../utils/prompt";
+import { countTokens, estimateUsage, responseUsage } from "../utils/tokens";
+import { CHAT_CHUNKS, ChunkRelay, type ChunkStream, TEXT_CHUNKS } from "./chunk-relay";
+import { ResponseRelay, type ResponseEventStream } from "./response-relay";
 import { type BaseCall, type RequestHooks, Resilience, type ResilienceSettings } from "./resilience";
 
 /** What the service needs from the request: the API hands it the request's context (middleware/request-context.ts). */
@@ -32,10 +43,10 @@ export interface InferenceSettings extends ResilienceSettings {
 }
 
 /** A stream whose first event is in hand: what a streamed "attempt" produces. */
-interface OpenedStream {
-  readonly events: PullStream<StreamEvent>;
+interface OpenedStream<E> {
+  readonly events: PullStream<E>;
   /** Undefined: the stream ended without any event. */
-  readonly first: StreamEvent | undefined;
+  readonly first: E | undefined;
   readonly series: BackendSeries;
   readonly started: number;
 }
@@ -93,7 +104,21 @@ export class InferenceService {
       (target, call) => this.completeOnce(target, call),
     );
     const result = answered.value;
-    const usage = result.usage ?? estimateUsage(prompt, result.message.content ?? "");
+    const first = { index: 0, message: result.message, finish_reason: result.finishReason, logprobs: null };
+    const choices =
+      result.more === undefined
+        ? [first]
+        : [
+            first,
+            ...result.more.map((choice, index) => ({
+              index: index + 1,
+              message: choice.message,
+              finish_reason: choice.finishReason,
+              logprobs: null,
+            })),
+          ];
+    const usage =
+      result.usage ?? estimateUsage(prompt, choices.map((choice) => choice.message.content ?? "").join(" "));
     this.seriesOf(answered.backend).countTokens(usage);
     options.onUsage?.(usage);
     return {
@@ -102,7 +127,7 @@ export class InferenceService {
       created: Math.floor(Date.now() / 1000),
       model: request.model ?? backend.name,
       backend: answered.backend.name,
-      choices: [{ index: 0, message: result.message, finish_reason: result.finishReason, logprobs: null }],
+      choices,
       usage,
     };
   }
@@ -119,16 +144,121 @@ export class InferenceService {
       baseCall(request, prompt, options),
       options,
       "start",
-      (target, call) => this.openOnce(target, call),
+      (target, call) => this.openOnce(target, call, streamVia),
     );
-    const includeUsage = (request.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
     return new ChunkRelay({
       ...answered.value,
       backend: answered.backend,
       model: request.model ?? backend.name,
       prompt,
       options,
-      includeUsage,
+      includeUsage: includesUsage(request),
+      settle: answered.settle,
+      shape: CHAT_CHUNKS,
+      choices: request.n ?? 1,
+    });
+  }
+
+  /** `POST /v1/completions`: routed, allowed and guarded as chat is; `n` choices, usage counted. */
+  async completeText(request: CompletionsRequest, options: CallOptions): Promise<TextCompletion> {
+    const backend = this.routeAllowed(request, options);
+    if (backend.completeText === undefined) throw new UnsupportedEndpointError(backend.name, "completions");
+    const prompt = completionPrompt(request.prompt);
+    const answered = await this.resilience.call(
+      backend,
+      { request, prompt, requestId: options.requestId, signal: options.signal, hops: options.hops ?? 0 },
+      options,
+      "complete",
+      (target, call) => this.timed(target, call, completeTextVia),
+    );
+    const result = answered.value;
+    const choices = result.choices.map((choice, index) => ({
+      text: choice.text,
+      index,
+      logprobs: choice.logprobs,
+      finish_reason: choice.finishReason,
+    }));
+    const usage = result.usage ?? estimateUsage(prompt, choices.map((choice) => choice.text).join(" "));
+    this.seriesOf(answered.backend).countTokens(usage, "completions");
+    options.onUsage?.(usage);
+    return {
+      id: randomUUID(),
+      object: "text_completion",
+      created: Math.floor(Date.now() / 1000),
+      model: request.model ?? backend.name,
+      backend: answered.backend.name,
+      choices,
+      usage,
+    };
+  }
+
+  /** As completeText, streamed as `text_completion` chunks with chat's integrity rules (see ChunkRelay). */
+  async openTextStream(request: CompletionsRequest, options: CallOptions): Promise<ChunkStream<TextCompletionChunk>> {
+    const backend = this.routeAllowed(request, options);
+    if (backend.streamText === undefined) throw new UnsupportedEndpointError(backend.name, "completions");
+    options.onStream?.();
+    const prompt = completionPrompt(request.prompt);
+    const answered = await this.resilience.call(
+      backend,
+      { request, prompt, requestId: options.requestId, signal: options.signal, hops: options.hops ?? 0 },
+      options,
+      "start",
+      (target, call) => this.openOnce(target, call, streamTextVia),
+    );
+    return new ChunkRelay<TextCompletionChunk>({
+      ...answered.value,
+      backend: answered.backend,
+      model: request.model ?? backend.name,
+      prompt,
+      options,
+      includeUsage: includesUsage(request),
+      settle: answered.settle,
+      shape: TEXT_CHUNKS,
+      choices: request.n ?? 1,
+    });
+  }
+
+  /**
+   * `POST /v1/responses`, whole: the upstream's Response passed through (its id kept, so a later
+   * `previous_response_id` still refers to it), with `model` as asked and `backend` added.
+   */
+  async respond(request: ResponsesRequest, options: CallOptions): Promise<ResponseObject> {
+    const backend = this.routeAllowed(request, options);
+    if (backend.respond === undefined) throw new UnsupportedEndpointError(backend.name, "responses");
+    const prompt = responseInputText(request.input);
+    const answered = await this.resilience.call(
+      backend,
+      { request, prompt, requestId: options.requestId, signal: options.signal, hops: options.hops ?? 0 },
+      options,
+      "complete",
+      (target, call) => this.timed(target, call, respondVia),
+    );
+    const result = answered.value;
+    const usage = responseUsage(result.usage) ?? estimateUsage(prompt, outputText(result));
+    this.seriesOf(answered.backend).countTokens(usage, "responses");
+    options.onUsage?.(usage);
+    return { ...result, model: request.model ?? backend.name, backend: answered.backend.name };
+  }
+
+  /** As respond, streamed: the upstream's typed events, relayed as they come (see ResponseRelay). */
+  async openResponseStream(request: ResponsesRequest, options: CallOptions): Promise<ResponseEventStream> {
+    const backend = this.routeAllowed(request, options);
+    if (backend.streamResponse === undefined) throw new UnsupportedEndpointError(backend.name, "responses");
+    options.onStream?.();
+    const prompt = responseInputText(request.input);
+    const answered = await this.resilience.call(
+      backend,
+      { request, prompt, requestId: options.requestId, signal: options.signal, hops: options.hops ?? 0 },
+      options,
+      "start",
+      (target, call) => this.openOnce(target, call, streamResponseVia),
+    );
+    return new ResponseRelay({
+      ...answered.value,
+      backend: answered.backend,
+      model: request.model ?? backend.name,
+      prompt,
+      options,
       settle: answered.settle,
     });
   }
@@ -190,11 +320,15 @@ export class InferenceService {
   }
 
   /** One try at a stream: done once its first event arrives. The call stays open (in flight) for relay. */
-  private async openOnce(backend: Backend, call: BackendCall): Promise<OpenedStream> {
+  private async openOnce<C, E>(
+    backend: Backend,
+    call: C,
+    open: (backend: Backend, call: C) => AsyncIterable<E>,
+  ): Promise<OpenedStream<E>> {
     const series = this.seriesOf(backend);
     const started = performance.now();
     series.callStarted();
-    const events = pullFrom(backend.stream(call));
+    const events = pullFrom(open(backend, call));
     try {
       return { events, first: await firstEvent(events), series, started };
     } catch (error) {
@@ -218,13 +352,54 @@ export class InferenceService {
 
 const completeVia = (backend: Backend, call: BackendCall): Promise<BackendResult> => backend.complete(call);
 
+const streamVia = (backend: Backend, call: BackendCall): AsyncIterable<StreamEvent> => backend.stream(call);
+
+async function completeTextVia(backend: Backend, call: BackendCall<CompletionsRequest>): Promise<TextResult> {
+  if (backend.completeText === undefined) throw new UnsupportedEndpointError(backend.name, "completions");
+  return backend.completeText(call);
+}
+
+function streamTextVia(backend: Backend, call: BackendCall<CompletionsRequest>): AsyncIterable<StreamEvent> {
+  if (backend.streamText === undefined) throw new UnsupportedEndpointError(backend.name, "completions");
+  return backend.streamText(call);
+}
+
+async function respondVia(backend: Backend, call: BackendCall<ResponsesRequest>): Promise<ResponseResult> {
+  if (backend.respond === undefined) throw new UnsupportedEndpointError(backend.name, "responses");
+  return backend.respond(call);
+}
+
+function streamResponseVia(backend: Backend, call: BackendCall<ResponsesRequest>): AsyncIterable<ResponseEvent> {
+  if (backend.streamResponse === undefined) throw new UnsupportedEndpointError(backend.name, "responses");
+  return backend.streamResponse(call);
+}
+
+/** Whether the client asked for a usage chunk at the end of its stream. */
+function includesUsage(request: { readonly [field: string]: unknown }): boolean {
+  return (request.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
+}
+
+/** The `output_text` of a Response's message items, for the estimate when it reports no usage. */
+function outputText(response: ResponseResult): string {
+  const texts: string[] = [];
+  const output = response.output;
+  for (const item of Array.isArray(output) ? (output as unknown[]) : []) {
+    const content = typeof item === "object" && item !== null ? (item as Record<string, unknown>).content : undefined;
+    for (const part of Array.isArray(content) ? (content as unknown[]) : []) {
+      const text = typeof part === "object" && part !== null ? (part as Record<string, unknown>).text : undefined;
+      if (typeof text === "string") texts.push(text);
+    }
+  }
+  return texts.join(" ");
+}
+
 async function embedVia(backend: Backend, call: BackendCall<EmbeddingsRequest>): Promise<EmbeddingsResult> {
   if (backend.embed === undefined) throw new UnsupportedEndpointError(backend.name, "embeddings");
   return backend.embed(call);
 }
 
 /** The stream's first event, taken; undefined if it ended with none. Throws what broke it first. */
-async function firstEvent(events: PullStream<StreamEvent>): Promise<StreamEvent | undefined> {
+async function firstEvent<E>(events: PullStream<E>): Promise<E | undefined> {
   // Each turn waits for the backend to report something new.
   for (;;) {
     const event = events.take();

@@ -55,3 +55,11 @@ export function parseUsage(value: unknown): Usage | undefined {
 function isCount(value: unknown): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= 0;
 }
+
+/** A Responses API `usage` (`input_tokens`, `output_tokens`) as the gateway counts it; undefined if malformed. */
+export function responseUsage(value: unknown): Usage | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  const { input_tokens: input, output_tokens: output, total_tokens: total } = value as Record<string, unknown>;
+  if (!isCount(input) || !isCount(output)) return undefined;
+  return { prompt_tokens: input, completion_tokens: output, total_tokens: isCount(total) ? total : input + output };
+}

@@ -65,7 +65,7 @@ describe("InferenceService.complete", () => {
       options,
     );
     expect(completion.usage).toEqual(usage);
-    expect(completion.choices[0].finish_reason).toBe("length");
+    expect(completion.choices[0]?.finish_reason).toBe("length");
   });
 
   it("hands the backend the prompt, request id and abort signal", async () => {

@@ -3,7 +3,7 @@ import { contextOf } from "../../middleware/request-context";
 import type { ChatCompletionRequest } from "../../schemas/chat";
 import { methodNotAllowed } from "../method-not-allowed";
 import { rejectInvalid } from "./chat-request";
-import { sendEventStream } from "./event-stream";
+import { ChunkLines, sendEventStream } from "./event-stream";
 import { inferenceChecks, type InferenceRouteDeps, sendJson } from "./inference-route";
 
 export function createChatCompletionsRouter(deps: InferenceRouteDeps): Router {
@@ -16,7 +16,7 @@ export function createChatCompletionsRouter(deps: InferenceRouteDeps): Router {
       const request = req.body as ChatCompletionRequest;
       const context = contextOf(res);
       if (request.stream === true) {
-        sendEventStream(res, await deps.inference.openChatStream(request, context), context);
+        sendEventStream(res, await deps.inference.openChatStream(request, context), context, new ChunkLines());
       } else {
         sendJson(res, await deps.inference.completeChat(request, context));
       }

@@ -1,5 +1,6 @@
 import type { NextFunction, Request, Response } from "express";
 import { InvalidRequestError } from "../../errors";
+import { MAX_CHOICES } from "../../schemas/chat";
 
 const ROLES = ["system", "developer", "user", "assistant", "tool", "function"];
 const KNOWN_ROLES = new Set(ROLES);
@@ -49,7 +50,7 @@ function contentProblem(message: Record<string, unknown>, path: string): string 
   return undefined;
 }
 
-function numberProblem(
+export function numberProblem(
   body: Record<string, unknown>,
   field: string,
   min: number,
@@ -104,6 +105,18 @@ export function checkChatRequest(body: unknown): InvalidRequestError | undefined
     const problem = message === undefined ? undefined : contentProblem(message, `messages[${index}].content`);
     if (problem !== undefined) return new InvalidRequestError(problem, `messages[${index}].content`);
   }
+  return (
+    streamProblem(body) ??
+    numberProblem(body, "n", 1, MAX_CHOICES, true) ??
+    numberProblem(body, "temperature", 0, 2) ??
+    numberProblem(body, "top_p", 0, 1) ??
+    numberProblem(body, "max_tokens", 1, 10_000_000, true) ??
+    numberProblem(body, "max_completion_tokens", 1, 10_000_000, true)
+  );
+}
+
+/** `stream` and `stream_options.include_usage`, when present: booleans (the gateway acts on both). */
+export function streamProblem(body: Record<string, unknown>): InvalidRequestError | undefined {
   const stream = body.stream;
   if (stream !== undefined && stream !== null && typeof stream !== "boolean")
     return new InvalidRequestError("stream must be a boolean", "stream");
@@ -115,14 +128,7 @@ export function checkChatRequest(body: unknown): InvalidRequestError | undefined
       return new InvalidRequestError("stream_options.include_usage must be a boolean", "stream_options.include_usage");
     }
   }
-  if (body.n !== undefined && body.n !== null && body.n !== 1)
-    return new InvalidRequestError("n must be 1: the gateway returns one choice", "n");
-  return (
-    numberProblem(body, "temperature", 0, 2) ??
-    numberProblem(body, "top_p", 0, 1) ??
-    numberProblem(body, "max_tokens", 1, 10_000_000, true) ??
-    numberProblem(body, "max_completion_tokens", 1, 10_000_000, true)
-  );
+  return undefined;
 }
 
 /** Turns the first failed check into a 400 that names the field, as OpenAI's `param` does. */

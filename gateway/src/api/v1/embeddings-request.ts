@@ -7,8 +7,22 @@ export const MAX_EMBEDDING_INPUTS = 2048;
 /** Far past any model's dimension count; the echo backend builds vectors this long. */
 export const MAX_DIMENSIONS = 16_384;
 
-const INPUT_SHAPE =
-  "input must be a string, an array of strings, an array of token ids, or an array of token id arrays";
+/**
+ * A text input field (embeddings' `input`, completions' `prompt`): required; a string, or 1 to
+ * MAX_EMBEDDING_INPUTS strings, token ids, or token id arrays.
+ */
+export function textInputProblem(body: Record<string, unknown>, field: string): InvalidRequestError | undefined {
+  const input = body[field];
+  if (input === undefined || input === null) return new InvalidRequestError(`${field} is required`, field);
+  if (typeof input === "string") return undefined;
+  const shape = `${field} must be a string, an array of strings, an array of token ids, or an array of token id arrays`;
+  if (!Array.isArray(input) || input.length === 0) return new InvalidRequestError(shape, field);
+  if (input.length > MAX_EMBEDDING_INPUTS)
+    return new InvalidRequestError(`${field} must have at most ${MAX_EMBEDDING_INPUTS} items`, field);
+  const allStrings = input.every((item) => typeof item === "string");
+  if (!allStrings && !isTokenIds(input) && !input.every(isTokenIds)) return new InvalidRequestError(shape, field);
+  return undefined;
+}
 
 function isTokenIds(value: unknown): value is number[] {
   return Array.isArray(value) && value.length > 0 && value.every((item) => Number.isInteger(item) && item >= 0);
@@ -22,17 +36,8 @@ export function checkEmbeddingsRequest(body: unknown): InvalidRequestError | und
   if (!isObject(body)) return new InvalidRequestError("The request body must be a JSON object", null);
   const modelProblem = checkModel(body);
   if (modelProblem !== undefined) return modelProblem;
-  const input = body.input;
-  if (input === undefined || input === null) return new InvalidRequestError("input is required", "input");
-  if (typeof input !== "string") {
-    if (!Array.isArray(input) || input.length === 0) return new InvalidRequestError(INPUT_SHAPE, "input");
-    if (input.length > MAX_EMBEDDING_INPUTS)
-      return new InvalidRequestError(`input must have at most ${MAX_EMBEDDING_INPUTS} items`, "input");
-    const allStrings = input.every((item) => typeof item === "string");
-    const tokenIds = isTokenIds(input);
-    const tokenArrays = input.every(isTokenIds);
-    if (!allStrings && !tokenIds && !tokenArrays) return new InvalidRequestError(INPUT_SHAPE, "input");
-  }
+  const inputProblem = textInputProblem(body, "input");
+  if (inputProblem !== undefined) return inputProblem;
   const format = body.encoding_format;
   if (format !== undefined && format !== null && format !== "float" && format !== "base64")
     return new InvalidRequestError("encoding_format must be float or base64", "encoding_format");

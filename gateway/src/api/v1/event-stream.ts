@@ -2,13 +2,24 @@ import type { Response } from "express";
 import { ClientClosedError, type GatewayError, InternalError } from "../../errors";
 import { errorBody, toGatewayError } from "../../middleware/error-handler";
 import type { RequestContext } from "../../middleware/request-context";
-import type { ChatCompletionChunk } from "../../schemas/chat";
+import type { ResponseEvent } from "../../schemas/responses";
+import type { StreamChunk } from "../../services/chunk-relay";
 import type { PullStream } from "../../utils/pull-stream";
 
+/** How one endpoint's stream is written: each item's event, the in-band error, the last words. */
+export interface EventLines<T> {
+  line(item: T): string;
+  /** The event that reports a failure after the 200 went out, from the error's OpenAI body. */
+  failure(error: ReturnType<typeof errorBody>): string;
+  /** Written at the end, however the stream ended. */
+  readonly end: string;
+}
+
 /**
- * Sends chunks as server-sent events, each flushed as it is made, and always ends with `data: [DONE]`.
- * A failure after the 200 went out cannot change the status, so it is sent in-band as an `{"error": …}`
- * event before `[DONE]`: OpenAI's SDK raises on that, where a stream that just stopped would pass as success.
+ * Sends a stream's items as server-sent events, each flushed as it is made, and always ends with `lines.end`
+ * (chat and text completions: `data: [DONE]`). A failure after the 200 went out cannot change the status,
+ * so it is sent in-band (`lines.failure`: an `{"error": …}` event, or the Responses API's `error` event)
+ * before the end: OpenAI's SDK raises on that, where a stream that just stopped would pass as success.
  *
  * Driven by the stream's listener, not by awaiting it: each arrival runs `pump` from the producer's own call
  * (for the http backend, undici's data callback), which writes every chunk there is. No promise per chunk:
@@ -16,7 +27,12 @@ import type { PullStream } from "../../utils/pull-stream";
  * relay's garbage. Returns once the headers are out: nothing waits on the stream (a handler awaiting it kept
  * Express's routing closures alive for the stream's whole life, about a kilobyte per open stream).
  */
-export function sendEventStream(res: Response, chunks: PullStream<ChatCompletionChunk>, context: RequestContext): void {
+export function sendEventStream<T>(
+  res: Response,
+  chunks: PullStream<T>,
+  context: RequestContext,
+  lines: EventLines<T>,
+): void {
   res.status(200).set({
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache",
@@ -28,16 +44,15 @@ export function sendEventStream(res: Response, chunks: PullStream<ChatCompletion
   let blocked = false;
   let pumping = false;
   let again = false;
-  const lines = new ChunkLines();
   const finish = (failure?: unknown) => {
     over = true;
     chunks.listen(undefined);
     res.off("drain", onDrain);
     res.off("close", onClose);
-    if (failure !== undefined) sendFailure(res, failure, context);
+    if (failure !== undefined) sendFailure(res, failure, context, lines);
     // Whatever ended the writing, the backend is released (a no-op once the stream is over).
     chunks.close();
-    if (!res.destroyed) res.end("data: [DONE]\n\n");
+    if (!res.destroyed) res.end(lines.end);
   };
   const onDrain = () => {
     blocked = false;
@@ -92,11 +107,12 @@ export function sendEventStream(res: Response, chunks: PullStream<ChatCompletion
  * its id, object, created, model and backend: they are serialised once per stream, and each chunk adds only
  * its choices (and usage), in the key order ChunkRelay makes them in.
  */
-export class ChunkLines {
+export class ChunkLines implements EventLines<StreamChunk> {
+  readonly end = "data: [DONE]\n\n";
   private id: string | undefined;
   private head = "";
 
-  line(chunk: ChatCompletionChunk): string {
+  line(chunk: StreamChunk): string {
     if (chunk.id !== this.id) {
       this.id = chunk.id;
       const { id, object, created, model, backend } = chunk;
@@ -105,9 +121,34 @@ export class ChunkLines {
     const usage = chunk.usage === undefined ? "" : `,"usage":${JSON.stringify(chunk.usage)}`;
     return `${this.head}${JSON.stringify(chunk.choices)}${usage}}\n\n`;
   }
+
+  failure(error: ReturnType<typeof errorBody>): string {
+    return `data: ${JSON.stringify(error)}\n\n`;
+  }
 }
 
-function sendFailure(res: Response, error: unknown, context: RequestContext): void {
+/**
+ * A Responses API stream's lines: each event under its own `event:` name, no `[DONE]`. A failure is the
+ * API's `error` event (flat: code, message, param), numbered after the last event relayed, which the
+ * official SDK raises as an APIError.
+ */
+export class ResponseEventLines implements EventLines<ResponseEvent> {
+  readonly end = "";
+  private sequence = -1;
+
+  line(event: ResponseEvent): string {
+    if (typeof event.sequence_number === "number") this.sequence = event.sequence_number;
+    return `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
+  }
+
+  failure({ error }: ReturnType<typeof errorBody>): string {
+    const { code, message, param } = error;
+    const event = { type: "error", code, message, param, sequence_number: this.sequence + 1 };
+    return `event: error\ndata: ${JSON.stringify(event)}\n\n`;
+  }
+}
+
+function sendFailure<T>(res: Response, error: unknown, context: RequestContext, lines: EventLines<T>): void {
   const failure: GatewayError = toGatewayError(error) ?? new InternalError();
   if (failure instanceof ClientClosedError || res.destroyed) return;
   if (failure instanceof InternalError)
@@ -116,5 +157,5 @@ function sendFailure(res: Response, error: unknown, context: RequestContext): vo
     });
   else context.logger.warn("stream interrupted", { code: failure.code, error: failure.message });
   context.failedStatus = failure.status;
-  res.write(`data: ${JSON.stringify(errorBody(failure))}\n\n`);
+  res.write(lines.failure(errorBody(failure)));
 }

@@ -14,14 +14,34 @@ import { parseRetryAfter, retryAfterHeader } from "../../utils/retry-after";
 import { PullQueue } from "../../utils/pull-stream";
 import { EventTooLargeError } from "../../utils/sse";
 import type { TargetPool } from "../../balancing/pool";
+import type { CompletionsRequest } from "../../schemas/completions";
 import type { EmbeddingsRequest } from "../../schemas/embeddings";
-import type { Backend, BackendCall, BackendContext, BackendResult, EmbeddingsResult, StreamEvent } from "../backend";
+import type { ResponseEvent, ResponsesRequest } from "../../schemas/responses";
+import type {
+  Backend,
+  BackendCall,
+  BackendContext,
+  BackendResult,
+  EmbeddingsResult,
+  ResponseResult,
+  StreamEvent,
+  TextResult,
+} from "../backend";
 import type { ResponseBudget } from "../response-budget";
 import type { HttpBackendOptions } from "./factory";
 import { type Upstream, Upstreams } from "./upstreams";
 import { type EventSink, StreamExchange } from "./stream-exchange";
 import { AnswerAllowance, readWhole, type WholeAnswer } from "./whole-answer";
-import { parseAnswer, parseEmbeddings, parseStreamEvent, quoteUpstreamError } from "./wire";
+import {
+  parseAnswer,
+  parseEmbeddings,
+  parseResponse,
+  parseResponseEvent,
+  parseStreamEvent,
+  parseTextAnswer,
+  parseTextStreamEvent,
+  quoteUpstreamError,
+} from "./wire";
 
 /** Forwards to an OpenAI-compatible `/v1/chat/completions` (llama.cpp, vLLM, OpenAI, another gateway). */
 export class HttpBackend implements Backend {
@@ -57,14 +77,29 @@ export class HttpBackend implements Backend {
   /** `{base}/embeddings` with the client's body (the configured `model` in place of the client's). */
   embed(call: BackendCall<EmbeddingsRequest>): Promise<EmbeddingsResult> {
     const upstream = this.upstreams.of(call.target);
-    const payload: Record<string, unknown> = { ...call.request };
-    if (this.options.model !== undefined) payload.model = this.options.model;
-    return this.exchange(upstream, call, `${upstream.spec.basePath}/embeddings`, payload, this.readEmbeddings);
+    const path = `${upstream.spec.basePath}/embeddings`;
+    return this.exchange(upstream, call, path, this.payload(call, false), this.readEmbeddings);
+  }
+
+  /** `{base}/completions`, the legacy text completions. */
+  completeText(call: BackendCall<CompletionsRequest>): Promise<TextResult> {
+    const upstream = this.upstreams.of(call.target);
+    const path = `${upstream.spec.basePath}/completions`;
+    return this.exchange(upstream, call, path, this.payload(call, false), this.readText);
+  }
+
+  /** `{base}/responses`: the upstream's Response object, passed through. */
+  respond(call: BackendCall<ResponsesRequest>): Promise<ResponseResult> {
+    const upstream = this.upstreams.of(call.target);
+    const path = `${upstream.spec.basePath}/responses`;
+    return this.exchange(upstream, call, path, this.payload(call, false), this.readResponse);
   }
 
   /** Made once: a call passes them on instead of making a closure per request. */
   private readonly readChat = (text: string): BackendResult => parseAnswer(text, this.name);
   private readonly readEmbeddings = (text: string): EmbeddingsResult => parseEmbeddings(text, this.name);
+  private readonly readText = (text: string): TextResult => parseTextAnswer(text, this.name);
+  private readonly readResponse = (text: string): ResponseResult => parseResponse(text, this.name);
 
   /**
    * One request whose answer is read whole, within the call's deadline and for as long as the client stays:
@@ -104,20 +139,45 @@ export class HttpBackend implements Backend {
     return read(answer.text);
   }
 
+  /** A streamed chat answer: see `events`. */
+  stream(call: BackendCall): PullQueue<StreamEvent> {
+    const upstream = this.upstreams.of(call.target);
+    return this.events(upstream, call, upstream.spec.path, this.payload(call, true), CHAT_STREAM);
+  }
+
+  /** A streamed text completion from `{base}/completions`: see `events`. */
+  streamText(call: BackendCall<CompletionsRequest>): PullQueue<StreamEvent> {
+    const upstream = this.upstreams.of(call.target);
+    const path = `${upstream.spec.basePath}/completions`;
+    return this.events(upstream, call, path, this.payload(call, true), TEXT_STREAM);
+  }
+
+  /** A streamed Response from `{base}/responses`, its typed events as they come: see `events`. */
+  streamResponse(call: BackendCall<ResponsesRequest>): PullQueue<ResponseEvent> {
+    const upstream = this.upstreams.of(call.target);
+    const path = `${upstream.spec.basePath}/responses`;
+    return this.events(upstream, call, path, this.payload(call, true, false), RESPONSE_STREAM);
+  }
+
   /**
    * The upstream's events as they arrive, in a PullQueue the relay takes them from: each upstream read is
    * parsed and queued in undici's data callback, with no promise per event. `timeout` bounds the wait for
    * the stream to start (its first event); from then on `idle_timeout` bounds each silence between events, so
    * a long answer that keeps flowing is never cut off, while one that stalls is.
    */
-  stream(call: BackendCall): PullQueue<StreamEvent> {
-    const upstream = this.upstreams.of(call.target);
+  private events<E>(
+    upstream: Upstream,
+    call: BackendCall<unknown>,
+    path: string,
+    payload: Record<string, unknown>,
+    format: StreamFormat<E>,
+  ): PullQueue<E> {
     const apiKey = upstream.spec.apiKey;
     const stop = new AbortController();
     /** `[DONE]` came: the exchange reads the rest of the body to keep the connection, and is left to it. */
     let finished = false;
     // Leaving early (the client gone, or the relay gave up) closes the upstream request now, not when it ends.
-    const events = new PullQueue<StreamEvent>(() => {
+    const events = new PullQueue<E>(() => {
       if (!finished) stop.abort();
     });
     let expired: "start" | "idle" | undefined;
@@ -151,7 +211,7 @@ export class HttpBackend implements Backend {
     let options: Dispatcher.DispatchOptions;
     try {
       // As in complete(): a payload that cannot be serialised is not a transport failure.
-      options = this.requestOptions(upstream, call, upstream.spec.path, this.payload(call, true));
+      options = this.requestOptions(upstream, call, path, payload);
     } catch (error) {
       over(error);
       return events;
@@ -183,9 +243,9 @@ export class HttpBackend implements Backend {
           over();
           return true;
         }
-        let parsed: StreamEvent | undefined;
+        let parsed: E | undefined;
         try {
-          parsed = parseStreamEvent(event.event, event.data, this.name, apiKey);
+          parsed = format.parse(event.event, event.data, this.name, apiKey);
         } catch (error) {
           // The failure first: aborting the exchange reports its own (a lost connection) to this sink.
           over(error);
@@ -200,7 +260,9 @@ export class HttpBackend implements Backend {
         });
         return false;
       },
-      end: () => over(new UpstreamStreamError(this.name, "the stream ended before [DONE]")),
+      // A Responses stream has no `[DONE]`: its relay judges whether it ended on a final event.
+      end: () =>
+        over(format.endsWithDone ? new UpstreamStreamError(this.name, "the stream ended before [DONE]") : undefined),
       fail: (error) => over(broken(error)),
     };
 
@@ -226,13 +288,9 @@ export class HttpBackend implements Backend {
       } catch (error) {
         throw this.transportError(error, call.signal, expired !== undefined);
       }
-      const answer = parseAnswer(text, this.name);
+      const whole = format.whole(text, this.name);
       finished = true;
-      events.push({
-        delta: { ...answer.message },
-        finishReason: answer.finishReason,
-        ...(answer.usage === undefined ? {} : { usage: answer.usage }),
-      });
+      for (const event of whole) events.push(event);
       over();
     };
     start().catch((error: unknown) => {
@@ -253,11 +311,20 @@ export class HttpBackend implements Backend {
     return call.deadline === undefined ? this.timeoutMs : Math.max(0, Math.ceil(call.deadline - performance.now()));
   }
 
-  private payload(call: BackendCall, stream: boolean): Record<string, unknown> {
+  /**
+   * The client's body with the configured `model` in place of the client's; streamed, asking for usage
+   * unless `askUsage` is false (the Responses API reports it in its final event, and has no stream_options).
+   */
+  private payload(
+    call: BackendCall<{ readonly [field: string]: unknown }>,
+    stream: boolean,
+    askUsage = true,
+  ): Record<string, unknown> {
     const payload: Record<string, unknown> = { ...call.request };
     if (this.options.model !== undefined) payload.model = this.options.model;
     if (stream) {
       payload.stream = true;
+      if (!askUsage) return payload;
       // Always ask for usage: the gateway counts tokens per backend even when the client did not ask.
       payload.stream_options = {
         ...(typeof call.request.stream_options === "object" ? call.request.stream_options : {}),
@@ -326,6 +393,57 @@ export class HttpBackend implements Backend {
     return new UpstreamClientError(this.name, status, message, passOn, retryAfterMs);
   }
 }
+
+/** How one endpoint's stream is read: its events, and an answer sent whole although a stream was asked for. */
+interface StreamFormat<E> {
+  parse(type: string | undefined, data: string, backend: string, apiKey: string | undefined): E | undefined;
+  /** Some servers ignore `stream: true` and answer in one piece: that answer as the events it stands for. */
+  whole(text: string, backend: string): readonly E[];
+  /** Whether the stream must end with `data: [DONE]` (an end without it is a cut). */
+  readonly endsWithDone: boolean;
+}
+
+const CHAT_STREAM: StreamFormat<StreamEvent> = {
+  parse: parseStreamEvent,
+  whole: (text, backend) => {
+    const answer = parseAnswer(text, backend);
+    const first = { delta: { ...answer.message }, finishReason: answer.finishReason };
+    const also = answer.more?.map((choice, index) => ({
+      delta: { ...choice.message },
+      finishReason: choice.finishReason,
+      index: index + 1,
+    }));
+    return [{ ...first, usage: answer.usage, also }];
+  },
+  endsWithDone: true,
+};
+
+const TEXT_STREAM: StreamFormat<StreamEvent> = {
+  parse: parseTextStreamEvent,
+  whole: (text, backend) => {
+    const answer = parseTextAnswer(text, backend);
+    const [first, ...rest] = answer.choices.map((choice, index) => ({
+      delta: choice.logprobs === null ? { text: choice.text } : { text: choice.text, logprobs: choice.logprobs },
+      finishReason: choice.finishReason,
+      index,
+    }));
+    return first === undefined ? [] : [{ ...first, usage: answer.usage, also: rest }];
+  },
+  endsWithDone: true,
+};
+
+const RESPONSE_STREAM: StreamFormat<ResponseEvent> = {
+  parse: parseResponseEvent,
+  // The events a stream of that Response would have begun and ended with.
+  whole: (text, backend) => {
+    const response = parseResponse(text, backend);
+    return [
+      { type: "response.created", sequence_number: 0, response: { ...response, status: "in_progress", output: [] } },
+      { type: "response.completed", sequence_number: 1, response },
+    ];
+  },
+  endsWithDone: false,
+};
 
 function describeCause(error: unknown): string {
   if (error instanceof Error) {

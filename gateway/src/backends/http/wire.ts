@@ -1,9 +1,10 @@
 import { UpstreamInvalidResponseError, UpstreamStreamError } from "../../errors";
-import type { AssistantMessage } from "../../schemas/chat";
+import { type AssistantMessage, MAX_CHOICES } from "../../schemas/chat";
+import type { ResponseEvent } from "../../schemas/responses";
 import { jsonTextExceedsDepth, MAX_JSON_DEPTH } from "../../utils/json-depth";
 import { quoteRedacted } from "../../utils/redact";
 import { parseUsage } from "../../utils/tokens";
-import type { BackendResult, EmbeddingsResult, StreamEvent } from "../backend";
+import type { BackendResult, EmbeddingsResult, ResponseResult, StreamEvent, TextResult } from "../backend";
 
 /**
  * The OpenAI chat-completions wire format, read: pure functions from the upstream's text to what the gateway
@@ -48,42 +49,83 @@ function embeddingsUsage(value: unknown): EmbeddingsResult["usage"] {
   return { prompt_tokens: prompt, total_tokens: isCount(total) ? total : prompt };
 }
 
-/** A non-streamed answer's body. */
+/** A non-streamed chat answer's body: every choice (with `n` > 1, the ones after the first in `more`). */
 export function parseAnswer(text: string, backend: string): BackendResult {
   const body = parseBody(text, backend);
   const choice = firstChoice(body);
   if (choice === undefined) throw new UpstreamInvalidResponseError(backend, "no choices[0]");
+  const { message, finishReason } = readMessage(choice, 0, backend);
+  const fields = body as Record<string, unknown>;
+  const usage = parseUsage(fields.usage);
+  const choices = fields.choices as unknown[];
+  if (choices.length === 1) return usage === undefined ? { message, finishReason } : { message, finishReason, usage };
+  const more = choices.slice(1).map((other, index) => {
+    if (typeof other !== "object" || other === null)
+      throw new UpstreamInvalidResponseError(backend, `choices[${index + 1}] is not an object`);
+    return readMessage(other as Record<string, unknown>, index + 1, backend);
+  });
+  return usage === undefined ? { message, finishReason, more } : { message, finishReason, usage, more };
+}
+
+/** One choice's assistant message and finish reason; extra fields (tool_calls, refusal) pass through. */
+function readMessage(
+  choice: Record<string, unknown>,
+  index: number,
+  backend: string,
+): { message: AssistantMessage; finishReason: string } {
   const message = choice.message;
   if (typeof message !== "object" || message === null || Array.isArray(message)) {
-    throw new UpstreamInvalidResponseError(backend, "choices[0].message is missing");
+    throw new UpstreamInvalidResponseError(backend, `choices[${index}].message is missing`);
   }
   const content = (message as Record<string, unknown>).content;
   if (typeof content !== "string" && content !== null && content !== undefined) {
-    throw new UpstreamInvalidResponseError(backend, "choices[0].message.content is not a string");
+    throw new UpstreamInvalidResponseError(backend, `choices[${index}].message.content is not a string`);
   }
-  // Extra fields such as tool_calls or refusal pass through; role and content are normalised.
-  const assistant: AssistantMessage = {
-    ...(message as Record<string, unknown>),
-    role: "assistant",
-    content: content ?? null,
+  return {
+    message: { ...(message as Record<string, unknown>), role: "assistant", content: content ?? null },
+    finishReason: finishReasonOf(choice) ?? "stop",
   };
-  const finishReason =
-    typeof choice.finish_reason === "string" && choice.finish_reason !== "" ? choice.finish_reason : "stop";
-  const usage = parseUsage((body as Record<string, unknown>).usage);
-  return usage === undefined ? { message: assistant, finishReason } : { message: assistant, finishReason, usage };
+}
+
+/** A legacy text completion's body: a `choices` array of objects with a string `text`. */
+export function parseTextAnswer(text: string, backend: string): TextResult {
+  const body = parseBody(text, backend);
+  const fields = (typeof body === "object" && body !== null ? body : {}) as Record<string, unknown>;
+  const given = fields.choices;
+  if (!Array.isArray(given) || given.length === 0) throw new UpstreamInvalidResponseError(backend, "no choices[0]");
+  const choices = given.map((choice: unknown, index) => {
+    if (typeof choice !== "object" || choice === null || Array.isArray(choice))
+      throw new UpstreamInvalidResponseError(backend, `choices[${index}] is not an object`);
+    const fields = choice as Record<string, unknown>;
+    const text = fields.text ?? "";
+    if (typeof text !== "string")
+      throw new UpstreamInvalidResponseError(backend, `choices[${index}].text is not a string`);
+    return { text, logprobs: fields.logprobs ?? null, finishReason: finishReasonOf(fields) ?? "stop" };
+  });
+  const usage = parseUsage(fields.usage);
+  return usage === undefined ? { choices } : { choices, usage };
+}
+
+/** A Responses API answer: any JSON object (it passes through; its `usage` is read by the service). */
+export function parseResponse(text: string, backend: string): ResponseResult {
+  const body = parseBody(text, backend);
+  if (typeof body !== "object" || body === null || Array.isArray(body))
+    throw new UpstreamInvalidResponseError(backend, "body is not a JSON object");
+  return body as ResponseResult;
 }
 
 /**
- * One server-sent event's `data` (of SSE type `type`) as the stream event it holds: a delta and/or finish
- * reason, and/or usage; undefined when it holds none of them. An error event fails the stream with the
- * upstream's message, quoted with `apiKey` redacted.
+ * A stream event's JSON object, checked: JSON, an object, not nested deeper than the gateway walks. An
+ * error event (by its SSE type, or an `error` field when `errorField`) fails the stream with the upstream's
+ * message, quoted with `apiKey` redacted.
  */
-export function parseStreamEvent(
+function eventObject(
   type: string | undefined,
   data: string,
   backend: string,
-  apiKey?: string,
-): StreamEvent | undefined {
+  apiKey: string | undefined,
+  errorField: boolean,
+): Record<string, unknown> {
   let body: unknown;
   try {
     body = JSON.parse(data);
@@ -96,25 +138,110 @@ export function parseStreamEvent(
   if (jsonTextExceedsDepth(data, MAX_JSON_DEPTH))
     throw new UpstreamInvalidResponseError(backend, `a stream event is nested more than ${MAX_JSON_DEPTH} levels deep`);
   const fields = body as Record<string, unknown>;
-  if (type === "error" || fields.error !== undefined)
+  if (type === "error" || (errorField && fields.error !== undefined) || fields.type === "error")
     throw new UpstreamStreamError(backend, quoteUpstreamError(data, 502, apiKey));
-  let delta: Record<string, unknown> | undefined;
-  let finishReason: string | undefined;
-  const choice = firstChoice(body);
-  if (choice !== undefined) {
-    const given = choice.delta;
-    if (given !== undefined && given !== null && (typeof given !== "object" || Array.isArray(given))) {
-      throw new UpstreamInvalidResponseError(backend, "choices[0].delta is not an object");
-    }
-    if (given !== undefined && given !== null && hasKeys(given)) delta = given as Record<string, unknown>;
-    if (typeof choice.finish_reason === "string" && choice.finish_reason !== "") finishReason = choice.finish_reason;
-  } else if (!Array.isArray(fields.choices)) {
-    throw new UpstreamInvalidResponseError(backend, "a stream event has no choices");
-  }
+  return fields;
+}
+
+/** What one choice of a streamed event adds: its delta, or undefined when it adds nothing. */
+type DeltaReader = (choice: Record<string, unknown>, index: number, backend: string) => StreamEvent["delta"];
+
+/**
+ * One server-sent event's `data` (of SSE type `type`) as the stream event it holds: a delta and/or finish
+ * reason, and/or usage; undefined when it holds none of them. An error event fails the stream with the
+ * upstream's message, quoted with `apiKey` redacted.
+ */
+export function parseStreamEvent(
+  type: string | undefined,
+  data: string,
+  backend: string,
+  apiKey?: string,
+): StreamEvent | undefined {
+  return choicesEvent(eventObject(type, data, backend, apiKey, true), backend, chatDelta);
+}
+
+/** As parseStreamEvent, for a legacy text completion's chunks: each choice's delta is `{text}` (and `logprobs`). */
+export function parseTextStreamEvent(
+  type: string | undefined,
+  data: string,
+  backend: string,
+  apiKey?: string,
+): StreamEvent | undefined {
+  return choicesEvent(eventObject(type, data, backend, apiKey, true), backend, textDelta);
+}
+
+/** One Responses API event: a JSON object with a non-empty string `type`, relayed as it came. */
+export function parseResponseEvent(
+  type: string | undefined,
+  data: string,
+  backend: string,
+  apiKey?: string,
+): ResponseEvent {
+  const fields = eventObject(type, data, backend, apiKey, false);
+  if (typeof fields.type !== "string" || fields.type === "")
+    throw new UpstreamInvalidResponseError(backend, "a stream event has no type");
+  return fields as ResponseEvent;
+}
+
+const chatDelta: DeltaReader = (choice, index, backend) => {
+  const given = choice.delta;
+  if (given === undefined || given === null) return undefined;
+  if (typeof given !== "object" || Array.isArray(given))
+    throw new UpstreamInvalidResponseError(backend, `choices[${index}].delta is not an object`);
+  return hasKeys(given) ? (given as Record<string, unknown>) : undefined;
+};
+
+const textDelta: DeltaReader = (choice, index, backend) => {
+  const text = choice.text ?? "";
+  if (typeof text !== "string")
+    throw new UpstreamInvalidResponseError(backend, `choices[${index}].text is not a string`);
+  const logprobs = choice.logprobs;
+  if (logprobs === undefined || logprobs === null) return text === "" ? undefined : { text };
+  return { text, logprobs };
+};
+
+/** The event a chunk's choices make: the first choice in the event itself, any others in `also`. */
+function choicesEvent(fields: Record<string, unknown>, backend: string, read: DeltaReader): StreamEvent | undefined {
+  const choices = fields.choices;
+  if (!Array.isArray(choices)) throw new UpstreamInvalidResponseError(backend, "a stream event has no choices");
   const usage = parseUsage(fields.usage);
-  if (delta === undefined && finishReason === undefined && usage === undefined) return undefined;
+  let delta: StreamEvent["delta"];
+  let finishReason: string | undefined;
+  let index: number | undefined;
+  let also: StreamEvent[] | undefined;
+  let found = false;
+  for (let position = 0; position < choices.length; position++) {
+    const choice: unknown = choices[position];
+    if (typeof choice !== "object" || choice === null) continue;
+    const fields = choice as Record<string, unknown>;
+    const added = read(fields, position, backend);
+    const finish = finishReasonOf(fields);
+    if (added === undefined && finish === undefined) continue;
+    const at = choiceIndex(fields.index, position, backend);
+    if (!found) {
+      found = true;
+      delta = added;
+      finishReason = finish;
+      index = at;
+    } else (also ??= []).push({ delta: added, finishReason: finish, index: at });
+  }
+  if (!found && usage === undefined) return undefined;
   // One shape for every event, absent fields undefined: no spread of a temporary object per event.
-  return { delta, finishReason, usage };
+  return { delta, finishReason, usage, index, also };
+}
+
+/** A choice's `index` (its position when absent); undefined for 0, the only one without `n`. */
+function choiceIndex(given: unknown, position: number, backend: string): number | undefined {
+  const index = given ?? position;
+  if (index === 0) return undefined;
+  if (typeof index !== "number" || !Number.isInteger(index) || index < 0 || index >= MAX_CHOICES)
+    throw new UpstreamInvalidResponseError(backend, `choices[${position}].index is not a choice index`);
+  return index;
+}
+
+function finishReasonOf(choice: Record<string, unknown>): string | undefined {
+  const reason = choice.finish_reason;
+  return typeof reason === "string" && reason !== "" ? reason : undefined;
 }
 
 /** Whether an object has an own enumerable key, without listing them all. */
