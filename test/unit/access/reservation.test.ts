@@ -42,4 +42,16 @@ describe("tokensToReserve: embeddings", () => {
       }),
     ).toBe(5);
   });
+
+  it("reserves the completion bound once per choice (n)", () => {
+    expect(tokensToReserve({ max_tokens: 10, n: 3, messages: [{ role: "user", content: "abcd" }] })).toBe(31);
+  });
+
+  it("counts a legacy completion's prompt and a Responses input, with max_output_tokens as the bound", () => {
+    expect(tokensToReserve({ max_tokens: 5, prompt: "x".repeat(8) })).toBe(7);
+    expect(tokensToReserve({ prompt: [[1, 2, 3], [4]] })).toBe(4);
+    expect(tokensToReserve({ max_output_tokens: 20, input: "x".repeat(12) })).toBe(23);
+    const items = [{ role: "user", content: [{ type: "input_text", text: "y".repeat(8) }] }];
+    expect(tokensToReserve({ max_output_tokens: 20, input: items })).toBe(22);
+  });
 });

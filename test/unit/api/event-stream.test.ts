@@ -1,5 +1,5 @@
 import { Registry } from "prom-client";
-import { ChunkLines } from "../../../gateway/src/api/v1/event-stream";
+import { ChunkLines, ResponseEventLines } from "../../../gateway/src/api/v1/event-stream";
 import type { StreamEvent } from "../../../gateway/src/backends/backend";
 import { createMetrics } from "../../../gateway/src/observability/metrics";
 import type { ChatCompletionChunk } from "../../../gateway/src/schemas/chat";
@@ -46,5 +46,30 @@ describe("ChunkLines", () => {
       if (chunk === undefined) throw new Error("no chunk");
       expect(lines.line(chunk)).toBe(`data: ${JSON.stringify(chunk)}\n\n`);
     }
+  });
+});
+
+describe("ResponseEventLines", () => {
+  it("writes each event under its own name, and no [DONE] at the end", () => {
+    const lines = new ResponseEventLines();
+    const event = { type: "response.output_text.delta", delta: "x", sequence_number: 4 };
+    expect(lines.line(event)).toBe(`event: response.output_text.delta\ndata: ${JSON.stringify(event)}\n\n`);
+    expect(lines.end).toBe("");
+  });
+
+  it("reports a failure as the API's flat error event, numbered after the last event", () => {
+    const lines = new ResponseEventLines();
+    lines.line({ type: "response.created", sequence_number: 0 });
+    lines.line({ type: "response.output_text.delta", delta: "x", sequence_number: 7 });
+    const error = { message: "cut", type: "upstream_error", param: null, code: "stream_interrupted" };
+    const written = lines.failure({ error });
+    expect(written.startsWith("event: error\ndata: ")).toBe(true);
+    expect(JSON.parse(written.slice("event: error\ndata: ".length))).toEqual({
+      type: "error",
+      code: "stream_interrupted",
+      message: "cut",
+      param: null,
+      sequence_number: 8,
+    });
   });
 });

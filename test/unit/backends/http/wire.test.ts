@@ -2,7 +2,11 @@ import {
   firstChoice,
   parseAnswer,
   parseEmbeddings,
+  parseResponse,
+  parseResponseEvent,
   parseStreamEvent,
+  parseTextAnswer,
+  parseTextStreamEvent,
   quoteUpstreamError,
   upstreamErrorMessage,
 } from "../../../../gateway/src/backends/http/wire";
@@ -239,5 +243,118 @@ describe("parseEmbeddings", () => {
   ])("refuses an answer %s", (_what, text, message) => {
     expect(() => parseEmbeddings(text, "remote")).toThrow(UpstreamInvalidResponseError);
     expect(() => parseEmbeddings(text, "remote")).toThrow(message);
+  });
+});
+
+describe("choices past the first (n > 1)", () => {
+  it("parseAnswer reads every choice, the ones after the first in `more`", () => {
+    const body = {
+      choices: [
+        { index: 0, message: { role: "assistant", content: "a" }, finish_reason: "stop" },
+        { index: 1, message: { role: "assistant", content: "b" }, finish_reason: "length" },
+      ],
+    };
+    const answer = parseAnswer(JSON.stringify(body), "b");
+    expect(answer.message.content).toBe("a");
+    expect(answer.more).toEqual([{ message: { role: "assistant", content: "b" }, finishReason: "length" }]);
+    const broken = { choices: [body.choices[0], { index: 1, message: "no" }] };
+    expect(thrown(() => parseAnswer(JSON.stringify(broken), "b"))).toMatchObject({
+      message: expect.stringContaining("choices[1].message is missing"),
+    });
+  });
+
+  it("parseStreamEvent keeps a choice's index, and carries further choices of one event in `also`", () => {
+    const one = parseStreamEvent(undefined, JSON.stringify({ choices: [{ index: 2, delta: { content: "x" } }] }), "b");
+    expect(one).toMatchObject({ delta: { content: "x" }, index: 2 });
+    const two = parseStreamEvent(
+      undefined,
+      JSON.stringify({
+        choices: [
+          { index: 0, delta: { content: "x" } },
+          { index: 1, finish_reason: "stop" },
+        ],
+      }),
+      "b",
+    );
+    expect(two?.index).toBeUndefined();
+    expect(two?.also).toEqual([{ delta: undefined, finishReason: "stop", index: 1 }]);
+  });
+
+  it.each([-1, 1.5, "1", 128])("refuses a choice index of %p", (index) => {
+    const data = JSON.stringify({ choices: [{ index, delta: { content: "x" } }] });
+    expect(thrown(() => parseStreamEvent(undefined, data, "b"))).toBeInstanceOf(UpstreamInvalidResponseError);
+  });
+});
+
+describe("text completions", () => {
+  it("parseTextAnswer reads every choice's text, logprobs and finish reason, and usage", () => {
+    const body = {
+      choices: [
+        { text: "a", index: 0, logprobs: null, finish_reason: "stop" },
+        { text: null, index: 1, logprobs: { tokens: ["b"] } },
+      ],
+      usage: { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 },
+    };
+    expect(parseTextAnswer(JSON.stringify(body), "b")).toEqual({
+      choices: [
+        { text: "a", logprobs: null, finishReason: "stop" },
+        { text: "", logprobs: { tokens: ["b"] }, finishReason: "stop" },
+      ],
+      usage: { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 },
+    });
+  });
+
+  it.each([
+    ["no choices", {}, "no choices[0]"],
+    ["a choice that is not an object", { choices: [3] }, "choices[0] is not an object"],
+    ["a text that is not a string", { choices: [{ text: 3 }] }, "choices[0].text is not a string"],
+  ])("parseTextAnswer refuses %s", (_what, body, message) => {
+    expect(thrown(() => parseTextAnswer(JSON.stringify(body), "b"))).toMatchObject({
+      message: expect.stringContaining(message),
+    });
+  });
+
+  it("parseTextStreamEvent makes each choice's delta {text} (with logprobs when sent)", () => {
+    const data = JSON.stringify({ choices: [{ text: "hi", index: 0, logprobs: null, finish_reason: null }] });
+    expect(parseTextStreamEvent(undefined, data, "b")).toMatchObject({ delta: { text: "hi" } });
+    const withLogprobs = JSON.stringify({ choices: [{ text: "", logprobs: { x: 1 }, finish_reason: "stop" }] });
+    expect(parseTextStreamEvent(undefined, withLogprobs, "b")).toMatchObject({
+      delta: { text: "", logprobs: { x: 1 } },
+      finishReason: "stop",
+    });
+    expect(parseTextStreamEvent(undefined, JSON.stringify({ choices: [{ text: "" }] }), "b")).toBeUndefined();
+    expect(
+      thrown(() => parseTextStreamEvent(undefined, JSON.stringify({ choices: [{ text: 1 }] }), "b")),
+    ).toBeInstanceOf(UpstreamInvalidResponseError);
+  });
+});
+
+describe("responses", () => {
+  it("parseResponse passes any JSON object through, and refuses anything else", () => {
+    expect(parseResponse('{"id":"resp_1","output":[]}', "b")).toEqual({ id: "resp_1", output: [] });
+    expect(thrown(() => parseResponse("[1]", "b"))).toBeInstanceOf(UpstreamInvalidResponseError);
+    expect(thrown(() => parseResponse("{", "b"))).toBeInstanceOf(UpstreamInvalidResponseError);
+  });
+
+  it("parseResponseEvent takes a JSON object with a type as it is", () => {
+    const data = '{"type":"response.output_text.delta","delta":"x","sequence_number":4}';
+    expect(parseResponseEvent("response.output_text.delta", data, "b")).toEqual(JSON.parse(data));
+  });
+
+  it.each([
+    ["not JSON", '{"type": "response.output_text.delta", "delta": '],
+    ["not an object", '["response.created"]'],
+    ["without a type", '{"delta":"x"}'],
+    ["with an empty type", '{"type":""}'],
+  ])("parseResponseEvent refuses an event %s", (_what, data) => {
+    expect(thrown(() => parseResponseEvent(undefined, data, "b"))).toBeInstanceOf(UpstreamInvalidResponseError);
+  });
+
+  it("parseResponseEvent fails the stream on an error event, its key redacted", () => {
+    const data = '{"type":"error","code":"x","message":"Incorrect API key provided: sk-secret","param":null}';
+    const error = thrown(() => parseResponseEvent("error", data, "b", "sk-secret"));
+    expect(error).toBeInstanceOf(UpstreamStreamError);
+    expect(String((error as Error).message)).not.toContain("sk-secret");
+    expect(String((error as Error).message)).toContain("Incorrect API key");
   });
 });
