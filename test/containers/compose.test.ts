@@ -9,7 +9,7 @@ import {
   type StartedDockerComposeEnvironment,
   Wait,
 } from "testcontainers";
-import { chat, CONTAINER_TEST_TIMEOUT_MS, freePort, REPO_ROOT, request, THREE_CURLS } from "./support";
+import { chat, CONTAINER_TEST_TIMEOUT_MS, freePort, HTTP_TIMEOUT_MS, REPO_ROOT, request, THREE_CURLS } from "./support";
 
 jest.setTimeout(CONTAINER_TEST_TIMEOUT_MS);
 
@@ -54,6 +54,36 @@ describe("docker compose up", () => {
     expect(answer.status).toBe(200);
     expect(answer.body).toMatchObject({ object: "list", backend: model, usage: { prompt_tokens: 2 } });
     expect(answer.body.data).toHaveLength(2);
+  });
+
+  it.each(["local", "remote"])("answers POST /v1/completions for %s on the published port", async (model) => {
+    const answer = await request(`${gatewayUrl}/v1/completions`, { body: { model, prompt: "Hello there", n: 2 } });
+    expect(answer.status).toBe(200);
+    const prefix = model === "local" ? "Echo" : "Remote";
+    expect(answer.body).toMatchObject({
+      object: "text_completion",
+      backend: model,
+      choices: [
+        { index: 0, text: `${prefix}: Hello there` },
+        { index: 1, text: `${prefix}: Hello there` },
+      ],
+    });
+  });
+
+  it.each(["local", "remote"])("answers POST /v1/responses for %s, whole and streamed", async (model) => {
+    const answer = await request(`${gatewayUrl}/v1/responses`, { body: { model, input: "Hello there" } });
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject({ object: "response", status: "completed", backend: model });
+    const streamed = await fetch(`${gatewayUrl}/v1/responses`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model, input: "Hello there", stream: true }),
+      signal: AbortSignal.timeout(HTTP_TIMEOUT_MS),
+    });
+    expect(streamed.status).toBe(200);
+    const events = (await streamed.text()).split("\n\n").filter((event) => event !== "");
+    expect(events[0]).toMatch(/^event: response.created\n/);
+    expect(events.at(-1)).toMatch(/^event: response.completed\n/);
   });
 
   it("serves /health and /ready on the published port", async () => {

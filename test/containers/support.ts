@@ -35,7 +35,7 @@ export function stackImage(service: string): string {
 export const CONTAINER_TEST_TIMEOUT_MS = 5 * 60 * 1000;
 
 /** Every HTTP call in these tests gives up after this, so a wedged container fails a test instead of hanging it. */
-const HTTP_TIMEOUT_MS = 30_000;
+export const HTTP_TIMEOUT_MS = 30_000;
 
 export interface Answer {
   readonly status: number;

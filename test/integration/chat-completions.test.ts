@@ -200,7 +200,7 @@ describe("bad input", () => {
       "max_tokens",
       "max_tokens must be an integer",
     ],
-    ["n other than 1", { n: 2, messages: userMessage("x") }, "n", "n must be 1"],
+    ["n past 128", { n: 129, messages: userMessage("x") }, "n", "n must be an integer from 1 to 128"],
     [
       "stream_options that is not an object",
       { stream: true, stream_options: "yes", messages: userMessage("x") },
@@ -293,7 +293,7 @@ describe("bad input", () => {
   });
 
   it("answers 404 for an unknown path", async () => {
-    const response = await fetch(`${gateway.url}/v1/completions`, { method: "POST" });
+    const response = await fetch(`${gateway.url}/v1/audio/speech`, { method: "POST" });
     expect(response.status).toBe(404);
     expectOpenAIError((await response.json()) as Record<string, unknown>, {
       type: "invalid_request_error",
