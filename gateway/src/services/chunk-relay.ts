@@ -2,11 +2,10 @@ import { randomUUID } from "node:crypto";
 import type { StreamEvent } from "../backends/backend";
 import { UpstreamInvalidResponseError } from "../errors";
 import type { Endpoint } from "../observability/metrics";
-import type { ChatCompletionChunk, Usage } from "../schemas/chat";
+import type { ChatCompletionChunk } from "../schemas/chat";
 import type { TextCompletionChunk } from "../schemas/completions";
-import { estimateUsage, TokenCounter } from "../utils/tokens";
-import { iterate, type PullStream } from "../utils/pull-stream";
-import { books, type RelayState } from "./relay-books";
+import type { PullStream } from "../utils/pull-stream";
+import { type RelayState, StreamRelay } from "./stream-relay";
 
 /** A chunk of either streamed completion: chat's (deltas) or a legacy text completion's (text). */
 export type StreamChunk = ChatCompletionChunk | TextCompletionChunk;
@@ -71,31 +70,29 @@ export interface ChunkRelayState extends RelayState<StreamEvent> {
  * counts as `stream_interrupted` and is thrown on for the writer to report in-band. Synchronous per event
  * (see utils/pull-stream.ts).
  */
-export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk> implements ChunkStream<C> {
+export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk>
+  extends StreamRelay<StreamEvent, C>
+  implements ChunkStream<C>
+{
   private readonly base: Omit<StreamChunk, "choices" | "usage">;
   /** Chunks made and not yet taken: a second choice of one event, and the closing ones made at the end. */
   private readonly pending: C[] = [];
-  private first: StreamEvent | undefined;
-  /** The completion's tokens as estimated so far (the text itself is not kept: it would grow with the stream). */
-  private readonly tokens = new TokenCounter();
-  private usage: Usage | undefined;
   /** Per choice: whether its first delta went out, whether its finish reason did. */
   private readonly opened: boolean[];
   private readonly finished: boolean[];
   private started = false;
-  private state: "relaying" | "ended" | "failed" | "closed" = "relaying";
-  private failure: unknown;
 
-  constructor(private readonly relay: ChunkRelayState) {
-    this.first = relay.first;
-    this.opened = new Array<boolean>(relay.choices).fill(false);
-    this.finished = new Array<boolean>(relay.choices).fill(false);
+  /** The same object as `relay`, with the chunk settings. */
+  constructor(private readonly setup: ChunkRelayState) {
+    super(setup);
+    this.opened = new Array<boolean>(setup.choices).fill(false);
+    this.finished = new Array<boolean>(setup.choices).fill(false);
     this.base = {
       id: randomUUID(),
-      object: relay.shape.object,
+      object: setup.shape.object,
       created: Math.floor(Date.now() / 1000),
-      model: relay.model,
-      backend: relay.backend.name,
+      model: setup.model,
+      backend: setup.backend.name,
     };
   }
 
@@ -106,16 +103,7 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk> implements 
     if (this.state !== "relaying") return undefined;
     // Each turn takes one backend event; one that makes no chunk (usage alone) is followed by the next.
     for (;;) {
-      let event = this.first;
-      this.first = undefined;
-      if (event === undefined) {
-        try {
-          event = this.relay.events.take();
-        } catch (error) {
-          this.broke(error);
-          throw error;
-        }
-      }
+      const event = this.next();
       if (event === undefined) {
         if (!this.relay.events.ended) return undefined;
         this.finish();
@@ -145,37 +133,22 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk> implements 
     return this.state === "ended" && this.pending.length === 0;
   }
 
-  wait(): Promise<void> {
-    if (this.pending.length > 0 || this.first !== undefined || this.state !== "relaying") return Promise.resolve();
-    return this.relay.events.wait();
-  }
-
-  listen(listener: (() => void) | undefined): void {
-    this.relay.events.listen(listener);
-  }
-
-  /** The consumer stopped early (the client left): release the backend and close the books. */
-  close(): void {
-    if (this.state !== "relaying") return;
-    this.state = "closed";
-    books.closed(this.relay, this.spent());
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<C> {
-    return iterate(this);
+  protected override waiting(): boolean {
+    return this.pending.length > 0;
   }
 
   private accept(event: StreamEvent): C | undefined {
     if (event.usage !== undefined) this.usage = event.usage;
     if (event.delta === undefined && event.finishReason === undefined) return undefined;
+    const { choices, shape } = this.setup;
     const index = event.index ?? 0;
-    if (index >= this.relay.choices)
+    if (index >= choices)
       throw new UpstreamInvalidResponseError(
         this.relay.backend.name,
-        `a stream event is for choice ${index}, of ${this.relay.choices} asked for`,
+        `a stream event is for choice ${index}, of ${choices} asked for`,
       );
     const delta = event.delta ?? {};
-    const text = this.relay.shape.text(delta);
+    const text = shape.text(delta);
     if (typeof text === "string") this.tokens.add(text);
     const opening = !this.opened[index];
     if (opening) {
@@ -190,27 +163,15 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk> implements 
   }
 
   private finish(): void {
-    this.state = "ended";
-    const { shape } = this.relay;
-    for (let index = 0; index < this.relay.choices; index++) {
+    const { choices, shape, includeUsage } = this.setup;
+    for (let index = 0; index < choices; index++) {
       if (!this.opened[index] && shape.opening !== undefined)
         this.pending.push(this.chunk(index, shape.opening, null, true));
       if (!this.finished[index]) this.pending.push(this.chunk(index, {}, "stop", false));
     }
     const counted = this.spent();
-    books.ended(this.relay, counted, shape.endpoint);
-    if (this.relay.includeUsage) this.pending.push({ ...this.base, choices: [], usage: counted } as unknown as C);
-  }
-
-  private broke(error: unknown): void {
-    this.state = "failed";
-    this.failure = error;
-    books.broke(this.relay, error, this.spent());
-  }
-
-  /** The backend's usage, else the estimate: a stream that broke or was left still spent what it produced. */
-  private spent(): Usage {
-    return this.usage ?? estimateUsage(this.relay.prompt, this.tokens.count);
+    this.endWell(counted, shape.endpoint);
+    if (includeUsage) this.pending.push({ ...this.base, choices: [], usage: counted } as unknown as C);
   }
 
   private chunk(
@@ -219,9 +180,9 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk> implements 
     finishReason: string | null,
     opening: boolean,
   ): C {
-    const choices = [this.relay.shape.choice(index, delta, finishReason, opening)];
+    const choices = [this.setup.shape.choice(index, delta, finishReason, opening)];
     // Built as the chunk type of the relay's shape (CHAT_CHUNKS makes chat chunks, TEXT_CHUNKS text ones).
-    const chunk = this.relay.includeUsage ? { ...this.base, choices, usage: null } : { ...this.base, choices };
+    const chunk = this.setup.includeUsage ? { ...this.base, choices, usage: null } : { ...this.base, choices };
     return chunk as unknown as C;
   }
 }

@@ -19,7 +19,10 @@ import { completionPrompt, embeddingTexts, extractPrompt, responseInputText } fr
 import { countTokens, estimateUsage, responseUsage } from "../utils/tokens";
 import { CHAT_CHUNKS, ChunkRelay, type ChunkStream, TEXT_CHUNKS } from "./chunk-relay";
 import { ResponseRelay, type ResponseEventStream } from "./response-relay";
-import { type BaseCall, type RequestHooks, Resilience, type ResilienceSettings } from "./resilience";
+import { type Answered, type BaseCall, type RequestHooks, Resilience, type ResilienceSettings } from "./resilience";
+
+/** What any endpoint's request body is to the resilience layer: an object. */
+type BodyFields = { readonly [field: string]: unknown };
 
 /** What the service needs from the request: the API hands it the request's context (middleware/request-context.ts). */
 export interface CallOptions extends RequestHooks {
@@ -96,13 +99,7 @@ export class InferenceService {
   /** The answer from `backend` (already routed and allowed), or from one of its fallbacks; `backend` in the result names which. */
   async complete(backend: Backend, request: ChatCompletionRequest, options: CallOptions): Promise<ChatCompletion> {
     const prompt = extractPrompt(request.messages);
-    const answered = await this.resilience.call(
-      backend,
-      baseCall(request, prompt, options),
-      options,
-      "complete",
-      (target, call) => this.completeOnce(target, call),
-    );
+    const answered = await this.whole(backend, request, prompt, options, completeVia);
     const result = answered.value;
     const first = { index: 0, message: result.message, finish_reason: result.finishReason, logprobs: null };
     const choices =
@@ -139,13 +136,7 @@ export class InferenceService {
    */
   async openStream(backend: Backend, request: ChatCompletionRequest, options: CallOptions): Promise<ChunkStream> {
     const prompt = extractPrompt(request.messages);
-    const answered = await this.resilience.call(
-      backend,
-      baseCall(request, prompt, options),
-      options,
-      "start",
-      (target, call) => this.openOnce(target, call, streamVia),
-    );
+    const answered = await this.opened(backend, request, prompt, options, streamVia);
     return new ChunkRelay({
       ...answered.value,
       backend: answered.backend,
@@ -161,16 +152,9 @@ export class InferenceService {
 
   /** `POST /v1/completions`: routed, allowed and guarded as chat is; `n` choices, usage counted. */
   async completeText(request: CompletionsRequest, options: CallOptions): Promise<TextCompletion> {
-    const backend = this.routeAllowed(request, options);
-    if (backend.completeText === undefined) throw new UnsupportedEndpointError(backend.name, "completions");
+    const backend = this.routeServing(request, options, "completeText", "completions");
     const prompt = completionPrompt(request.prompt);
-    const answered = await this.resilience.call(
-      backend,
-      { request, prompt, requestId: options.requestId, signal: options.signal, hops: options.hops ?? 0 },
-      options,
-      "complete",
-      (target, call) => this.timed(target, call, completeTextVia),
-    );
+    const answered = await this.whole(backend, request, prompt, options, completeTextVia);
     const result = answered.value;
     const choices = result.choices.map((choice, index) => ({
       text: choice.text,
@@ -194,17 +178,10 @@ export class InferenceService {
 
   /** As completeText, streamed as `text_completion` chunks with chat's integrity rules (see ChunkRelay). */
   async openTextStream(request: CompletionsRequest, options: CallOptions): Promise<ChunkStream<TextCompletionChunk>> {
-    const backend = this.routeAllowed(request, options);
-    if (backend.streamText === undefined) throw new UnsupportedEndpointError(backend.name, "completions");
+    const backend = this.routeServing(request, options, "streamText", "completions");
     options.onStream?.();
     const prompt = completionPrompt(request.prompt);
-    const answered = await this.resilience.call(
-      backend,
-      { request, prompt, requestId: options.requestId, signal: options.signal, hops: options.hops ?? 0 },
-      options,
-      "start",
-      (target, call) => this.openOnce(target, call, streamTextVia),
-    );
+    const answered = await this.opened(backend, request, prompt, options, streamTextVia);
     return new ChunkRelay<TextCompletionChunk>({
       ...answered.value,
       backend: answered.backend,
@@ -223,16 +200,9 @@ export class InferenceService {
    * `previous_response_id` still refers to it), with `model` as asked and `backend` added.
    */
   async respond(request: ResponsesRequest, options: CallOptions): Promise<ResponseObject> {
-    const backend = this.routeAllowed(request, options);
-    if (backend.respond === undefined) throw new UnsupportedEndpointError(backend.name, "responses");
+    const backend = this.routeServing(request, options, "respond", "responses");
     const prompt = responseInputText(request.input);
-    const answered = await this.resilience.call(
-      backend,
-      { request, prompt, requestId: options.requestId, signal: options.signal, hops: options.hops ?? 0 },
-      options,
-      "complete",
-      (target, call) => this.timed(target, call, respondVia),
-    );
+    const answered = await this.whole(backend, request, prompt, options, respondVia);
     const result = answered.value;
     const usage = responseUsage(result.usage) ?? estimateUsage(prompt, outputText(result));
     this.seriesOf(answered.backend).countTokens(usage, "responses");
@@ -242,17 +212,10 @@ export class InferenceService {
 
   /** As respond, streamed: the upstream's typed events, relayed as they come (see ResponseRelay). */
   async openResponseStream(request: ResponsesRequest, options: CallOptions): Promise<ResponseEventStream> {
-    const backend = this.routeAllowed(request, options);
-    if (backend.streamResponse === undefined) throw new UnsupportedEndpointError(backend.name, "responses");
+    const backend = this.routeServing(request, options, "streamResponse", "responses");
     options.onStream?.();
     const prompt = responseInputText(request.input);
-    const answered = await this.resilience.call(
-      backend,
-      { request, prompt, requestId: options.requestId, signal: options.signal, hops: options.hops ?? 0 },
-      options,
-      "start",
-      (target, call) => this.openOnce(target, call, streamResponseVia),
-    );
+    const answered = await this.opened(backend, request, prompt, options, streamResponseVia);
     return new ResponseRelay({
       ...answered.value,
       backend: answered.backend,
@@ -268,16 +231,9 @@ export class InferenceService {
    * fallbacks. The backend's answer passes through with `backend` added, and `usage` counted (or estimated).
    */
   async embed(request: EmbeddingsRequest, options: CallOptions): Promise<EmbeddingsResponse> {
-    const backend = this.routeAllowed(request, options);
-    if (backend.embed === undefined) throw new UnsupportedEndpointError(backend.name, "embeddings");
+    const backend = this.routeServing(request, options, "embed", "embeddings");
     const prompt = embeddingTexts(request.input).join("\n");
-    const answered = await this.resilience.call(
-      backend,
-      { request, prompt, requestId: options.requestId, signal: options.signal, hops: options.hops ?? 0 },
-      options,
-      "complete",
-      (target, call) => this.timed(target, call, embedVia),
-    );
+    const answered = await this.whole(backend, request, prompt, options, embedVia);
     const result = answered.value;
     const tokens = result.usage?.prompt_tokens ?? countTokens(prompt);
     const usage = { prompt_tokens: tokens, total_tokens: result.usage?.total_tokens ?? tokens };
@@ -314,9 +270,30 @@ export class InferenceService {
     return result;
   }
 
-  /** One call of `complete`, timed and counted as a backend call. */
-  private completeOnce(backend: Backend, call: BackendCall): Promise<BackendResult> {
-    return this.timed(backend, call, completeVia);
+  /** A whole answer from `backend` (or its fallbacks) through the resilience layer, each call timed. */
+  private whole<Body extends BodyFields, T>(
+    backend: Backend,
+    request: Body,
+    prompt: string,
+    options: CallOptions,
+    run: (backend: Backend, call: BackendCall<Body>) => Promise<T>,
+  ): Promise<Answered<T>> {
+    return this.resilience.call(backend, baseCall(request, prompt, options), options, "complete", (target, call) =>
+      this.timed(target, call, run),
+    );
+  }
+
+  /** A stream from `backend` (or its fallbacks) through the resilience layer, resolved with its first event. */
+  private opened<Body extends BodyFields, E>(
+    backend: Backend,
+    request: Body,
+    prompt: string,
+    options: CallOptions,
+    open: (backend: Backend, call: BackendCall<Body>) => AsyncIterable<E>,
+  ): Promise<Answered<OpenedStream<E>>> {
+    return this.resilience.call(backend, baseCall(request, prompt, options), options, "start", (target, call) =>
+      this.openOnce(target, call, open),
+    );
   }
 
   /** One try at a stream: done once its first event arrives. The call stays open (in flight) for relay. */
@@ -335,6 +312,18 @@ export class InferenceService {
       series.callEnded((performance.now() - started) / 1000, error);
       throw error;
     }
+  }
+
+  /** The routed and allowed backend, refused (400 `unsupported_endpoint`) when its type lacks `method`. */
+  private routeServing(
+    request: { readonly model?: string },
+    options: CallOptions,
+    method: "embed" | "completeText" | "streamText" | "respond" | "streamResponse",
+    endpoint: string,
+  ): Backend {
+    const backend = this.routeAllowed(request, options);
+    if (backend[method] === undefined) throw new UnsupportedEndpointError(backend.name, endpoint);
+    return backend;
   }
 
   private routeAllowed(request: { readonly model?: string }, options: CallOptions): Backend {
@@ -408,6 +397,6 @@ async function firstEvent<E>(events: PullStream<E>): Promise<E | undefined> {
   }
 }
 
-function baseCall(request: ChatCompletionRequest, prompt: string, options: CallOptions): BaseCall {
+function baseCall<Body>(request: Body, prompt: string, options: CallOptions): BaseCall<Body> {
   return { request, prompt, requestId: options.requestId, signal: options.signal, hops: options.hops ?? 0 };
 }

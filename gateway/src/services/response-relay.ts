@@ -1,9 +1,8 @@
 import { UpstreamStreamError } from "../errors";
-import type { Usage } from "../schemas/chat";
 import type { ResponseEvent } from "../schemas/responses";
-import { iterate, type PullStream } from "../utils/pull-stream";
-import { estimateUsage, responseUsage, TokenCounter } from "../utils/tokens";
-import { books, type RelayState } from "./relay-books";
+import type { PullStream } from "../utils/pull-stream";
+import { responseUsage } from "../utils/tokens";
+import { StreamRelay } from "./stream-relay";
 
 /** The events that end a Response's stream: one of them must come, or the stream was cut. */
 const FINAL_EVENTS = new Set(["response.completed", "response.failed", "response.incomplete"]);
@@ -18,60 +17,22 @@ export type ResponseEventStream = PullStream<ResponseEvent> & AsyncIterable<Resp
  * must end with `response.completed` (or `failed`, `incomplete`), else it was cut and the writer ends it with
  * an `error` event. Usage comes from the final Response, else is estimated from the text deltas.
  */
-export class ResponseRelay implements ResponseEventStream {
-  private first: ResponseEvent | undefined;
-  private readonly tokens = new TokenCounter();
-  private usage: Usage | undefined;
+export class ResponseRelay extends StreamRelay<ResponseEvent, ResponseEvent> implements ResponseEventStream {
+  /** A final event came: the stream may end. */
   private final = false;
   private started = false;
-  private state: "relaying" | "ended" | "failed" | "closed" = "relaying";
-  private failure: unknown;
-
-  constructor(private readonly relay: RelayState<ResponseEvent>) {
-    this.first = relay.first;
-  }
 
   take(): ResponseEvent | undefined {
     if (this.state === "failed") throw this.failure;
     if (this.state !== "relaying") return undefined;
-    let event = this.first;
-    this.first = undefined;
-    if (event === undefined) {
-      try {
-        event = this.relay.events.take();
-      } catch (error) {
-        this.broke(error);
-        throw error;
-      }
-      if (event === undefined) {
-        if (this.relay.events.ended) this.finish();
-        return undefined;
-      }
-    }
-    return this.accept(event);
+    const event = this.next();
+    if (event !== undefined) return this.accept(event);
+    if (this.relay.events.ended) this.finish();
+    return undefined;
   }
 
   get ended(): boolean {
     return this.state === "ended";
-  }
-
-  wait(): Promise<void> {
-    if (this.first !== undefined || this.state !== "relaying") return Promise.resolve();
-    return this.relay.events.wait();
-  }
-
-  listen(listener: (() => void) | undefined): void {
-    this.relay.events.listen(listener);
-  }
-
-  close(): void {
-    if (this.state !== "relaying") return;
-    this.state = "closed";
-    books.closed(this.relay, this.spent());
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<ResponseEvent> {
-    return iterate(this);
   }
 
   private accept(event: ResponseEvent): ResponseEvent {
@@ -95,22 +56,12 @@ export class ResponseRelay implements ResponseEventStream {
   }
 
   private finish(): void {
-    if (!this.final) {
-      const cut = new UpstreamStreamError(this.relay.backend.name, "the stream ended before response.completed");
-      this.broke(cut);
-      throw cut;
+    if (this.final) {
+      this.endWell(this.spent(), "responses");
+      return;
     }
-    this.state = "ended";
-    books.ended(this.relay, this.spent(), "responses");
-  }
-
-  private broke(error: unknown): void {
-    this.state = "failed";
-    this.failure = error;
-    books.broke(this.relay, error, this.spent());
-  }
-
-  private spent(): Usage {
-    return this.usage ?? estimateUsage(this.relay.prompt, this.tokens.count);
+    const cut = new UpstreamStreamError(this.relay.backend.name, "the stream ended before response.completed");
+    this.broke(cut);
+    throw cut;
   }
 }
