@@ -10,14 +10,21 @@ import type {
 } from "../backends/backend";
 import { BackendNotAllowedError, UnsupportedEndpointError } from "../errors";
 import type { BackendSeries, GatewayMetrics } from "../observability/metrics";
-import type { ChatCompletion, ChatCompletionRequest, Usage } from "../schemas/chat";
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage } from "../schemas/chat";
 import type { CompletionsRequest, TextCompletion, TextCompletionChunk } from "../schemas/completions";
 import type { EmbeddingsRequest, EmbeddingsResponse } from "../schemas/embeddings";
 import type { ResponseEvent, ResponseObject, ResponsesRequest } from "../schemas/responses";
 import { type PullStream, pullFrom } from "../utils/pull-stream";
 import { completionPrompt, embeddingTexts, extractPrompt, responseInputText } from "../utils/prompt";
 import { countTokens, estimateUsage, responseUsage } from "../utils/tokens";
-import { CHAT_CHUNKS, ChunkRelay, type ChunkStream, TEXT_CHUNKS } from "./chunk-relay";
+import {
+  CHAT_CHUNKS,
+  ChunkRelay,
+  type ChunkShape,
+  type ChunkStream,
+  type StreamChunk,
+  TEXT_CHUNKS,
+} from "./chunk-relay";
 import { ResponseRelay, type ResponseEventStream } from "./response-relay";
 import { type Answered, type BaseCall, type RequestHooks, Resilience, type ResilienceSettings } from "./resilience";
 
@@ -137,17 +144,7 @@ export class InferenceService {
   async openStream(backend: Backend, request: ChatCompletionRequest, options: CallOptions): Promise<ChunkStream> {
     const prompt = extractPrompt(request.messages);
     const answered = await this.opened(backend, request, prompt, options, streamVia);
-    return new ChunkRelay({
-      ...answered.value,
-      backend: answered.backend,
-      model: request.model ?? backend.name,
-      prompt,
-      options,
-      includeUsage: includesUsage(request),
-      settle: answered.settle,
-      shape: CHAT_CHUNKS,
-      choices: request.n ?? 1,
-    });
+    return relayChunks<ChatCompletionChunk>(answered, backend, request, prompt, options, CHAT_CHUNKS);
   }
 
   /** `POST /v1/completions`: routed, allowed and guarded as chat is; `n` choices, usage counted. */
@@ -182,17 +179,7 @@ export class InferenceService {
     options.onStream?.();
     const prompt = completionPrompt(request.prompt);
     const answered = await this.opened(backend, request, prompt, options, streamTextVia);
-    return new ChunkRelay<TextCompletionChunk>({
-      ...answered.value,
-      backend: answered.backend,
-      model: request.model ?? backend.name,
-      prompt,
-      options,
-      includeUsage: includesUsage(request),
-      settle: answered.settle,
-      shape: TEXT_CHUNKS,
-      choices: request.n ?? 1,
-    });
+    return relayChunks<TextCompletionChunk>(answered, backend, request, prompt, options, TEXT_CHUNKS);
   }
 
   /**
@@ -363,9 +350,27 @@ function streamResponseVia(backend: Backend, call: BackendCall<ResponsesRequest>
   return backend.streamResponse(call);
 }
 
-/** Whether the client asked for a usage chunk at the end of its stream. */
-function includesUsage(request: { readonly [field: string]: unknown }): boolean {
-  return (request.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
+/** A started stream's chunks, in `shape`, for the request routed to `routed` (`answered` may be a fallback). */
+function relayChunks<C extends StreamChunk>(
+  answered: Answered<OpenedStream<StreamEvent>>,
+  routed: Backend,
+  request: { readonly model?: string; readonly n?: number; readonly stream_options?: unknown },
+  prompt: string,
+  options: CallOptions,
+  shape: ChunkShape,
+): ChunkRelay<C> {
+  return new ChunkRelay<C>({
+    ...answered.value,
+    backend: answered.backend,
+    model: request.model ?? routed.name,
+    prompt,
+    options,
+    // Whether the client asked for a usage chunk at the end of its stream.
+    includeUsage: (request.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true,
+    settle: answered.settle,
+    shape,
+    choices: request.n ?? 1,
+  });
 }
 
 /** The `output_text` of a Response's message items, for the estimate when it reports no usage. */
