@@ -31,7 +31,7 @@ describe("discovery: dns", () => {
     mocks = [];
   });
 
-  async function setup(addresses: { current: readonly string[] | Error }) {
+  async function setup(addresses: { current: readonly string[] | Error }, extra: Record<string, unknown> = {}) {
     const first = await startMock({ instance: "r1", host: "127.0.0.1" });
     const port = first.port;
     mocks = [
@@ -42,7 +42,7 @@ describe("discovery: dns", () => {
     ];
     const options = httpBackendFactory.parseOptions(
       ConfigFields.from(
-        { url: `http://${HOST}:${port}/v1`, discovery: "dns", dns_refresh: 3600, balance: "round_robin" },
+        { url: `http://${HOST}:${port}/v1`, discovery: "dns", dns_refresh: 3600, balance: "round_robin", ...extra },
         "backends[0]",
       ),
       {},
@@ -131,5 +131,41 @@ describe("discovery: dns", () => {
     expect(running.pool.targets).toHaveLength(3);
     expect(log().split("target host did not resolve").length - 1).toBe(1);
     await ask();
+  });
+
+  it("with health checks, a replica that joins a serving pool takes requests only once its first check passes", async () => {
+    const addresses: { current: readonly string[] | Error } = { current: ["127.0.0.1", "127.0.0.2"] };
+    const health = { path: "/health", interval: 0.2, timeout: 0.1 };
+    const { port, upstreams, ask, chatCalls, running } = await setup(addresses, { health_check: health });
+    await upstreams.refresh();
+    // The pool's first targets serve at once, before any check.
+    expect(running.pool.targets.map((target) => target.checkedUp)).toEqual([true, true]);
+    const r3 = mocks[2];
+    if (r3 === undefined) throw new Error("setup");
+    // r3 is in DNS but not ready yet (its /health fails), as a restarted container is before it listens.
+    await fetch(`${r3.url}/mock/health`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ status: 503 }),
+    });
+    addresses.current = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    await upstreams.refresh();
+    expect(running.pool.targets.map((target) => target.name)).toContain(`127.0.0.3:${port}`);
+    for (let i = 0; i < 12; i++) await ask();
+    expect(chatCalls(r3)).toHaveLength(0);
+    // Ready: its next check passes and it takes its share.
+    await fetch(`${r3.url}/mock/health`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ status: 200 }),
+    });
+    const joined = running.pool.targets.find((target) => target.name === `127.0.0.3:${port}`);
+    await eventually(
+      "r3 in rotation",
+      async () => joined?.checkedUp,
+      (up) => up === true,
+    );
+    for (let i = 0; i < 12; i++) await ask();
+    expect(chatCalls(r3).length).toBeGreaterThan(0);
   });
 });

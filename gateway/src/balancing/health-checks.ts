@@ -39,6 +39,11 @@ export class HealthChecks {
     await Promise.all(this.targets().map((target) => this.check(target)));
   }
 
+  /** One probe of `target` now, outside the rounds (a target that just joined); its verdict counts as any. */
+  checkNow(target: Target): void {
+    if (!this.stopped) void this.check(target);
+  }
+
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);

@@ -136,6 +136,7 @@ export class Upstreams {
     if (this.closed) return;
     const current = new Map(this.pool.targets.map((target) => [target.name, target]));
     const next: Target[] = [];
+    const joining: Target[] = [];
     const names = new Set<string>();
     for (const { spec, name, address } of wanted) {
       if (names.has(name)) continue;
@@ -147,10 +148,26 @@ export class Upstreams {
         break;
       }
       names.add(name);
-      next.push(current.get(name) ?? this.open(spec, name, address));
+      const known = current.get(name);
+      if (known !== undefined) next.push(known);
+      else {
+        const opened = this.open(spec, name, address);
+        joining.push(opened);
+        next.push(opened);
+      }
     }
     const gone = this.pool.targets.filter((target) => !names.has(target.name));
     if (gone.length === 0 && next.length === this.pool.targets.length) return;
+    // A replica that joins a pool already serving (a restarted container, a new task) is in DNS before it
+    // listens: with health checks on, it takes requests once its first check (made now) passes. A pool's
+    // first targets go straight in, so a backend never waits on its checks to start serving.
+    const checks = this.checks;
+    const serving = next.some((target) => !joining.includes(target) && target.checkedUp);
+    if (checks !== undefined && serving)
+      for (const target of joining) {
+        target.checkedUp = false;
+        checks.checkNow(target);
+      }
     this.pool.set(next);
     for (const target of gone) this.retire(target);
     this.context.logger.info("targets changed", {
