@@ -46,6 +46,8 @@ export interface AppDependencies {
    * (see cluster.ts).
    */
   readonly scrape?: () => Promise<string>;
+  /** Told when each request is over (a config generation counts the requests it still serves: reload.ts). */
+  readonly onRequestEnd?: () => void;
 }
 
 /** Builds the HTTP app from its collaborators. It never listens: main.ts does, and tests use port 0. */
@@ -55,10 +57,12 @@ export function createApp(deps: AppDependencies): Express {
   app.disable("etag");
   const logLine = accessLine(deps.logger);
   const count = requestCounter(deps.metrics);
+  const ended = deps.onRequestEnd;
   app.use(
     requestContext(deps.logger, (req, res, context) => {
       logLine(req, res, context);
       count(req, res, context);
+      ended?.();
     }),
   );
   app.use((_req, res, next) => {

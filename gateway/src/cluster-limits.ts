@@ -158,6 +158,11 @@ export class PrimaryLimits {
     this.admission = new Admission({ ...access, maxConcurrentRequests: Number.MAX_SAFE_INTEGER }, now);
   }
 
+  /** A reloaded config's limits; unchanged keys keep their books (Admission.reconfigure). */
+  reconfigure(access: AccessConfig): void {
+    this.admission.reconfigure({ ...access, maxConcurrentRequests: Number.MAX_SAFE_INTEGER });
+  }
+
   /** Answers `worker`'s limits messages; true when `message` was one. */
   handle(worker: Worker, message: unknown): boolean {
     if (!isMessage<AskMessage>(message, ASK)) return false;

@@ -3,6 +3,7 @@ import type { Registry } from "prom-client";
 import type { Logger } from "winston";
 import type { AccessConfig } from "./access/config";
 import { isMessage, PrimaryLimits } from "./cluster-limits";
+import { watchConfigFile } from "./reload";
 import {
   ClusterMetrics,
   SNAPSHOT_REPLY,
@@ -94,6 +95,15 @@ export function clusterScrape(registry: Registry): () => Promise<string> {
     });
 }
 
+/** The primary asks every worker to reload the config file (SIGHUP, or CONFIG_WATCH saw it change). */
+export const RELOAD = "gateway:reload";
+export interface ReloadMessage {
+  readonly type: typeof RELOAD;
+  readonly trigger: string;
+  /** Reload only when the file's content differs from the one in force (the watcher's case). */
+  readonly ifChanged: boolean;
+}
+
 export interface PrimaryOptions {
   readonly workers: number;
   readonly logger: Logger;
@@ -103,6 +113,10 @@ export interface PrimaryOptions {
   readonly drainDelaySeconds: number;
   /** The clients' limits, counted here for all workers (cluster-limits.ts). */
   readonly access: AccessConfig;
+  /** A reload's limits for the primary's books; undefined when the file is invalid (they stay as they are). */
+  readonly reloadAccess: () => AccessConfig | undefined;
+  /** CONFIG_WATCH: the config file the primary watches for every worker; undefined: no watching. */
+  readonly watch: string | undefined;
 }
 
 /**
@@ -187,6 +201,15 @@ export function runPrimary(options: PrimaryOptions): void {
   };
   process.on("SIGTERM", stopAll);
   process.on("SIGINT", stopAll);
+  const reloadAll = (trigger: string, ifChanged: boolean): void => {
+    if (stopping) return;
+    const access = options.reloadAccess();
+    if (access !== undefined) limits.reconfigure(access);
+    const message: ReloadMessage = { type: RELOAD, trigger, ifChanged };
+    for (const worker of Object.values(cluster.workers ?? {})) if (worker?.isConnected() === true) worker.send(message);
+  };
+  process.on("SIGHUP", () => reloadAll("SIGHUP", false));
+  if (options.watch !== undefined) watchConfigFile(options.watch, () => reloadAll("CONFIG_WATCH", true));
 
   logger.info("starting workers", { workers: options.workers });
   for (let i = 0; i < options.workers; i++) fork();

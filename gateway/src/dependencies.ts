@@ -11,6 +11,7 @@ import { DEFAULT_MAX_BUFFERED_BYTES, ResponseBudget } from "./backends/response-
 import type { GatewayConfig } from "./config/config";
 import { DEFAULT_BODY_TIMEOUT_SECONDS, type Env } from "./config/settings";
 import { LimitsStore } from "./limits-store";
+import { stableText } from "./utils/stable-text";
 import { createMetrics } from "./observability/metrics";
 import { InferenceService } from "./services/inference";
 import { Lifecycle } from "./services/lifecycle";
@@ -19,7 +20,13 @@ import { Lifecycle } from "./services/lifecycle";
 export interface Dependencies extends AppDependencies {
   readonly backends: readonly Backend[];
   /** The shared limits store's connection, when `limits_store` is configured: closed at shutdown. */
-  readonly limitsStore?: { connected(ms: number): Promise<boolean>; close(): Promise<void> };
+  readonly limitsStore?: LimitsStore;
+  /** The config these were built from. */
+  readonly config: GatewayConfig;
+  /** Each backend's settings as stableText: a reload keeps a backend whose settings are the same. */
+  readonly backendSettings: ReadonlyMap<string, string>;
+  /** The process's one budget for answers buffered whole, shared by every config's backends. */
+  readonly responseBudget: ResponseBudget;
 }
 
 /** Builds the object graph for one app from an already checked config. */
@@ -41,19 +48,34 @@ export function buildDependencies(options: {
   readonly sharedBooks?: SharedBooks;
   /** Worker processes of this replica (WORKERS), for the store's `on_store_failure: local` share. */
   readonly processes?: number;
+  /**
+   * A reload: the dependencies in force until now. What lives as long as the process is taken from them
+   * (metrics, admission, lifecycle, the limits store, the response budget), each reconfigured, and so is
+   * every backend whose settings did not change (its pools, breakers and requests in flight with it).
+   */
+  readonly previous?: Dependencies;
 }): Dependencies {
-  const { config, registry, logger, env } = options;
+  const { config, registry, logger, env, previous } = options;
   // One budget for the whole process: every backend's buffered answers count against it together.
-  const responseBudget = new ResponseBudget(options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES);
-  const backends = config.backends.map((backendConfig) =>
-    registry.create(backendConfig, {
-      env,
-      logger,
-      responseBudget,
-      ...(backendConfig.resilience.circuitBreaker === undefined
-        ? {}
-        : { circuitBreaker: backendConfig.resilience.circuitBreaker }),
-    }),
+  const responseBudget =
+    previous?.responseBudget ?? new ResponseBudget(options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES);
+  const backendSettings = new Map(config.backends.map((backend) => [backend.name, stableText(backend)]));
+  const kept = new Map(
+    (previous?.backends ?? [])
+      .filter((backend) => previous?.backendSettings.get(backend.name) === backendSettings.get(backend.name))
+      .map((backend) => [backend.name, backend]),
+  );
+  const backends = config.backends.map(
+    (backendConfig) =>
+      kept.get(backendConfig.name) ??
+      registry.create(backendConfig, {
+        env,
+        logger,
+        responseBudget,
+        ...(backendConfig.resilience.circuitBreaker === undefined
+          ? {}
+          : { circuitBreaker: backendConfig.resilience.circuitBreaker }),
+      }),
   );
   const defaultBackend = backends.find((backend) => backend.name === config.defaultBackend);
   // parseConfig guarantees the default exists; this guards against a config built by hand in a test.
@@ -62,6 +84,7 @@ export function buildDependencies(options: {
   const fallbacks = new Map(
     config.backends.map((backendConfig) => [backendConfig.name, backendConfig.resilience.fallbacks]),
   );
+  if (previous !== undefined) return reconfigured(previous, { config, backends, backendSettings, logger });
   // One Registry per app: building two apps in one process (as tests do) never collides.
   const metrics = createMetrics(
     new Registry(),
@@ -84,6 +107,9 @@ export function buildDependencies(options: {
     () => admission.requestsInFlight,
   );
   return {
+    config,
+    backendSettings,
+    responseBudget,
     logger,
     backends,
     models: backends.map((backend) => ({ id: backend.name, ownedBy: backend.type })),
@@ -99,5 +125,47 @@ export function buildDependencies(options: {
     maxHops: options.maxHops,
     startedAt: new Date(),
     ...(limitsStore === undefined ? {} : { limitsStore }),
+  };
+}
+
+/**
+ * A reloaded config's dependencies on top of the ones in force: the same metrics, admission (now with the
+ * new limits), lifecycle and limits store; the given backends (kept or new); a new key ring, service and
+ * model list. A `limits_store` section that changed takes effect at the next start (logged).
+ */
+function reconfigured(
+  previous: Dependencies,
+  built: {
+    readonly config: GatewayConfig;
+    readonly backends: readonly Backend[];
+    readonly backendSettings: ReadonlyMap<string, string>;
+    readonly logger: Logger;
+  },
+): Dependencies {
+  const { config, backends, logger } = built;
+  const defaultBackend = backends.find((backend) => backend.name === config.defaultBackend);
+  if (defaultBackend === undefined) throw new Error(`default backend '${config.defaultBackend}' is not configured`);
+  const added = backends.filter((backend) => !previous.backends.includes(backend)).map((backend) => backend.name);
+  const fallbacks = new Map(config.backends.map((backend) => [backend.name, backend.resilience.fallbacks]));
+  previous.metrics.addBackends(added, fallbacks);
+  if (stableText(previous.config.access.store) !== stableText(config.access.store))
+    logger.warn("limits_store changed: it takes effect at the next start; limits are counted as before until then");
+  const access = { ...config.access, store: previous.config.access.store };
+  previous.admission.reconfigure(access);
+  previous.limitsStore?.reconfigure(access);
+  previous.accessMetrics.setKeys(access.keys.map((key) => key.name));
+  const policies = new Map(config.backends.map((backend) => [backend.name, backend.resilience]));
+  return {
+    ...previous,
+    config: { ...config, access },
+    backendSettings: built.backendSettings,
+    backends,
+    models: backends.map((backend) => ({ id: backend.name, ownedBy: backend.type })),
+    keys: new KeyRing(access.keys),
+    ...(access.metricsKey === undefined ? { metricsKey: undefined } : { metricsKey: access.metricsKey }),
+    inference: new InferenceService(backends, defaultBackend, previous.metrics, {
+      policies,
+      refusals: previous.accessMetrics,
+    }),
   };
 }

@@ -196,6 +196,8 @@ export class LimitsStore implements SharedBooks {
   private readonly commands: StoreCommands;
   private readonly breaker: CircuitBreaker;
   private readonly local: Admission;
+  /** Processes over all replicas: each decides alone with this share of the limits when the store is away. */
+  private readonly sharedBy: number;
   private readonly leases = new Map<number, Lease>();
   /** Lease ids are unique across processes: this process's random prefix and a counter. */
   private readonly instance = randomBytes(6).toString("base64url");
@@ -218,7 +220,8 @@ export class LimitsStore implements SharedBooks {
   ) {
     const { logger } = options;
     this.logger = logger;
-    this.local = new Admission(localShare(access, store.expectedReplicas * options.processes));
+    this.sharedBy = store.expectedReplicas * options.processes;
+    this.local = new Admission(localShare(access, this.sharedBy));
     // One line when the store goes away and one when it is back: not one per failed trial each second.
     let away = false;
     this.breaker = new CircuitBreaker(BREAKER, (state) => {
@@ -386,6 +389,11 @@ export class LimitsStore implements SharedBooks {
    * Resolves true once connected to the store, or false after `ms`. Start-up waits on it before listening, so
    * the first requests are not decided without a store that was only still connecting.
    */
+  /** A reloaded config's limits for deciding without the store (the store takes each request's limits with it). */
+  reconfigure(access: AccessConfig): void {
+    this.local.reconfigure(localShare(access, this.sharedBy));
+  }
+
   connected(ms: number): Promise<boolean> {
     if (this.redis.status === "ready") return Promise.resolve(true);
     return new Promise((resolve) => {

@@ -2,27 +2,35 @@ import cluster from "node:cluster";
 import { createServer, type ServerOptions } from "node:http";
 import { availableParallelism } from "node:os";
 import { answerClientErrors } from "./api/client-error";
-import { createApp, expressServerClasses } from "./app";
+import { expressServerClasses } from "./app";
 import { defaultBackendRegistry } from "./backends";
 import type { BackendRegistry } from "./backends/registry";
 import type { GatewayConfig } from "./config/config";
 import { ConfigError } from "./config/errors";
-import { environmentWithDotEnv, loadConfigFile, secretFileWarnings } from "./config/load";
+import {
+  environmentWithDotEnv,
+  loadConfigFile,
+  parseConfigText,
+  readConfigText,
+  secretFileWarnings,
+} from "./config/load";
 import { type Env, parseSettings, type Settings } from "./config/settings";
-import { clusterScrape, runPrimary } from "./cluster";
-import { primaryBooks } from "./cluster-limits";
-import { buildDependencies } from "./dependencies";
+import { clusterScrape, RELOAD, type ReloadMessage, runPrimary } from "./cluster";
+import { isMessage, primaryBooks } from "./cluster-limits";
+import { buildDependencies, type Dependencies } from "./dependencies";
+import { ConfigGenerations, ConfigReloader, watchConfigFile } from "./reload";
 import { createLogger } from "./observability/logger";
 
 /** How long start-up waits for the shared limits store's connection before listening without it. */
 const STORE_CONNECT_WAIT_MS = 2000;
 
 /** A bad setting or config file stops start-up with one line naming the key, never a stack trace. */
-function loadOrExit(registry: BackendRegistry): { env: Env; settings: Settings; config: GatewayConfig } {
+function loadOrExit(registry: BackendRegistry): { env: Env; settings: Settings; config: GatewayConfig; text: string } {
   try {
     const env = environmentWithDotEnv(process.env, ".env");
     const settings = parseSettings(env);
-    return { env, settings, config: loadConfigFile(settings.configFile, registry, env) };
+    const text = readConfigText(settings.configFile);
+    return { env, settings, config: parseConfigText(settings.configFile, text, registry, env), text };
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     process.stderr.write(`gateway: config error: ${error.message}\n`);
@@ -37,7 +45,7 @@ function loadOrExit(registry: BackendRegistry): { env: Env; settings: Settings; 
  */
 function main(): void {
   const registry = defaultBackendRegistry();
-  const { env, settings, config } = loadOrExit(registry);
+  const { env, settings, config, text } = loadOrExit(registry);
   const workers = settings.workers === "auto" ? availableParallelism() : settings.workers;
   if (cluster.isPrimary) {
     const logger = createLogger({ level: settings.logLevel, service: "gateway" });
@@ -49,11 +57,22 @@ function main(): void {
         shutdownTimeoutSeconds: settings.shutdownTimeoutSeconds,
         drainDelaySeconds: settings.drainDelaySeconds,
         access: config.access,
+        // The primary counts the clients' limits: it reads the file too, and keeps its limits if it is invalid
+        // (each worker then logs and counts the failure itself).
+        reloadAccess: () => {
+          try {
+            const next = loadConfigFile(settings.configFile, registry, environmentWithDotEnv(process.env, ".env"));
+            return { ...next.access, store: config.access.store };
+          } catch {
+            return undefined;
+          }
+        },
+        watch: settings.configWatch ? settings.configFile : undefined,
       });
       return;
     }
   }
-  serve(registry, env, settings, config, workers);
+  serve(registry, env, settings, config, text, workers);
 }
 
 /**
@@ -71,31 +90,58 @@ function serverOptions(settings: Settings): ServerOptions {
   };
 }
 
-function serve(registry: BackendRegistry, env: Env, settings: Settings, config: GatewayConfig, workers: number): void {
+function serve(
+  registry: BackendRegistry,
+  env: Env,
+  settings: Settings,
+  config: GatewayConfig,
+  text: string,
+  workers: number,
+): void {
   const logger = createLogger({ level: settings.logLevel, service: "gateway" });
-  const deps = buildDependencies({
-    config,
-    registry,
-    logger,
-    env,
-    maxBodyBytes: settings.maxBodyBytes,
-    maxHops: settings.maxHops,
-    bodyTimeoutSeconds: settings.bodyTimeoutSeconds,
-    maxBufferedBytes: settings.maxBufferedBytes,
-    // Under WORKERS > 1 the clients' limits are counted in the primary, for all workers together (unless a
-    // limits_store counts them for every worker of every replica).
-    ...(cluster.isWorker && config.access.store === undefined ? { sharedBooks: primaryBooks(logger) } : {}),
-    processes: workers,
-  });
+  const build = (next: GatewayConfig, nextEnv: Env, previous?: Dependencies): Dependencies =>
+    buildDependencies({
+      config: next,
+      registry,
+      logger,
+      env: nextEnv,
+      maxBodyBytes: settings.maxBodyBytes,
+      maxHops: settings.maxHops,
+      bodyTimeoutSeconds: settings.bodyTimeoutSeconds,
+      maxBufferedBytes: settings.maxBufferedBytes,
+      // Under WORKERS > 1 the clients' limits are counted in the primary, for all workers together (unless a
+      // limits_store counts them for every worker of every replica).
+      ...(cluster.isWorker && config.access.store === undefined ? { sharedBooks: primaryBooks(logger) } : {}),
+      processes: workers,
+      ...(previous === undefined ? {} : { previous }),
+    });
+  const deps = build(config, env);
   // A worker's /metrics serves the sum over all workers, gathered by the primary.
-  const app = createApp(cluster.isWorker ? { ...deps, scrape: clusterScrape(deps.metrics.registry) } : deps);
+  const generations = new ConfigGenerations(deps, logger, (current) =>
+    cluster.isWorker ? { ...current, scrape: clusterScrape(current.metrics.registry) } : current,
+  );
+  const reloader = new ConfigReloader(
+    generations,
+    {
+      file: settings.configFile,
+      logger,
+      settings,
+      env: () => environmentWithDotEnv(process.env, ".env"),
+      parse: (nextText, nextEnv) => parseConfigText(settings.configFile, nextText, registry, nextEnv),
+      build,
+    },
+    text,
+  );
 
   process.on("uncaughtException", (error) => {
     logger.error("uncaught exception; exiting", { error: error.stack ?? error.message });
     process.exit(1);
   });
 
-  const server = createServer({ ...serverOptions(settings), ...expressServerClasses(app) }, app);
+  const server = createServer(
+    { ...serverOptions(settings), ...expressServerClasses(generations.firstApp) },
+    generations.handle,
+  );
   server.maxConnections = settings.maxConnections;
   let droppedWarned = 0;
   server.on("drop", () => {
@@ -129,6 +175,7 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
       });
       for (const backend of deps.backends)
         logger.info("backend ready", { backend: backend.name, type: backend.type, target: backend.target });
+      logger.info("config in force", { file: settings.configFile, hash: reloader.configHash });
       const store = config.access.store;
       if (store !== undefined)
         logger.info("limits counted in the shared store", {
@@ -185,7 +232,8 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
     server.close(() => {
       clearTimeout(force);
       clearInterval(sweep);
-      void Promise.allSettled([deps.inference.close(), deps.limitsStore?.close()]).finally(() => {
+      const current = generations.deps;
+      void Promise.allSettled([current.inference.close(), current.limitsStore?.close()]).finally(() => {
         logger.info("stopped");
         // Exit by running out of work, so the log line above reaches stdout; the timer is a backstop.
         process.exitCode = 0;
@@ -198,6 +246,19 @@ function serve(registry: BackendRegistry, env: Env, settings: Settings, config: 
   };
   process.on("SIGTERM", shutdown);
   process.on("SIGINT", shutdown);
+  // SIGHUP reloads the config (it would otherwise end the process). Under WORKERS > 1 the primary gets the
+  // signal and asks each worker, which reloads the file itself.
+  process.on("SIGHUP", () => {
+    if (!stopping) reloader.reload("SIGHUP");
+  });
+  if (cluster.isWorker)
+    process.on("message", (message: unknown) => {
+      if (!stopping && isMessage<ReloadMessage>(message, RELOAD)) reloader.reload(message.trigger, message.ifChanged);
+    });
+  else if (settings.configWatch)
+    watchConfigFile(settings.configFile, () => {
+      if (!stopping) reloader.reload("CONFIG_WATCH", true);
+    });
 }
 
 main();

@@ -120,15 +120,36 @@ export function clientShare(maxConcurrentRequests: number): number {
  */
 export class Admission {
   private inFlight = 0;
-  private readonly byKey: ReadonlyMap<string, ClientState>;
+  private byKey: ReadonlyMap<string, ClientState>;
   private readonly byAddress = new Map<string, ClientState>();
-  private readonly share: number;
+  private share: number;
 
   constructor(
-    private readonly access: AccessConfig,
+    private access: AccessConfig,
     private readonly now: () => number = Date.now,
   ) {
     this.byKey = new Map(access.keys.map((key) => [key.name, new ClientState(key.limits)]));
+    this.share = clientShare(access.maxConcurrentRequests);
+  }
+
+  /**
+   * A reloaded config's limits, from now on. A key (or, auth off, the default limits) whose limits did not
+   * change keeps its books: its last minute's requests and tokens, its requests in flight. A changed or new
+   * one starts afresh; requests in flight keep releasing into the books they were counted in.
+   */
+  reconfigure(access: AccessConfig): void {
+    const before = this.byKey;
+    this.byKey = new Map(
+      access.keys.map((key) => {
+        const kept = before.get(key.name);
+        return [
+          key.name,
+          kept !== undefined && sameLimits(kept.limits, key.limits) ? kept : new ClientState(key.limits),
+        ];
+      }),
+    );
+    if (!sameLimits(this.access.limits, access.limits)) this.byAddress.clear();
+    this.access = access;
     this.share = clientShare(access.maxConcurrentRequests);
   }
 
@@ -279,6 +300,15 @@ function hasRates(limits: ClientLimits): boolean {
 }
 
 /** Whether a client's own limits set anything to count (rates, or its own `concurrent_requests`). */
+/** Whether two sets of limits say the same. */
+export function sameLimits(a: ClientLimits, b: ClientLimits): boolean {
+  return (
+    a.requestsPerMinute === b.requestsPerMinute &&
+    a.tokensPerMinute === b.tokensPerMinute &&
+    a.concurrentRequests === b.concurrentRequests
+  );
+}
+
 export function hasOwnLimits(limits: ClientLimits): boolean {
   return hasRates(limits) || limits.concurrentRequests !== undefined;
 }

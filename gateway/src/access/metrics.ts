@@ -18,6 +18,8 @@ export interface AccessMetrics {
   requestEnded(key: string, status: number): void;
   tokensUsed(key: string, tokens: number): void;
   rejected(key: string, reason: RejectionReason): void;
+  /** A reloaded config's keys: new ones get their series at 0; with none, auth is off and nothing is counted. */
+  setKeys(keyNames: readonly string[]): void;
 }
 
 export function createAccessMetrics(
@@ -52,13 +54,18 @@ export function createAccessMetrics(
       this.set(requestsInFlight());
     },
   });
-  // At 0 from the start, so the first request of a key is a visible increase to rate().
-  for (const key of keyNames) {
-    requests.labels(key, "200").inc(0);
-    tokens.labels(key).inc(0);
-  }
-  const enabled = keyNames.length > 0;
+  let enabled = false;
+  const setKeys = (names: readonly string[]) => {
+    // At 0 from the start, so the first request of a key is a visible increase to rate().
+    for (const key of names) {
+      requests.labels(key, "200").inc(0);
+      tokens.labels(key).inc(0);
+    }
+    enabled = names.length > 0;
+  };
+  setKeys(keyNames);
   return {
+    setKeys,
     requestEnded: (key, status) => {
       if (enabled) requests.labels(key, String(status)).inc();
     },

@@ -23,6 +23,8 @@ export interface AdmissionControl {
   readonly requestsInFlight: number;
   precheck(client: Client): void;
   admit(client: Client): Ticket | Promise<Ticket>;
+  /** A reloaded config's limits from now on; unchanged keys keep their books (Admission.reconfigure). */
+  reconfigure(access: AccessConfig): void;
 }
 
 /** The answer to a `take`: a lease on the client's shared books, or the limit that refused it. */
@@ -93,14 +95,14 @@ const MAX_REMEMBERED_REFUSALS = 10_000;
  */
 export class SharedAdmission implements AdmissionControl {
   private readonly local: Admission;
-  private readonly keyLimits: ReadonlyMap<string, ClientLimits>;
+  private keyLimits: ReadonlyMap<string, ClientLimits>;
   private readonly refusedUntil = new Map<
     string,
     { readonly until: number; readonly refused: SharedReason; readonly limits: ClientLimits }
   >();
 
   constructor(
-    private readonly access: AccessConfig,
+    private access: AccessConfig,
     private readonly books: SharedBooks,
     private readonly now: () => number = Date.now,
   ) {
@@ -110,6 +112,14 @@ export class SharedAdmission implements AdmissionControl {
 
   get requestsInFlight(): number {
     return this.local.requestsInFlight;
+  }
+
+  /** The shared books take each request's limits with it, so only this process's view changes. */
+  reconfigure(access: AccessConfig): void {
+    this.access = access;
+    this.keyLimits = new Map(access.keys.map((key) => [key.name, key.limits]));
+    this.local.reconfigure(processOnly(access));
+    this.refusedUntil.clear();
   }
 
   precheck(client: Client): void {

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { parseEnv } from "node:util";
 import { parse as parseYaml } from "yaml";
@@ -15,13 +16,26 @@ export function environmentWithDotEnv(processEnv: Env, dotEnvPath: string): Env 
 
 /** Reads and checks the YAML config; every problem is one ConfigError whose message starts with the file. */
 export function loadConfigFile(file: string, registry: BackendRegistry, env: Env): GatewayConfig {
-  let text: string;
+  return parseConfigText(file, readConfigText(file), registry, env);
+}
+
+/** The config file's text; a ConfigError naming the file when it cannot be read. */
+export function readConfigText(file: string): string {
   try {
-    text = readFileSync(file, "utf8");
+    return readFileSync(file, "utf8");
   } catch (error) {
     const reason = (error as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (error as Error).message;
     throw new ConfigError(file, `cannot read the config file (${reason})`);
   }
+}
+
+/** What `gateway_config_info` shows: the first 12 hex digits of the file's SHA-256. */
+export function configHash(text: string): string {
+  return createHash("sha256").update(text).digest("hex").slice(0, 12);
+}
+
+/** Checks the text of the config `file` (YAML); every problem is one ConfigError starting with the file. */
+export function parseConfigText(file: string, text: string, registry: BackendRegistry, env: Env): GatewayConfig {
   let raw: unknown;
   try {
     raw = parseYaml(text);

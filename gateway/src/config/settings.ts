@@ -26,6 +26,33 @@ export interface Settings {
   readonly maxConnections: number;
   /** After SIGTERM: seconds `/ready` answers 503 while the listener still serves, before it closes. */
   readonly drainDelaySeconds: number;
+  /** CONFIG_WATCH: reload the config file when its content changes (as SIGHUP does). */
+  readonly configWatch: boolean;
+}
+
+/** Each setting's variable: a reload re-reads `.env`, and says which of these changed (they apply at start). */
+const VARIABLES: Readonly<Record<keyof Settings, string>> = {
+  port: "PORT",
+  host: "HOST",
+  configFile: "CONFIG_FILE",
+  logLevel: "LOG_LEVEL",
+  maxBodyBytes: "MAX_BODY_BYTES",
+  maxBufferedBytes: "MAX_BUFFERED_BYTES",
+  shutdownTimeoutSeconds: "SHUTDOWN_TIMEOUT",
+  maxHops: "MAX_HOPS",
+  workers: "WORKERS",
+  headersTimeoutSeconds: "HEADERS_TIMEOUT",
+  bodyTimeoutSeconds: "BODY_TIMEOUT",
+  maxConnections: "MAX_CONNECTIONS",
+  drainDelaySeconds: "DRAIN_DELAY",
+  configWatch: "CONFIG_WATCH",
+};
+
+/** The variables whose value differs between two readings of the settings (all of them apply only at start). */
+export function changedSettings(before: Settings, after: Settings): string[] {
+  return (Object.keys(VARIABLES) as (keyof Settings)[])
+    .filter((key) => before[key] !== after[key])
+    .map((key) => VARIABLES[key]);
 }
 
 /** Longer than any sane chain of gateways, short enough that a loop ends in milliseconds. */
@@ -64,7 +91,15 @@ export function parseSettings(env: Env): Settings {
     bodyTimeoutSeconds: integer(env, "BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT_SECONDS, 1, 3600),
     maxConnections: integer(env, "MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1, 1_000_000),
     drainDelaySeconds: integer(env, "DRAIN_DELAY", DEFAULT_DRAIN_DELAY_SECONDS, 0, 3600),
+    configWatch: flag(env, "CONFIG_WATCH"),
   };
+}
+
+function flag(env: Env, name: string): boolean {
+  const text = (env[name] ?? "").trim().toLowerCase();
+  if (text === "" || text === "false" || text === "0") return false;
+  if (text === "true" || text === "1") return true;
+  throw new ConfigError(name, "must be true or false");
 }
 
 function integer(env: Env, name: string, fallback: number, min: number, max: number): number {

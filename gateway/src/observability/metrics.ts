@@ -64,6 +64,14 @@ export interface GatewayMetrics {
    * `gateway_backend_up`): discovery may change them between two scrapes.
    */
   watchTargets(backend: string, targets: () => readonly TargetView[]): void;
+  /** A backend a reloaded config dropped: its targets and `gateway_backend_up` are no longer shown. */
+  unwatchTargets(backend: string): void;
+  /** Series at 0 for backends (and fallback pairs) a reloaded config added, as createMetrics makes at start. */
+  addBackends(backendNames: readonly string[], fallbacks: ReadonlyMap<string, readonly string[]>): void;
+  /** The config now in force: `gateway_config_info{hash}`; a reload also counts a success and its time. */
+  configLoaded(hash: string, reload: boolean): void;
+  /** A reload that changed nothing: the file was invalid. */
+  configReloadFailed(): void;
 }
 
 /**
@@ -114,14 +122,58 @@ export function createMetrics(
     watchTargets(backend, targets) {
       instruments.watched.set(backend, targets);
     },
+    unwatchTargets(backend) {
+      instruments.watched.delete(backend);
+    },
+    addBackends(names, pairs) {
+      for (const name of names) {
+        for (const status of BACKEND_STATUSES) metrics.request(name).zero(status);
+        metrics.backend(name);
+      }
+      for (const [from, targets] of pairs) for (const to of targets) instruments.fallbacks.inc({ from, to }, 0);
+    },
+    configLoaded(hash, reload) {
+      // One series: the hash in force (the summed scrape under WORKERS > 1 counts the workers on it).
+      config.info.reset();
+      config.info.set({ hash }, 1);
+      config.lastSuccess.set(Date.now() / 1000);
+      if (reload) config.reloads.inc({ result: "success" });
+    },
+    configReloadFailed() {
+      config.reloads.inc({ result: "failure" });
+    },
   };
-  for (const name of backendNames) {
-    for (const status of BACKEND_STATUSES) metrics.request(name).zero(status);
-    metrics.backend(name);
-  }
-  for (const [from, targets] of fallbacks) for (const to of targets) instruments.fallbacks.inc({ from, to }, 0);
+  const config = defineConfigInstruments(registry);
+  metrics.addBackends(backendNames, fallbacks);
   metrics.request(NO_BACKEND).zero(400);
   return metrics;
+}
+
+/** The config's own metrics: which file is in force, and how its reloads went. */
+function defineConfigInstruments(registry: Registry) {
+  const registers = [registry];
+  const reloads = new Counter({
+    name: "gateway_config_reloads_total",
+    help: "Config reloads (SIGHUP, or CONFIG_WATCH seeing the file change) by result: success (in force) or failure (invalid file: nothing changed).",
+    labelNames: ["result"] as const,
+    registers,
+  });
+  reloads.inc({ result: "success" }, 0);
+  reloads.inc({ result: "failure" }, 0);
+  const lastSuccess = new Gauge({
+    name: "gateway_config_last_reload_success_timestamp_seconds",
+    help: "When the config in force was loaded (at start, or by the last successful reload), in Unix seconds.",
+    // Under WORKERS > 1: the oldest worker's, so the summed scrape shows whether every worker has reloaded.
+    aggregator: "min",
+    registers,
+  });
+  const info = new Gauge({
+    name: "gateway_config_info",
+    help: "Always 1 per process; `hash` is a short SHA-256 of the config file in force (under WORKERS > 1 the value is how many workers run it).",
+    labelNames: ["hash"] as const,
+    registers,
+  });
+  return { reloads, lastSuccess, info };
 }
 
 interface Defined extends Instruments {
@@ -209,6 +261,8 @@ function defineInstruments(registry: Registry): Defined {
     aggregator: "min",
     registers,
     collect() {
+      // Reset first: a backend a reload dropped stops being shown.
+      this.reset();
       for (const [backend, targets] of watched) this.set({ backend }, targets().some((target) => target.up) ? 1 : 0);
     },
   });

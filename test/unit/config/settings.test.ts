@@ -1,5 +1,5 @@
 import { ConfigError } from "../../../gateway/src/config/errors";
-import { parseSettings } from "../../../gateway/src/config/settings";
+import { changedSettings, parseSettings } from "../../../gateway/src/config/settings";
 
 describe("parseSettings", () => {
   it("has production defaults", () => {
@@ -17,6 +17,7 @@ describe("parseSettings", () => {
       bodyTimeoutSeconds: 10,
       maxConnections: 10_000,
       drainDelaySeconds: 5,
+      configWatch: false,
     });
   });
 
@@ -36,6 +37,7 @@ describe("parseSettings", () => {
         BODY_TIMEOUT: "6",
         MAX_CONNECTIONS: "7",
         DRAIN_DELAY: "0",
+        CONFIG_WATCH: "true",
       }),
     ).toEqual({
       port: 9000,
@@ -51,6 +53,7 @@ describe("parseSettings", () => {
       bodyTimeoutSeconds: 6,
       maxConnections: 7,
       drainDelaySeconds: 0,
+      configWatch: true,
     });
   });
 
@@ -71,7 +74,20 @@ describe("parseSettings", () => {
     [{ DRAIN_DELAY: "1.5" }, "DRAIN_DELAY: must be a whole number from 0 to 3600"],
     [{ WORKERS: "0" }, "WORKERS: must be auto or a whole number from 1 to 256"],
     [{ WORKERS: "two" }, "WORKERS: must be auto or a whole number from 1 to 256"],
+    [{ CONFIG_WATCH: "yes" }, "CONFIG_WATCH: must be true or false"],
   ])("rejects %p", (env, message) => {
     expect(() => parseSettings(env)).toThrow(new ConfigError("", message).message);
+  });
+});
+
+describe("changedSettings", () => {
+  it("names the variables whose value differs (each applies only at start)", () => {
+    const before = parseSettings({});
+    expect(changedSettings(before, parseSettings({}))).toEqual([]);
+    expect(changedSettings(before, parseSettings({ PORT: "9000", WORKERS: "2", CONFIG_WATCH: "1" }))).toEqual([
+      "PORT",
+      "WORKERS",
+      "CONFIG_WATCH",
+    ]);
   });
 });

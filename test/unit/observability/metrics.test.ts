@@ -29,6 +29,9 @@ describe("createMetrics", () => {
       gateway_backend_up: "gauge",
       gateway_backend_retries_total: "counter",
       gateway_build_info: "gauge",
+      gateway_config_info: "gauge",
+      gateway_config_last_reload_success_timestamp_seconds: "gauge",
+      gateway_config_reloads_total: "counter",
     });
   });
 
