@@ -3,12 +3,17 @@
  * be healthy), published on 127.0.0.1 at a free port, and checked end to end through that port.
  * Needs Docker with Compose v2; run with TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1.
  */
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import {
   DockerComposeEnvironment,
   getContainerRuntimeClient,
   type StartedDockerComposeEnvironment,
   Wait,
 } from "testcontainers";
+import { eventually } from "../support/eventually";
 import { chat, CONTAINER_TEST_TIMEOUT_MS, freePort, HTTP_TIMEOUT_MS, REPO_ROOT, request, THREE_CURLS } from "./support";
 
 jest.setTimeout(CONTAINER_TEST_TIMEOUT_MS);
@@ -84,6 +89,27 @@ describe("docker compose up", () => {
     const events = (await streamed.text()).split("\n\n").filter((event) => event !== "");
     expect(events[0]).toMatch(/^event: response.created\n/);
     expect(events.at(-1)).toMatch(/^event: response.completed\n/);
+  });
+
+  it("reloads its mounted config on `docker compose kill -s HUP gateway`, and keeps serving", async () => {
+    const compose = spawnSync("docker", ["compose", "-p", PROJECT, "kill", "-s", "HUP", "gateway"], {
+      cwd: REPO_ROOT,
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    expect(compose.status).toBe(0);
+    const metricsText = async () =>
+      (await fetch(`${gatewayUrl}/metrics`, { signal: AbortSignal.timeout(HTTP_TIMEOUT_MS) })).text();
+    const reloaded = await eventually("the reload to be counted", metricsText, (text) =>
+      /^gateway_config_reloads_total\{result="success"\} 1$/m.test(text),
+    );
+    const hash = createHash("sha256")
+      .update(readFileSync(join(REPO_ROOT, "config/compose.yaml")))
+      .digest("hex")
+      .slice(0, 12);
+    expect(reloaded).toContain(`gateway_config_info{hash="${hash}"} 1`);
+    const answer = await chat(gatewayUrl, { model: "remote", messages: [{ role: "user", content: "Hi" }] });
+    expect(answer.status).toBe(200);
   });
 
   it("serves /health and /ready on the published port", async () => {

@@ -590,3 +590,36 @@ describe("limitRefusal", () => {
     expect((refused as AdmissionError).error.headers["retry-after"]).toBe("60");
   });
 });
+
+describe("Admission.reconfigure (a config reload)", () => {
+  it("keeps the books of a key whose limits did not change, and starts a changed or new key afresh", () => {
+    const time = clock();
+    const admission = new Admission(
+      access({ keys: [key("steady", { requestsPerMinute: 2 }), key("edited", { requestsPerMinute: 2 })] }),
+      time.now,
+    );
+    const steady = { key: "steady", address: "10.0.0.1" };
+    const edited = { key: "edited", address: "10.0.0.2" };
+    const held = admitTimes(admission, steady, 2);
+    admitTimes(admission, edited, 2);
+    admission.reconfigure(
+      access({
+        keys: [key("steady", { requestsPerMinute: 2 }), key("edited", { requestsPerMinute: 3 }), key("new")],
+      }),
+    );
+    expect(reason(admission, steady)).toBe("requests_per_minute");
+    admitTimes(admission, edited, 3);
+    expect(reason(admission, edited)).toBe("requests_per_minute");
+    expect(() => admission.admit({ key: "new", address: "10.0.0.3" })).not.toThrow();
+    // Requests admitted before the reload still give their slots back.
+    for (const ticket of held) ticket.release();
+    expect(admission.requestsInFlight).toBe(6);
+  });
+
+  it("applies a new gateway-wide cap at once, counting the requests already in flight", () => {
+    const admission = new Admission(access({ maxConcurrentRequests: 4 }));
+    for (const address of ["10.0.0.1", "10.0.0.2", "10.0.0.3"]) admission.admit({ address });
+    admission.reconfigure(access({ maxConcurrentRequests: 3 }));
+    expect(reason(admission, { address: "10.0.0.4" })).toBe("gateway_concurrency");
+  });
+});
