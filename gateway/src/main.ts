@@ -99,6 +99,9 @@ function serve(
   workers: number,
 ): void {
   const logger = createLogger({ level: settings.logLevel, service: "gateway" });
+  // Under WORKERS > 1 the clients' limits are counted in the primary, for all workers together (unless a
+  // limits_store counts them for every worker of every replica). Made once: a reload keeps the same books.
+  const sharedBooks = cluster.isWorker && config.access.store === undefined ? primaryBooks(logger) : undefined;
   const build = (next: GatewayConfig, nextEnv: Env, previous?: Dependencies): Dependencies =>
     buildDependencies({
       config: next,
@@ -109,9 +112,7 @@ function serve(
       maxHops: settings.maxHops,
       bodyTimeoutSeconds: settings.bodyTimeoutSeconds,
       maxBufferedBytes: settings.maxBufferedBytes,
-      // Under WORKERS > 1 the clients' limits are counted in the primary, for all workers together (unless a
-      // limits_store counts them for every worker of every replica).
-      ...(cluster.isWorker && config.access.store === undefined ? { sharedBooks: primaryBooks(logger) } : {}),
+      ...(sharedBooks === undefined ? {} : { sharedBooks }),
       processes: workers,
       ...(previous === undefined ? {} : { previous }),
     });

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { request as httpRequest } from "node:http";
 import { mkdirSync, renameSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { eventually } from "../support/eventually";
@@ -207,6 +208,78 @@ describe("config reload", () => {
       .split("\n")
       .find((line) => line.includes('"message":"config reloaded"'));
     expect(JSON.parse(reloaded ?? "{}")).toMatchObject({ kept: ["alpha", "remote", "only-a"] });
+  });
+
+  it("a request that arrived before a reload is served by its config, even by a backend the reload removed", async () => {
+    const { gateway, dir } = await start(configA());
+    const body = JSON.stringify({ model: "only-a", messages: [{ role: "user", content: "hi" }] });
+    const half = Math.floor(body.length / 2);
+    const answer = new Promise<{ status: number; backend: string | undefined; text: string }>((resolveAnswer, fail) => {
+      const request = httpRequest(
+        `${gateway.url}/v1/chat/completions`,
+        { method: "POST", headers: { "content-type": "application/json", "content-length": String(body.length) } },
+        (response) => {
+          let text = "";
+          response.on("data", (chunk: Buffer) => (text += chunk.toString()));
+          response.on("end", () =>
+            resolveAnswer({
+              status: response.statusCode ?? 0,
+              backend: response.headers["x-gateway-backend"] as string | undefined,
+              text,
+            }),
+          );
+        },
+      );
+      request.on("error", fail);
+      // Half the body now: the request has arrived (under config A) and waits for the rest.
+      request.write(body.slice(0, half));
+      void (async () => {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        writeFileSync(join(dir, "config.yaml"), configB());
+        gateway.child.kill("SIGHUP");
+        await eventually(
+          "the reload",
+          async () => gateway.output(),
+          (text) => text.includes('"message":"config reloaded"'),
+        );
+        request.end(body.slice(half));
+      })().catch(fail);
+    });
+    const { status, backend, text } = await answer;
+    expect({ status, backend }).toEqual({ status: 200, backend: "only-a" });
+    expect(text).toContain("Remote: hi");
+    // A new request for only-a now goes to B's default.
+    const after = await fetch(`${gateway.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body,
+    });
+    expect(after.headers.get("x-gateway-backend")).toBe("beta");
+  });
+
+  it("shows an added backend's series at 0 at once, and stops showing a removed backend's gauges", async () => {
+    const { gateway, dir } = await start(configA());
+    const series = (samples: Awaited<ReturnType<typeof scrape>>, name: string, backend: string) =>
+      samples.filter((sample) => sample.name === name && sample.labels.backend === backend);
+    const before = await scrape(gateway.url);
+    expect(series(before, "gateway_backend_up", "only-a")).toHaveLength(1);
+    expect(series(before, "gateway_requests_total", "only-b")).toHaveLength(0);
+    writeFileSync(join(dir, "config.yaml"), configB());
+    gateway.child.kill("SIGHUP");
+    await eventually(
+      "the reload",
+      async () => gateway.output(),
+      (text) => text.includes('"message":"config reloaded"'),
+    );
+    const after = await eventually(
+      "only-a's gauges to go",
+      () => scrape(gateway.url),
+      (samples) => series(samples, "gateway_backend_up", "only-a").length === 0,
+    );
+    expect(series(after, "gateway_backend_up", "only-b")).toEqual([expect.objectContaining({ value: 1 })]);
+    expect(series(after, "gateway_requests_total", "only-b").filter((sample) => sample.labels.code === "502")).toEqual([
+      expect.objectContaining({ value: 0 }),
+    ]);
   });
 
   it("under WORKERS=2, SIGHUP to the primary puts every worker on the new config", async () => {
