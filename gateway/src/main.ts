@@ -117,9 +117,11 @@ function serve(
       ...(previous === undefined ? {} : { previous }),
     });
   const deps = build(config, env);
-  // A worker's /metrics serves the sum over all workers, gathered by the primary.
+  // A worker's /metrics serves the sum over all workers, gathered by the primary. Made once (it listens to
+  // the primary): every config generation shares the one registry.
+  const scrape = cluster.isWorker ? clusterScrape(deps.metrics.registry) : undefined;
   const generations = new ConfigGenerations(deps, logger, (current) =>
-    cluster.isWorker ? { ...current, scrape: clusterScrape(current.metrics.registry) } : current,
+    scrape === undefined ? current : { ...current, scrape },
   );
   const reloader = new ConfigReloader(
     generations,

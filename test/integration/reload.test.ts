@@ -308,6 +308,19 @@ describe("config reload", () => {
       body: JSON.stringify({ messages: [{ role: "user", content: "hi" }] }),
     });
     expect(response.headers.get("x-gateway-backend")).toBe("beta");
+    // Many reloads later, no worker has piled up listeners on its channel to the primary (one per reload
+    // would pass Node's limit of 10 and warn) and every reload was counted in both workers.
+    for (let reload = 0; reload < 12; reload++) {
+      gateway.child.kill("SIGHUP");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await eventually(
+      "13 reloads in each worker",
+      () => scrape(gateway.url),
+      (samples) => total(samples, "gateway_config_reloads_total", { result: "success" }) === 26,
+      { timeoutMs: 10_000, intervalMs: 100 },
+    );
+    expect(gateway.output()).not.toContain("MaxListenersExceededWarning");
     expect(gateway.child.exitCode).toBeNull();
   });
 
