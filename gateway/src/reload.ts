@@ -41,7 +41,7 @@ class Generation {
  */
 export class ConfigGenerations {
   private current: Generation;
-  /** Every generation's app shares the first one's request and response prototypes (see `generation`). */
+  /** Every generation's app shares the first one's request and response prototypes (see `swap`). */
   private readonly first: Express;
 
   constructor(
