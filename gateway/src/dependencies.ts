@@ -84,7 +84,33 @@ export function buildDependencies(options: {
   const fallbacks = new Map(
     config.backends.map((backendConfig) => [backendConfig.name, backendConfig.resilience.fallbacks]),
   );
-  if (previous !== undefined) return reconfigured(previous, { config, backends, backendSettings, logger });
+  const lasting = previous ?? processParts(options, backends, fallbacks, responseBudget);
+  const inForce = previous === undefined ? config : carriedOver(previous, config, backends, fallbacks, logger);
+  return {
+    ...lasting,
+    config: inForce,
+    backendSettings,
+    backends,
+    models: backends.map((backend) => ({ id: backend.name, ownedBy: backend.type })),
+    keys: new KeyRing(inForce.access.keys),
+    metricsKey: inForce.access.metricsKey,
+    inference: new InferenceService(backends, defaultBackend, lasting.metrics, {
+      policies,
+      refusals: lasting.accessMetrics,
+    }),
+  };
+}
+
+/** What lives as long as the process, whatever config is in force: built once, from the first config. */
+type ProcessParts = Omit<Dependencies, "config" | "backendSettings" | "backends" | "models" | "keys" | "inference">;
+
+function processParts(
+  options: Parameters<typeof buildDependencies>[0],
+  backends: readonly Backend[],
+  fallbacks: ReadonlyMap<string, readonly string[]>,
+  responseBudget: ResponseBudget,
+): ProcessParts {
+  const { config, logger } = options;
   // One Registry per app: building two apps in one process (as tests do) never collides.
   const metrics = createMetrics(
     new Registry(),
@@ -107,18 +133,11 @@ export function buildDependencies(options: {
     () => admission.requestsInFlight,
   );
   return {
-    config,
-    backendSettings,
     responseBudget,
     logger,
-    backends,
-    models: backends.map((backend) => ({ id: backend.name, ownedBy: backend.type })),
     metrics,
-    keys: new KeyRing(config.access.keys),
     admission,
     accessMetrics,
-    ...(config.access.metricsKey === undefined ? {} : { metricsKey: config.access.metricsKey }),
-    inference: new InferenceService(backends, defaultBackend, metrics, { policies, refusals: accessMetrics }),
     lifecycle: new Lifecycle(),
     maxBodyBytes: options.maxBodyBytes,
     bodyTimeoutSeconds: options.bodyTimeoutSeconds ?? DEFAULT_BODY_TIMEOUT_SECONDS,
@@ -129,24 +148,19 @@ export function buildDependencies(options: {
 }
 
 /**
- * A reloaded config's dependencies on top of the ones in force: the same metrics, admission (now with the
- * new limits), lifecycle and limits store; the given backends (kept or new); a new key ring, service and
- * model list. A `limits_store` section that changed takes effect at the next start (logged).
+ * A reloaded config carried over to the process parts in force: the added backends get their series, the
+ * admission (and the limits store's local share) the new limits, the key metrics the new keys. Returns the
+ * config as it is in force: a changed `limits_store` takes effect at the next start (logged), so it keeps
+ * the one the process started with.
  */
-function reconfigured(
+function carriedOver(
   previous: Dependencies,
-  built: {
-    readonly config: GatewayConfig;
-    readonly backends: readonly Backend[];
-    readonly backendSettings: ReadonlyMap<string, string>;
-    readonly logger: Logger;
-  },
-): Dependencies {
-  const { config, backends, logger } = built;
-  const defaultBackend = backends.find((backend) => backend.name === config.defaultBackend);
-  if (defaultBackend === undefined) throw new Error(`default backend '${config.defaultBackend}' is not configured`);
+  config: GatewayConfig,
+  backends: readonly Backend[],
+  fallbacks: ReadonlyMap<string, readonly string[]>,
+  logger: Logger,
+): GatewayConfig {
   const added = backends.filter((backend) => !previous.backends.includes(backend)).map((backend) => backend.name);
-  const fallbacks = new Map(config.backends.map((backend) => [backend.name, backend.resilience.fallbacks]));
   previous.metrics.addBackends(added, fallbacks);
   if (stableText(previous.config.access.store) !== stableText(config.access.store))
     logger.warn("limits_store changed: it takes effect at the next start; limits are counted as before until then");
@@ -154,18 +168,5 @@ function reconfigured(
   previous.admission.reconfigure(access);
   previous.limitsStore?.reconfigure(access);
   previous.accessMetrics.setKeys(access.keys.map((key) => key.name));
-  const policies = new Map(config.backends.map((backend) => [backend.name, backend.resilience]));
-  return {
-    ...previous,
-    config: { ...config, access },
-    backendSettings: built.backendSettings,
-    backends,
-    models: backends.map((backend) => ({ id: backend.name, ownedBy: backend.type })),
-    keys: new KeyRing(access.keys),
-    ...(access.metricsKey === undefined ? { metricsKey: undefined } : { metricsKey: access.metricsKey }),
-    inference: new InferenceService(backends, defaultBackend, previous.metrics, {
-      policies,
-      refusals: previous.accessMetrics,
-    }),
-  };
+  return { ...config, access };
 }

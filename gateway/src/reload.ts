@@ -150,12 +150,13 @@ export class ConfigReloader {
   reload(trigger: string, ifChanged = false): boolean {
     const { file, logger } = this.options;
     const metrics = this.generations.deps.metrics;
-    let text: string;
+    let hash: string;
     let next: Dependencies;
     let env: Env;
     try {
-      text = readConfigText(file);
-      if (ifChanged && configHash(text) === this.hash) return false;
+      const text = readConfigText(file);
+      hash = configHash(text);
+      if (ifChanged && hash === this.hash) return false;
       env = this.options.env();
       next = this.options.build(this.options.parse(text, env), env, this.generations.deps);
     } catch (error) {
@@ -167,8 +168,8 @@ export class ConfigReloader {
     }
     const before = this.generations.deps.backends;
     this.generations.swap(next);
-    this.hash = configHash(text);
-    metrics.configLoaded(this.hash, true);
+    this.hash = hash;
+    metrics.configLoaded(hash, true);
     logger.info("config reloaded", {
       file,
       trigger,

@@ -1,7 +1,13 @@
 import OpenAI from "openai";
 import { total } from "../support/exposition";
 import { scrape } from "../support/metrics";
-import { type RunningGateway, type RunningMock, startGateway, startMock, twoBackendConfig } from "../support/servers";
+import {
+  type RunningGateway,
+  type RunningMock,
+  startGateway,
+  startMock,
+  keyedTwoBackendConfig,
+} from "../support/servers";
 
 /**
  * `POST /v1/embeddings` through the official openai SDK: against the echo backend and against mock-remote
@@ -11,27 +17,14 @@ import { type RunningGateway, type RunningMock, startGateway, startMock, twoBack
 const APP_KEY = "gw-app-key-embeddings-0123456789";
 const LOCAL_ONLY_KEY = "gw-local-only-key-embeddings-0123";
 
-/** The two usual backends (twoBackendConfig), and two keys: one for everything, one for `local` at 3 per minute. */
-function config(mockUrl: string): string {
-  return `${twoBackendConfig(mockUrl, "circuit_breaker: false")}
-auth:
-  keys:
-    - name: app
-      key_env: APP_KEY
-    - name: local-only
-      key_env: LOCAL_ONLY_KEY
-      backends: [local]
-      limits:
-        requests_per_minute: 3
-`;
-}
-
 let mock: RunningMock;
 let gateway: RunningGateway;
 
 beforeAll(async () => {
   mock = await startMock();
-  gateway = await startGateway(config(mock.url), { env: { APP_KEY, LOCAL_ONLY_KEY } });
+  gateway = await startGateway(keyedTwoBackendConfig(mock.url, "circuit_breaker: false", 3), {
+    env: { APP_KEY, LOCAL_ONLY_KEY },
+  });
 });
 
 afterAll(async () => {

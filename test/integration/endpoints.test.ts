@@ -6,7 +6,7 @@ import {
   type RunningMock,
   startGateway,
   startMock,
-  twoBackendConfig,
+  keyedTwoBackendConfig,
   userMessage,
 } from "../support/servers";
 
@@ -18,27 +18,14 @@ import {
 const APP_KEY = "gw-app-key-endpoints-0123456789ab";
 const LOCAL_ONLY_KEY = "gw-local-only-key-endpoints-01234";
 
-/** The two usual backends (breaker off: the fault tests break one stream after another), and two keys: one for everything, one for `local` at 4 per minute (refusals count too). */
-function config(mockUrl: string): string {
-  return `${twoBackendConfig(mockUrl, "timeout: 0.5\ncircuit_breaker: false")}
-auth:
-  keys:
-    - name: app
-      key_env: APP_KEY
-    - name: local-only
-      key_env: LOCAL_ONLY_KEY
-      backends: [local]
-      limits:
-        requests_per_minute: 4
-`;
-}
-
 let mock: RunningMock;
 let gateway: RunningGateway;
 
 beforeAll(async () => {
   mock = await startMock();
-  gateway = await startGateway(config(mock.url), { env: { APP_KEY, LOCAL_ONLY_KEY } });
+  gateway = await startGateway(keyedTwoBackendConfig(mock.url, "timeout: 0.5\ncircuit_breaker: false", 4), {
+    env: { APP_KEY, LOCAL_ONLY_KEY },
+  });
 });
 
 afterAll(async () => {

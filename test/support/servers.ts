@@ -130,6 +130,24 @@ ${remoteExtra
 `;
 }
 
+/**
+ * twoBackendConfig plus two gateway keys, read from APP_KEY and LOCAL_ONLY_KEY: `app` may use everything,
+ * `local-only` only `local`, at `perMinute` requests a minute (refused requests count too).
+ */
+export function keyedTwoBackendConfig(remoteUrl: string, remoteExtra: string, perMinute: number): string {
+  return `${twoBackendConfig(remoteUrl, remoteExtra)}
+auth:
+  keys:
+    - name: app
+      key_env: APP_KEY
+    - name: local-only
+      key_env: LOCAL_ONLY_KEY
+      backends: [local]
+      limits:
+        requests_per_minute: ${perMinute}
+`;
+}
+
 export interface Answer {
   readonly status: number;
   readonly headers: Headers;

@@ -1,7 +1,6 @@
-import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import OpenAI from "openai";
-import { createMockApp, type MockOptions, type SeenRequest } from "../../mock-remote/src/app";
+import type { MockOptions, SeenRequest } from "../../mock-remote/src/app";
+import { type RunningMock, startMock } from "../support/servers";
 import { mockTokens } from "../../mock-remote/src/usage";
 
 /**
@@ -10,26 +9,11 @@ import { mockTokens } from "../../mock-remote/src/usage";
  * SDK reads the answers too, as the proof that their shapes are what clients expect.
  */
 
-interface Mock {
-  readonly url: string;
-  close(): Promise<void>;
-}
+const running: RunningMock[] = [];
 
-const running: Mock[] = [];
-
-async function start(options: Partial<MockOptions> = {}): Promise<Mock> {
-  const { app } = createMockApp({ defaultDelayMs: 0, modelId: "mock-model", instance: "replica-e", ...options });
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = app.listen(0, "127.0.0.1", (error?: Error) => (error === undefined ? resolve(s) : reject(error)));
-  });
-  const mock = {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
+/** A mock-remote on an ephemeral loopback port (the shared test helper), closed after each test. */
+async function start(options: Partial<MockOptions> = {}): Promise<RunningMock> {
+  const mock = await startMock({ instance: "replica-e", ...options });
   running.push(mock);
   return mock;
 }

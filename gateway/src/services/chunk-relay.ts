@@ -80,7 +80,6 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk>
   /** Per choice: whether its first delta went out, whether its finish reason did. */
   private readonly opened: boolean[];
   private readonly finished: boolean[];
-  private started = false;
 
   /** The same object as `relay`, with the chunk settings. */
   constructor(private readonly setup: ChunkRelayState) {
@@ -153,10 +152,7 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk>
     const opening = !this.opened[index];
     if (opening) {
       this.opened[index] = true;
-      if (!this.started) {
-        this.started = true;
-        this.relay.series.firstToken((performance.now() - this.relay.options.startedAt) / 1000);
-      }
+      this.tokenSent();
     }
     if (event.finishReason !== undefined) this.finished[index] = true;
     return this.chunk(index, delta, event.finishReason ?? null, opening);

@@ -149,7 +149,7 @@ export class InferenceService {
 
   /** `POST /v1/completions`: routed, allowed and guarded as chat is; `n` choices, usage counted. */
   async completeText(request: CompletionsRequest, options: CallOptions): Promise<TextCompletion> {
-    const backend = this.routeServing(request, options, "completeText", "completions");
+    const backend = this.routeServing(request, options, "completeText");
     const prompt = completionPrompt(request.prompt);
     const answered = await this.whole(backend, request, prompt, options, completeTextVia);
     const result = answered.value;
@@ -175,7 +175,7 @@ export class InferenceService {
 
   /** As completeText, streamed as `text_completion` chunks with chat's integrity rules (see ChunkRelay). */
   async openTextStream(request: CompletionsRequest, options: CallOptions): Promise<ChunkStream<TextCompletionChunk>> {
-    const backend = this.routeServing(request, options, "streamText", "completions");
+    const backend = this.routeServing(request, options, "streamText");
     options.onStream?.();
     const prompt = completionPrompt(request.prompt);
     const answered = await this.opened(backend, request, prompt, options, streamTextVia);
@@ -187,7 +187,7 @@ export class InferenceService {
    * `previous_response_id` still refers to it), with `model` as asked and `backend` added.
    */
   async respond(request: ResponsesRequest, options: CallOptions): Promise<ResponseObject> {
-    const backend = this.routeServing(request, options, "respond", "responses");
+    const backend = this.routeServing(request, options, "respond");
     const prompt = responseInputText(request.input);
     const answered = await this.whole(backend, request, prompt, options, respondVia);
     const result = answered.value;
@@ -199,7 +199,7 @@ export class InferenceService {
 
   /** As respond, streamed: the upstream's typed events, relayed as they come (see ResponseRelay). */
   async openResponseStream(request: ResponsesRequest, options: CallOptions): Promise<ResponseEventStream> {
-    const backend = this.routeServing(request, options, "streamResponse", "responses");
+    const backend = this.routeServing(request, options, "streamResponse");
     options.onStream?.();
     const prompt = responseInputText(request.input);
     const answered = await this.opened(backend, request, prompt, options, streamResponseVia);
@@ -218,7 +218,7 @@ export class InferenceService {
    * fallbacks. The backend's answer passes through with `backend` added, and `usage` counted (or estimated).
    */
   async embed(request: EmbeddingsRequest, options: CallOptions): Promise<EmbeddingsResponse> {
-    const backend = this.routeServing(request, options, "embed", "embeddings");
+    const backend = this.routeServing(request, options, "embed");
     const prompt = embeddingTexts(request.input).join("\n");
     const answered = await this.whole(backend, request, prompt, options, embedVia);
     const result = answered.value;
@@ -302,14 +302,9 @@ export class InferenceService {
   }
 
   /** The routed and allowed backend, refused (400 `unsupported_endpoint`) when its type lacks `method`. */
-  private routeServing(
-    request: { readonly model?: string },
-    options: CallOptions,
-    method: "embed" | "completeText" | "streamText" | "respond" | "streamResponse",
-    endpoint: string,
-  ): Backend {
+  private routeServing(request: { readonly model?: string }, options: CallOptions, method: OptionalMethod): Backend {
     const backend = this.routeAllowed(request, options);
-    if (backend[method] === undefined) throw new UnsupportedEndpointError(backend.name, endpoint);
+    serving(backend, method);
     return backend;
   }
 
@@ -330,25 +325,37 @@ const completeVia = (backend: Backend, call: BackendCall): Promise<BackendResult
 
 const streamVia = (backend: Backend, call: BackendCall): AsyncIterable<StreamEvent> => backend.stream(call);
 
-async function completeTextVia(backend: Backend, call: BackendCall<CompletionsRequest>): Promise<TextResult> {
-  if (backend.completeText === undefined) throw new UnsupportedEndpointError(backend.name, "completions");
-  return backend.completeText(call);
+/** The endpoints a backend type may lack, each with the name it is refused under. */
+const OPTIONAL_ENDPOINTS = {
+  embed: "embeddings",
+  completeText: "completions",
+  streamText: "completions",
+  respond: "responses",
+  streamResponse: "responses",
+} as const;
+type OptionalMethod = keyof typeof OPTIONAL_ENDPOINTS;
+
+/** `backend`'s `method`; 400 `unsupported_endpoint` when its type has none (a fallback may lack it too). */
+function serving<M extends OptionalMethod>(backend: Backend, method: M): NonNullable<Backend[M]> {
+  const found = backend[method];
+  if (found === undefined) throw new UnsupportedEndpointError(backend.name, OPTIONAL_ENDPOINTS[method]);
+  return found;
 }
 
-function streamTextVia(backend: Backend, call: BackendCall<CompletionsRequest>): AsyncIterable<StreamEvent> {
-  if (backend.streamText === undefined) throw new UnsupportedEndpointError(backend.name, "completions");
-  return backend.streamText(call);
-}
+const completeTextVia = (backend: Backend, call: BackendCall<CompletionsRequest>): Promise<TextResult> =>
+  serving(backend, "completeText").call(backend, call);
 
-async function respondVia(backend: Backend, call: BackendCall<ResponsesRequest>): Promise<ResponseResult> {
-  if (backend.respond === undefined) throw new UnsupportedEndpointError(backend.name, "responses");
-  return backend.respond(call);
-}
+const streamTextVia = (backend: Backend, call: BackendCall<CompletionsRequest>): AsyncIterable<StreamEvent> =>
+  serving(backend, "streamText").call(backend, call);
 
-function streamResponseVia(backend: Backend, call: BackendCall<ResponsesRequest>): AsyncIterable<ResponseEvent> {
-  if (backend.streamResponse === undefined) throw new UnsupportedEndpointError(backend.name, "responses");
-  return backend.streamResponse(call);
-}
+const respondVia = (backend: Backend, call: BackendCall<ResponsesRequest>): Promise<ResponseResult> =>
+  serving(backend, "respond").call(backend, call);
+
+const streamResponseVia = (backend: Backend, call: BackendCall<ResponsesRequest>): AsyncIterable<ResponseEvent> =>
+  serving(backend, "streamResponse").call(backend, call);
+
+const embedVia = (backend: Backend, call: BackendCall<EmbeddingsRequest>): Promise<EmbeddingsResult> =>
+  serving(backend, "embed").call(backend, call);
 
 /** A started stream's chunks, in `shape`, for the request routed to `routed` (`answered` may be a fallback). */
 function relayChunks<C extends StreamChunk>(
@@ -385,11 +392,6 @@ function outputText(response: ResponseResult): string {
     }
   }
   return texts.join(" ");
-}
-
-async function embedVia(backend: Backend, call: BackendCall<EmbeddingsRequest>): Promise<EmbeddingsResult> {
-  if (backend.embed === undefined) throw new UnsupportedEndpointError(backend.name, "embeddings");
-  return backend.embed(call);
 }
 
 /** The stream's first event, taken; undefined if it ended with none. Throws what broke it first. */

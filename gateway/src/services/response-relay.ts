@@ -20,7 +20,6 @@ export type ResponseEventStream = PullStream<ResponseEvent> & AsyncIterable<Resp
 export class ResponseRelay extends StreamRelay<ResponseEvent, ResponseEvent> implements ResponseEventStream {
   /** A final event came: the stream may end. */
   private final = false;
-  private started = false;
 
   take(): ResponseEvent | undefined {
     if (this.state === "failed") throw this.failure;
@@ -39,10 +38,7 @@ export class ResponseRelay extends StreamRelay<ResponseEvent, ResponseEvent> imp
     const type = event.type;
     if (type === "response.output_text.delta" && typeof event.delta === "string") {
       this.tokens.add(event.delta);
-      if (!this.started) {
-        this.started = true;
-        this.relay.series.firstToken((performance.now() - this.relay.options.startedAt) / 1000);
-      }
+      this.tokenSent();
     }
     if (!LIFECYCLE_EVENTS.has(type)) return event;
     const response = event.response;

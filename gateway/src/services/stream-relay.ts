@@ -34,6 +34,8 @@ export abstract class StreamRelay<E, T> implements PullStream<T>, AsyncIterable<
   protected usage: Usage | undefined;
   protected state: "relaying" | "ended" | "failed" | "closed" = "relaying";
   protected failure: unknown;
+  /** The first token went out (its time is observed once per stream). */
+  private tokenSeen = false;
 
   constructor(protected readonly relay: RelayState<E>) {
     this.first = relay.first;
@@ -61,6 +63,13 @@ export abstract class StreamRelay<E, T> implements PullStream<T>, AsyncIterable<
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
     return iterate(this);
+  }
+
+  /** Some of the answer's text went out: the first time, time to first token is observed. */
+  protected tokenSent(): void {
+    if (this.tokenSeen) return;
+    this.tokenSeen = true;
+    this.relay.series.firstToken((performance.now() - this.relay.options.startedAt) / 1000);
   }
 
   /** Whether the relay holds items made and not yet taken. */
