@@ -166,6 +166,108 @@ describe("streaming through the official openai SDK", () => {
   });
 });
 
+/** What a raw socket reads until the server closes it or `done` holds for the bytes so far. */
+async function readRaw(request: string, done: (bytes: Buffer) => boolean = () => false): Promise<Buffer> {
+  const socket = connect({ host: "127.0.0.1", port: Number(new URL(gateway.url).port) });
+  const parts: Buffer[] = [];
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once("error", reject);
+      socket.once("close", () => resolve());
+      socket.on("data", (data: Buffer) => {
+        parts.push(data);
+        if (done(Buffer.concat(parts))) resolve();
+      });
+      socket.write(request);
+    });
+  } finally {
+    socket.destroy();
+  }
+  return Buffer.concat(parts);
+}
+
+function streamRequest(model: string, content: string, version = "1.1"): string {
+  const body = JSON.stringify({ model, stream: true, messages: userMessage(content) });
+  return `POST /v1/chat/completions HTTP/${version}\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+}
+
+/**
+ * The HTTP/1.1 responses in `bytes`, one after the other: each one's head and its chunked body decoded,
+ * checking every chunk's size line against the bytes that follow it (a size counted in characters, not
+ * bytes, or a frame written twice, breaks the decoding of everything after it).
+ */
+function chunkedResponses(bytes: Buffer): { head: string; body: string; chunks: number }[] {
+  const responses: { head: string; body: string; chunks: number }[] = [];
+  let at = 0;
+  while (at < bytes.length) {
+    const headEnd = bytes.indexOf("\r\n\r\n", at);
+    if (headEnd === -1) throw new Error(`no response head at byte ${at}`);
+    const head = bytes.toString("latin1", at, headEnd);
+    expect(head.toLowerCase()).toContain("transfer-encoding: chunked");
+    at = headEnd + 4;
+    const body: Buffer[] = [];
+    let chunks = 0;
+    for (;;) {
+      const sizeEnd = bytes.indexOf("\r\n", at);
+      const sizeLine = bytes.toString("latin1", at, sizeEnd);
+      if (!/^[0-9a-f]+$/.test(sizeLine)) throw new Error(`not a chunk size at byte ${at}: ${JSON.stringify(sizeLine)}`);
+      const size = parseInt(sizeLine, 16);
+      at = sizeEnd + 2;
+      if (size === 0) {
+        expect(bytes.toString("latin1", at, at + 2)).toBe("\r\n");
+        at += 2;
+        break;
+      }
+      body.push(bytes.subarray(at, at + size));
+      chunks++;
+      expect(bytes.toString("latin1", at + size, at + size + 2)).toBe("\r\n");
+      at += size + 2;
+    }
+    responses.push({ head, body: Buffer.concat(body).toString("utf8"), chunks });
+  }
+  return responses;
+}
+
+/** The text of a chat stream's `data:` events, joined; throws on any event that is not JSON or [DONE]. */
+function streamedText(body: string): string {
+  const events = body.split("\n\n").filter((event) => event !== "");
+  expect(events[events.length - 1]).toBe("data: [DONE]");
+  return events
+    .slice(0, -1)
+    .map(
+      (event) =>
+        (JSON.parse(event.replace(/^data: /, "")) as OpenAI.ChatCompletionChunk).choices[0]?.delta.content ?? "",
+    )
+    .join("");
+}
+
+describe("the stream on the wire", () => {
+  const ENDS = Buffer.from("0\r\n\r\n");
+  const bothEnded = (bytes: Buffer) => bytes.indexOf(ENDS, bytes.indexOf(ENDS) + 1) !== -1;
+
+  it("frames each event as one HTTP/1.1 chunk of its size in bytes, pipelined requests answered in order", async () => {
+    // Multi-byte characters: a chunk's size is its UTF-8 length. The second request arrives while the first
+    // streams, so its answer waits for the connection (its events are queued by Node, not written out of turn).
+    const words = "héllo wörld 你好 ünïcode";
+    const bytes = await readRaw(streamRequest("local", words) + streamRequest("remote", "second answer"), bothEnded);
+    const [first, second, ...rest] = chunkedResponses(bytes);
+    expect(rest).toHaveLength(0);
+    expect(first?.head).toMatch(/^HTTP\/1\.1 200/);
+    expect(streamedText(first?.body ?? "")).toBe(`Echo: ${words}`);
+    expect(first?.chunks).toBeGreaterThan(3);
+    expect(second?.head).toMatch(/^HTTP\/1\.1 200/);
+    expect(streamedText(second?.body ?? "")).toBe("Remote: second answer");
+  });
+
+  it("sends an HTTP/1.0 client the events unframed and closes the connection at the end", async () => {
+    const bytes = await readRaw(streamRequest("local", "one two thrée", "1.0"));
+    const text = bytes.toString("utf8");
+    const headEnd = text.indexOf("\r\n\r\n");
+    expect(text.slice(0, headEnd).toLowerCase()).not.toContain("transfer-encoding");
+    expect(streamedText(text.slice(headEnd + 4))).toBe("Echo: one two thrée");
+  });
+});
+
 describe("stream integrity: a broken stream never looks like a success", () => {
   it.each([
     ["a reset before the first byte", { fault: "reset" }, 502],
