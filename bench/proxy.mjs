@@ -18,6 +18,11 @@ const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
       answer.pipe(res);
     },
   );
+  // A client that leaves mid-answer releases the upstream request, as any proxy must: left open, each one
+  // held an upstream connection (and its unread stream) for good.
+  res.on("close", () => {
+    if (!res.writableFinished) forward.destroy();
+  });
   forward.on("error", () => {
     if (!res.headersSent) res.writeHead(502);
     res.end();

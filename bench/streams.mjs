@@ -5,7 +5,7 @@
 // largest gap between two chunks of a stream, and errors by kind. make bench runs it (bench/run.mjs);
 // alone, to compare builds:
 //
-//   node bench/streams.mjs [--levels=1000x10,3000x3] [--rounds=2] [--seconds=8] \
+//   node bench/streams.mjs [--levels=1000x10,3000x3] [--rounds=2] [--seconds=8] [--chunks=100] \
 //     proxy=bench/proxy.mjs,UPSTREAM={upstream} gateway=dist/gateway/src/main.js [label=main.js,KEY=VALUE ...]
 //
 // Each server is started fresh for each level (so its peak RSS is that level's), with a fresh upstream;
@@ -74,13 +74,13 @@ export async function measureLevel(
   plan,
   level,
   specs,
-  { rounds = 2, seconds = 8, warmupSeconds = 3, rampSeconds = 3, dir },
+  { rounds = 2, seconds = 8, warmupSeconds = 3, rampSeconds = 3, chunks = CHUNKS_PER_STREAM, dir },
 ) {
   const upstream = await startServer({
     name: "sse-upstream",
     cpus: plan.behind,
     args: [join(BENCH_DIR, "sse-upstream.mjs")],
-    env: { RATE: String(level.rate), CHUNKS: String(CHUNKS_PER_STREAM) },
+    env: { RATE: String(level.rate), CHUNKS: String(chunks) },
   });
   const servers = [];
   try {
@@ -218,7 +218,7 @@ export function streamServers({ workers2 = true, gatewayMain = join(ROOT, "dist/
 
 // ---- alone: node bench/streams.mjs ... ---------------------------------------------------------------
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const options = { levels: "1000x10,3000x3", rounds: 2, seconds: 8, warmup: 3, ramp: 3 };
+  const options = { levels: "1000x10,3000x3", rounds: 2, seconds: 8, warmup: 3, ramp: 3, chunks: CHUNKS_PER_STREAM };
   const specs = [];
   for (const arg of process.argv.slice(2)) {
     const option = /^--(\w+)=(.*)$/.exec(arg);
@@ -255,6 +255,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
         seconds: options.seconds,
         warmupSeconds: options.warmup,
         rampSeconds: options.ramp,
+        chunks: options.chunks,
         dir,
       });
       for (const result of results) process.stdout.write(`${formatResult(result)}\n`);

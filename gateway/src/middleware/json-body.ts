@@ -108,8 +108,12 @@ function collect(
       if (done) return;
       done = true;
       clearTimeout(timer);
+      // Every listener goes: one left on `req` would keep this closure, and the body's chunks, alive for as
+      // long as the request (a stream's, for minutes).
       source.off("data", onData);
+      source.off("end", onEnd);
       req.off("close", onClose);
+      req.off("error", onError);
       if (error === undefined) {
         resolve(Buffer.concat(chunks, size));
         return;
@@ -133,10 +137,12 @@ function collect(
       () => finish(new RequestTimeoutError(options.timeoutSeconds)),
       options.timeoutSeconds * 1000,
     );
+    const onEnd = (): void => finish();
+    const onError = (): void => finish(new ClientClosedError());
     source.on("data", onData);
-    source.once("end", () => finish());
+    source.once("end", onEnd);
     req.on("close", onClose);
-    req.on("error", () => finish(new ClientClosedError()));
+    req.on("error", onError);
     if (decoder !== undefined) {
       decoder.on("error", () =>
         finish(new InvalidRequestError(`The request body is not valid ${encoding} data.`, null, "invalid_body")),

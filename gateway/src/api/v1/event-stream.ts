@@ -1,3 +1,5 @@
+import type { EventEmitter } from "node:events";
+import type { Socket } from "node:net";
 import type { Response } from "express";
 import { ClientClosedError, type GatewayError, InternalError } from "../../errors";
 import { errorBody, toGatewayError } from "../../middleware/error-handler";
@@ -38,8 +40,12 @@ export function sendEventStream<T>(
     "cache-control": "no-cache",
     "x-accel-buffering": "no",
   });
-  res.flushHeaders();
-  const write = chunkWriter(res);
+  // Routing is over: Express's `req.next` holds every routing closure of the request, which a stream would
+  // keep alive for its whole life (about 1.3 KB per open stream).
+  res.req.next = undefined;
+  const write = new ChunkWriter(res);
+  /** What a blocked write waits on for "drain". */
+  let waiting: EventEmitter | undefined;
   let over = false;
   /** Waiting for the socket to drain: a slow reader must not make us buffer. */
   let blocked = false;
@@ -48,7 +54,7 @@ export function sendEventStream<T>(
   const finish = (failure?: unknown) => {
     over = true;
     chunks.listen(undefined);
-    write.drained.off("drain", onDrain);
+    waiting?.off("drain", onDrain);
     res.off("close", onClose);
     if (failure !== undefined) sendFailure(res, failure, context, lines);
     // Whatever ended the writing, the backend is released (a no-op once the stream is over).
@@ -57,6 +63,7 @@ export function sendEventStream<T>(
   };
   const onDrain = () => {
     blocked = false;
+    waiting = undefined;
     pump();
   };
   // A client that leaves, while the stream waits for its next event or for the socket to drain: finish
@@ -82,7 +89,8 @@ export function sendEventStream<T>(
           if (chunk === undefined || res.destroyed) break;
           if (!write.line(lines.line(chunk))) {
             blocked = true;
-            write.drained.once("drain", onDrain);
+            waiting = write.drained;
+            waiting.once("drain", onDrain);
             return;
           }
         }
@@ -101,31 +109,42 @@ export function sendEventStream<T>(
   res.once("close", onClose);
   chunks.listen(pump);
   pump();
-}
-
-interface ChunkWriter {
-  /** Writes one event's text; false: wait for `drained`'s "drain" before the next. */
-  line(text: string): boolean;
-  readonly drained: NodeJS.EventEmitter;
+  // The head goes out now even when no event made a chunk yet: the client learns the stream started.
+  if (!res.headersSent) res.flushHeaders();
 }
 
 /**
- * How a stream's events are written once its headers are out. On an HTTP/1.1 connection the response is
- * chunked, and each event goes to the socket as one write of its own chunk frame: Node's `res.write` sends
- * a chunk as four writes (size, CRLF, data, CRLF) gathered by a cork and a `nextTick` per call into one
- * `writev` (5% of the CPU per relayed chunk at 1000 open streams: bench/README.md). The frames are the
- * same bytes; `res.end()` still writes the last one and the terminating chunk. Any other case (HTTP/1.0,
- * no socket yet) writes through `res.write`.
+ * How a stream's events are written. The first goes through `res.write`, which sends the response's head
+ * with it (one write for both, where flushing the head first cost a syscall of its own per stream). After
+ * it, on an HTTP/1.1 connection, where the response is chunked, each event goes to the socket as one write
+ * of its own chunk frame: Node's `res.write` sends a chunk as four writes (size, CRLF, data, CRLF) gathered
+ * by a cork and a `nextTick` per call into one `writev` (5% of the CPU per relayed chunk at 1000 open
+ * streams: bench/README.md). The frames are the same bytes; `res.end()` still writes the last one and the
+ * terminating chunk. Any other case (HTTP/1.0, a pipelined answer with no socket yet at its first event)
+ * keeps writing through `res.write`.
  */
-function chunkWriter(res: Response): ChunkWriter {
-  const socket = res.socket;
-  // No socket yet: a pipelined request's answer waits its turn, its bytes queued by Node until then.
-  if (socket === null || !socket.writable || !res.chunkedEncoding)
-    return { line: (text) => res.write(text), drained: res };
-  return {
-    line: (text) => socket.write(`${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`),
-    drained: socket,
-  };
+class ChunkWriter {
+  private socket: Socket | undefined;
+
+  constructor(private readonly res: Response) {}
+
+  /** Writes one event's text; false: wait for `drained`'s "drain" before the next. */
+  line(text: string): boolean {
+    const socket = this.socket;
+    if (socket !== undefined) return socket.write(`${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`);
+    const res = this.res;
+    const first = !res.headersSent;
+    const written = res.write(text);
+    // The head is out now, and with it whether the body is chunked. No socket: a pipelined request's answer
+    // waits its turn, its bytes queued by Node until then.
+    if (first && res.chunkedEncoding && res.socket !== null && res.socket.writable) this.socket = res.socket;
+    return written;
+  }
+
+  /** What says "drain" once a write that returned false is out. */
+  get drained(): EventEmitter {
+    return this.socket ?? this.res;
+  }
 }
 
 /**
