@@ -259,6 +259,70 @@ describe("the stream on the wire", () => {
     expect(streamedText(second?.body ?? "")).toBe("Remote: second answer");
   });
 
+  it("never writes an error answer into a stream: bytes that are not HTTP mid-stream close the connection", async () => {
+    // A gateway of its own: the stream it cuts counts as a 499, which the disconnect test counts exactly.
+    const own = await startGateway(twoBackendConfig(mock.url));
+    const socket = connect({ host: "127.0.0.1", port: Number(new URL(own.url).port) });
+    const parts: Buffer[] = [];
+    try {
+      await new Promise<void>((resolve) => socket.once("connect", resolve));
+      const body = JSON.stringify({
+        model: "remote",
+        stream: true,
+        messages: userMessage("a b c d e f"),
+        mock: { chunk_delay_ms: 100 },
+      });
+      const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+      let sentGarbage = false;
+      socket.on("data", (data: Buffer) => {
+        parts.push(data);
+        // The first event is out and the rest is on its way: the stream is mid-answer.
+        if (!sentGarbage && Buffer.concat(parts).includes('"role":"assistant"')) {
+          sentGarbage = true;
+          socket.write("THIS IS NOT HTTP\r\n\r\n");
+        }
+      });
+      socket.write(
+        `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+      await closed;
+      expect(sentGarbage).toBe(true);
+    } finally {
+      socket.destroy();
+      await own.close();
+    }
+    const text = Buffer.concat(parts).toString("latin1");
+    expect(text.startsWith("HTTP/1.1 200")).toBe(true);
+    expect(text).not.toContain("HTTP/1.1 400");
+  });
+
+  it("answers bytes that are not HTTP with a 400 once the stream before them has ended", async () => {
+    const socket = connect({ host: "127.0.0.1", port: Number(new URL(gateway.url).port) });
+    const parts: Buffer[] = [];
+    try {
+      await new Promise<void>((resolve) => socket.once("connect", resolve));
+      const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+      let sentGarbage = false;
+      socket.on("data", (data: Buffer) => {
+        parts.push(data);
+        if (!sentGarbage && Buffer.concat(parts).includes("0\r\n\r\n")) {
+          sentGarbage = true;
+          socket.write("THIS IS NOT HTTP\r\n\r\n");
+        }
+      });
+      socket.write(streamRequest("local", "all done"));
+      await closed;
+    } finally {
+      socket.destroy();
+    }
+    const bytes = Buffer.concat(parts);
+    const second = bytes.indexOf("HTTP/1.1 400");
+    expect(second).toBeGreaterThan(0);
+    const [stream] = chunkedResponses(bytes.subarray(0, second));
+    expect(streamedText(stream?.body ?? "")).toBe("Echo: all done");
+    expect(bytes.toString("latin1", second)).toContain('"code":"malformed_request"');
+  });
+
   it("sends an HTTP/1.0 client the events unframed and closes the connection at the end", async () => {
     const bytes = await readRaw(streamRequest("local", "one two thrée", "1.0"));
     const text = bytes.toString("utf8");

@@ -63,6 +63,26 @@ export function precheck(admission: AdmissionControl, metrics: AccessMetrics) {
 }
 
 /**
+ * Gives the ticket back when the response closes, charged with the tokens the request used. Made outside
+ * `admit`'s closures, which hold Express's `next` and with it every routing closure of the request: the
+ * close listener would keep them for as long as a stream lasts.
+ */
+function endsWithResponse(ticket: Ticket, res: Response, context: RequestContext, metrics: AccessMetrics): void {
+  const end = (): void => {
+    // Charged first: a shared lease (shared-admission.ts) ends with its tokens in one message.
+    ticket.charge(context.tokensUsed);
+    ticket.release();
+    if (context.key !== undefined) {
+      metrics.requestEnded(context.key, outcomeStatus(res, context));
+      metrics.tokensUsed(context.key, context.tokensUsed);
+    }
+  };
+  // A client that left while the shared books answered: its slot goes back at once.
+  if (res.closed) end();
+  else res.once("close", end);
+}
+
+/**
  * The request's turn under the limits (see Admission), taken once its body has arrived (a body still
  * trickling in holds no slot): refused with 429 or 503, else admitted until its response closes, when the
  * tokens it used are charged to its client.
@@ -70,20 +90,7 @@ export function precheck(admission: AdmissionControl, metrics: AccessMetrics) {
 export function admit(admission: AdmissionControl, metrics: AccessMetrics) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const context = contextOf(res);
-    const admitted = (ticket: Ticket): void => {
-      const end = (): void => {
-        // Charged first: a shared lease (shared-admission.ts) ends with its tokens in one message.
-        ticket.charge(context.tokensUsed);
-        ticket.release();
-        if (context.key !== undefined) {
-          metrics.requestEnded(context.key, outcomeStatus(res, context));
-          metrics.tokensUsed(context.key, context.tokensUsed);
-        }
-      };
-      // A client that left while the shared books answered: its slot goes back at once.
-      if (res.closed) end();
-      else res.once("close", end);
-    };
+    const admitted = (ticket: Ticket): void => endsWithResponse(ticket, res, context, metrics);
     let ticket: Ticket | Promise<Ticket>;
     try {
       // The body has arrived: what the request may use is reserved against its tokens per minute.

@@ -17,21 +17,25 @@ function describe(code: string | undefined): { status: number; message: string; 
   }
 }
 
+const ANSWERING = Symbol("gateway.answering");
+type Answering = Duplex & { [ANSWERING]?: ServerResponse };
+
 /**
  * Requests that never reach Express (headers over Node's 16 KiB limit, broken HTTP, a request too slow to
  * arrive) get the same `{"error": ...}` body as every other failure instead of Node's bare status line,
  * and the connection is closed: after a parse error nothing more on it can be trusted.
  */
 export function answerClientErrors(server: Server): void {
-  // The response being written on each socket, as Node's own handler knows it: an answer written into the
-  // middle of another would corrupt what the client reads.
-  const answering = new WeakMap<Duplex, ServerResponse>();
+  // The last response begun on each socket, kept on the socket itself: an answer written into the middle of
+  // one still being written would corrupt what the client reads. (A WeakMap entry and a `finish` listener
+  // per request cost the GC an ephemeron and a closure that a stream kept for its whole life.)
   server.on("request", (req: IncomingMessage, res: ServerResponse) => {
-    answering.set(req.socket, res);
-    res.once("finish", () => answering.delete(req.socket));
+    (req.socket as Answering)[ANSWERING] = res;
   });
   server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
-    if (error.code === "ECONNRESET" || !socket.writable || answering.get(socket)?.headersSent === true) {
+    const answering = (socket as Answering)[ANSWERING];
+    const midAnswer = answering !== undefined && answering.headersSent && !answering.writableFinished;
+    if (error.code === "ECONNRESET" || !socket.writable || midAnswer) {
       socket.destroy();
       return;
     }
