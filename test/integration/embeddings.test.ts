@@ -1,13 +1,7 @@
 import OpenAI from "openai";
 import { total } from "../support/exposition";
 import { scrape } from "../support/metrics";
-import {
-  type RunningGateway,
-  type RunningMock,
-  startGateway,
-  startMock,
-  keyedTwoBackendConfig,
-} from "../support/servers";
+import { keyedServers } from "../support/servers";
 
 /**
  * `POST /v1/embeddings` through the official openai SDK: against the echo backend and against mock-remote
@@ -17,23 +11,10 @@ import {
 const APP_KEY = "gw-app-key-embeddings-0123456789";
 const LOCAL_ONLY_KEY = "gw-local-only-key-embeddings-0123";
 
-let mock: RunningMock;
-let gateway: RunningGateway;
-
-beforeAll(async () => {
-  mock = await startMock();
-  gateway = await startGateway(keyedTwoBackendConfig(mock.url, "circuit_breaker: false", 3), {
-    env: { APP_KEY, LOCAL_ONLY_KEY },
-  });
-});
-
-afterAll(async () => {
-  await gateway.close();
-  await mock.close();
-});
+const servers = keyedServers({ app: APP_KEY, localOnly: LOCAL_ONLY_KEY }, "circuit_breaker: false", 3);
 
 function sdk(key = APP_KEY): OpenAI {
-  return new OpenAI({ baseURL: `${gateway.url}/v1`, apiKey: key, maxRetries: 0 });
+  return servers.sdk(key);
 }
 
 const norm = (vector: readonly number[]) => Math.sqrt(vector.reduce((sum, value) => sum + value * value, 0));
@@ -78,9 +59,9 @@ describe("POST /v1/embeddings", () => {
     expect(answer.data[0]?.embedding).toHaveLength(4);
     expect(answer.usage).toEqual({ prompt_tokens: 4, total_tokens: 4 });
     expect((answer as unknown as { backend: string }).backend).toBe("remote");
-    const seen = mock.seen.filter((request) => request.path === "/v1/embeddings").at(-1);
+    const seen = servers.mock.seen.filter((request) => request.path === "/v1/embeddings").at(-1);
     expect(seen?.body).toMatchObject({ model: "remote", input: ["one two three", "four"], dimensions: 4 });
-    const raw = await fetch(`${gateway.url}/v1/embeddings`, {
+    const raw = await fetch(`${servers.gateway.url}/v1/embeddings`, {
       method: "POST",
       headers: { "content-type": "application/json", authorization: `Bearer ${APP_KEY}` },
       body: JSON.stringify({ model: "remote", input: [[1, 2, 3]], encoding_format: "base64" }),
@@ -98,7 +79,7 @@ describe("POST /v1/embeddings", () => {
     ["an upstream 503", { status: 503 }, 502, "upstream_http_error"],
     ["an upstream 400", { status: 400 }, 400, "upstream_client_error"],
   ])("http: %s (%j) becomes an OpenAI error: %i %s", async (_what, knobs, status, code) => {
-    const response = await fetch(`${gateway.url}/v1/embeddings`, {
+    const response = await fetch(`${servers.gateway.url}/v1/embeddings`, {
       method: "POST",
       headers: { "content-type": "application/json", authorization: `Bearer ${APP_KEY}` },
       body: JSON.stringify({ model: "remote", input: "x", mock: knobs }),
@@ -124,7 +105,7 @@ describe("POST /v1/embeddings", () => {
   });
 
   it("applies the key's allowlist and limits, and counts requests and tokens by endpoint", async () => {
-    const before = await scrape(gateway.url, { authorization: `Bearer ${APP_KEY}` });
+    const before = await scrape(servers.gateway.url, { authorization: `Bearer ${APP_KEY}` });
     const refused = await sdk(LOCAL_ONLY_KEY)
       .embeddings.create({ model: "remote", input: "x" })
       .catch((caught: unknown) => caught);
@@ -136,7 +117,7 @@ describe("POST /v1/embeddings", () => {
       .catch((caught: unknown) => caught);
     expect(limited).toBeInstanceOf(OpenAI.RateLimitError);
 
-    const after = await scrape(gateway.url, { authorization: `Bearer ${APP_KEY}` });
+    const after = await scrape(servers.gateway.url, { authorization: `Bearer ${APP_KEY}` });
     const delta = (name: string, labels: Record<string, string>) =>
       total(after, name, labels) - total(before, name, labels);
     expect(delta("gateway_requests_total", { endpoint: "embeddings", backend: "local", code: "200" })).toBe(2);

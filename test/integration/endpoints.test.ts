@@ -1,14 +1,7 @@
 import OpenAI from "openai";
 import { type Sample, total } from "../support/exposition";
-import { scrape, scrapeUntil } from "../support/metrics";
-import {
-  type RunningGateway,
-  type RunningMock,
-  startGateway,
-  startMock,
-  keyedTwoBackendConfig,
-  userMessage,
-} from "../support/servers";
+import { expectOneInterruptedStream, scrape } from "../support/metrics";
+import { keyedServers, userMessage } from "../support/servers";
 
 /**
  * `/v1/completions`, `/v1/responses` and chat with `n` > 1 through the official openai SDK: against the echo
@@ -18,23 +11,10 @@ import {
 const APP_KEY = "gw-app-key-endpoints-0123456789ab";
 const LOCAL_ONLY_KEY = "gw-local-only-key-endpoints-01234";
 
-let mock: RunningMock;
-let gateway: RunningGateway;
-
-beforeAll(async () => {
-  mock = await startMock();
-  gateway = await startGateway(keyedTwoBackendConfig(mock.url, "timeout: 0.5\ncircuit_breaker: false", 4), {
-    env: { APP_KEY, LOCAL_ONLY_KEY },
-  });
-});
-
-afterAll(async () => {
-  await gateway.close();
-  await mock.close();
-});
+const servers = keyedServers({ app: APP_KEY, localOnly: LOCAL_ONLY_KEY }, "timeout: 0.5\ncircuit_breaker: false", 4);
 
 function sdk(key = APP_KEY): OpenAI {
-  return new OpenAI({ baseURL: `${gateway.url}/v1`, apiKey: key, maxRetries: 0 });
+  return servers.sdk(key);
 }
 
 /** mock-remote's knobs ride in the body: the SDK passes fields it does not know through. */
@@ -53,7 +33,7 @@ async function failure(run: () => Promise<unknown>): Promise<unknown> {
 }
 
 async function raw(path: string, body: unknown): Promise<Response> {
-  return fetch(`${gateway.url}${path}`, {
+  return fetch(`${servers.gateway.url}${path}`, {
     method: "POST",
     headers: { "content-type": "application/json", authorization: `Bearer ${APP_KEY}` },
     body: JSON.stringify(body),
@@ -61,19 +41,9 @@ async function raw(path: string, body: unknown): Promise<Response> {
 }
 
 /** A failed stream's request counted once under its endpoint, and once as stream_interrupted. */
-async function countedAsInterrupted(before: readonly Sample[], endpoint: string, status: number): Promise<void> {
+function countedAsInterrupted(before: readonly Sample[], endpoint: string, status: number): Promise<void> {
   const labels = { backend: "remote", code: String(status), stream: "true", endpoint };
-  const after = await scrapeUntil(
-    gateway.url,
-    (s) => total(s, "gateway_requests_total", labels) > total(before, "gateway_requests_total", labels),
-    { headers: { authorization: `Bearer ${APP_KEY}` } },
-  );
-  expect(total(after, "gateway_requests_total", labels) - total(before, "gateway_requests_total", labels)).toBe(1);
-  const interrupted = { backend: "remote", reason: "stream_interrupted" };
-  expect(
-    total(after, "gateway_backend_errors_total", interrupted) -
-      total(before, "gateway_backend_errors_total", interrupted),
-  ).toBe(1);
+  return expectOneInterruptedStream(servers.gateway.url, before, labels, { authorization: `Bearer ${APP_KEY}` });
 }
 
 describe("POST /v1/completions", () => {
@@ -95,7 +65,7 @@ describe("POST /v1/completions", () => {
       [1, "Remote: Hello\nworld"],
     ]);
     expect((whole as unknown as { backend: string }).backend).toBe("remote");
-    const seen = mock.seen.filter((request) => request.path === "/v1/completions").at(-1);
+    const seen = servers.mock.seen.filter((request) => request.path === "/v1/completions").at(-1);
     expect(seen?.body).toMatchObject({ model: "remote", prompt: ["Hello", "world"], n: 2 });
 
     const stream = await sdk().completions.create({
@@ -117,7 +87,7 @@ describe("POST /v1/completions", () => {
     ["a malformed event", { fault: "malformed", after: 1 }, "upstream_invalid_response", 502],
     ["a stall past the backend's timeout", { fault: "hang", after: 1 }, "upstream_timeout", 504],
   ])("http: %s raises an error in the SDK and counts as failed", async (_what, mockKnobs, code, status) => {
-    const before = await scrape(gateway.url, { authorization: `Bearer ${APP_KEY}` });
+    const before = await scrape(servers.gateway.url, { authorization: `Bearer ${APP_KEY}` });
     const error = await failure(async () => {
       const stream = await sdk().completions.create({
         model: "remote",
@@ -180,7 +150,7 @@ describe("POST /v1/responses", () => {
       previous_response_id: first.id,
     });
     expect(second.output_text).toBe("Remote: And again");
-    const seen = mock.seen.filter((request) => request.path === "/v1/responses").at(-1);
+    const seen = servers.mock.seen.filter((request) => request.path === "/v1/responses").at(-1);
     expect(seen?.body).toMatchObject({ model: "remote", input: "And again", previous_response_id: first.id });
   });
 
@@ -205,7 +175,7 @@ describe("POST /v1/responses", () => {
     ["an event without a type", { fault: "untyped", after: 1 }, "upstream_invalid_response", 502],
     ["a stall past the backend's timeout", { fault: "hang", after: 1 }, "upstream_timeout", 504],
   ])("http: %s ends with an error event the SDK raises, counted as failed", async (_what, mockKnobs, code, status) => {
-    const before = await scrape(gateway.url, { authorization: `Bearer ${APP_KEY}` });
+    const before = await scrape(servers.gateway.url, { authorization: `Bearer ${APP_KEY}` });
     const error = await failure(() =>
       sdk()
         .responses.stream({ model: "remote", input: "Hello world", ...knobs(mockKnobs) })
@@ -261,7 +231,7 @@ describe("chat completions with n > 1", () => {
 
 describe("keys, limits and metrics on the new endpoints", () => {
   it("applies the key's allowlist and limits, and counts requests and tokens by endpoint", async () => {
-    const before = await scrape(gateway.url, { authorization: `Bearer ${APP_KEY}` });
+    const before = await scrape(servers.gateway.url, { authorization: `Bearer ${APP_KEY}` });
     const local = sdk(LOCAL_ONLY_KEY);
     expect(await failure(() => local.completions.create({ model: "remote", prompt: "x" }))).toBeInstanceOf(
       OpenAI.PermissionDeniedError,
@@ -275,7 +245,7 @@ describe("keys, limits and metrics on the new endpoints", () => {
       OpenAI.RateLimitError,
     );
 
-    const after = await scrape(gateway.url, { authorization: `Bearer ${APP_KEY}` });
+    const after = await scrape(servers.gateway.url, { authorization: `Bearer ${APP_KEY}` });
     const delta = (name: string, labels: Record<string, string>) =>
       total(after, name, labels) - total(before, name, labels);
     expect(delta("gateway_requests_total", { endpoint: "completions", backend: "local", code: "200" })).toBe(1);

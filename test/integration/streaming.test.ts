@@ -3,7 +3,7 @@ import { type AddressInfo, connect } from "node:net";
 import OpenAI from "openai";
 import { eventually } from "../support/eventually";
 import { total } from "../support/exposition";
-import { scrape, scrapeUntil } from "../support/metrics";
+import { expectOneInterruptedStream, scrape, scrapeUntil } from "../support/metrics";
 import {
   type RunningGateway,
   type RunningMock,
@@ -341,17 +341,7 @@ describe("stream integrity: a broken stream never looks like a success", () => {
     const error = await streamError("remote", knobs(mockKnobs));
     expect(error).toBeInstanceOf(OpenAI.APIError);
     expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe(code);
-    const labels = { backend: "remote", code: String(status), stream: "true" };
-    const after = await scrapeUntil(
-      gateway.url,
-      (s) => total(s, "gateway_requests_total", labels) > total(before, "gateway_requests_total", labels),
-    );
-    expect(total(after, "gateway_requests_total", labels) - total(before, "gateway_requests_total", labels)).toBe(1);
-    const interrupted = { backend: "remote", reason: "stream_interrupted" };
-    expect(
-      total(after, "gateway_backend_errors_total", interrupted) -
-        total(before, "gateway_backend_errors_total", interrupted),
-    ).toBe(1);
+    await expectOneInterruptedStream(gateway.url, before, { backend: "remote", code: String(status), stream: "true" });
   });
 
   it("sends the error as a data event and then [DONE]", async () => {

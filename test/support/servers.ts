@@ -2,6 +2,7 @@ import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
 import { PassThrough } from "node:stream";
 import type { Express } from "express";
+import OpenAI from "openai";
 import { parse as parseYaml } from "yaml";
 import { answerClientErrors } from "../../gateway/src/api/client-error";
 import { type AppDependencies, createApp } from "../../gateway/src/app";
@@ -146,6 +147,50 @@ auth:
       limits:
         requests_per_minute: ${perMinute}
 `;
+}
+
+/** mock-remote and a gateway in front of it with keyedTwoBackendConfig, for one test file. */
+export interface KeyedServers {
+  readonly mock: RunningMock;
+  readonly gateway: RunningGateway;
+  /** The official client on the gateway with `key`, no retries. */
+  sdk(key: string): OpenAI;
+}
+
+/**
+ * Starts mock-remote and a gateway with keyedTwoBackendConfig (the keys given in APP_KEY and LOCAL_ONLY_KEY)
+ * before the calling file's tests and closes them after; the fields are set once `beforeAll` has run.
+ */
+export function keyedServers(
+  keys: { readonly app: string; readonly localOnly: string },
+  remoteExtra: string,
+  perMinute: number,
+): KeyedServers {
+  let mock: RunningMock | undefined;
+  let gateway: RunningGateway | undefined;
+  const started = <T>(server: T | undefined): T => {
+    if (server === undefined) throw new Error("keyedServers: used before its beforeAll ran");
+    return server;
+  };
+  beforeAll(async () => {
+    mock = await startMock();
+    gateway = await startGateway(keyedTwoBackendConfig(mock.url, remoteExtra, perMinute), {
+      env: { APP_KEY: keys.app, LOCAL_ONLY_KEY: keys.localOnly },
+    });
+  });
+  afterAll(async () => {
+    await gateway?.close();
+    await mock?.close();
+  });
+  return {
+    get mock() {
+      return started(mock);
+    },
+    get gateway() {
+      return started(gateway);
+    },
+    sdk: (key) => new OpenAI({ baseURL: `${started(gateway).url}/v1`, apiKey: key, maxRetries: 0 }),
+  };
 }
 
 export interface Answer {

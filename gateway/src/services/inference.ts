@@ -9,7 +9,7 @@ import type {
   TextResult,
 } from "../backends/backend";
 import { BackendNotAllowedError, UnsupportedEndpointError } from "../errors";
-import type { BackendSeries, GatewayMetrics } from "../observability/metrics";
+import type { BackendSeries, Endpoint, GatewayMetrics } from "../observability/metrics";
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Usage } from "../schemas/chat";
 import type { CompletionsRequest, TextCompletion, TextCompletionChunk } from "../schemas/completions";
 import type { EmbeddingsRequest, EmbeddingsResponse } from "../schemas/embeddings";
@@ -123,8 +123,7 @@ export class InferenceService {
           ];
     const usage =
       result.usage ?? estimateUsage(prompt, choices.map((choice) => choice.message.content ?? "").join(" "));
-    this.seriesOf(answered.backend).countTokens(usage);
-    options.onUsage?.(usage);
+    this.charge(answered.backend, usage, options, "chat");
     return {
       id: randomUUID(),
       object: "chat.completion",
@@ -160,8 +159,7 @@ export class InferenceService {
       finish_reason: choice.finishReason,
     }));
     const usage = result.usage ?? estimateUsage(prompt, choices.map((choice) => choice.text).join(" "));
-    this.seriesOf(answered.backend).countTokens(usage, "completions");
-    options.onUsage?.(usage);
+    this.charge(answered.backend, usage, options, "completions");
     return {
       id: randomUUID(),
       object: "text_completion",
@@ -192,8 +190,7 @@ export class InferenceService {
     const answered = await this.whole(backend, request, prompt, options, respondVia);
     const result = answered.value;
     const usage = responseUsage(result.usage) ?? estimateUsage(prompt, outputText(result));
-    this.seriesOf(answered.backend).countTokens(usage, "responses");
-    options.onUsage?.(usage);
+    this.charge(answered.backend, usage, options, "responses");
     return { ...result, model: request.model ?? backend.name, backend: answered.backend.name };
   }
 
@@ -225,8 +222,7 @@ export class InferenceService {
     const tokens = result.usage?.prompt_tokens ?? countTokens(prompt);
     const usage = { prompt_tokens: tokens, total_tokens: result.usage?.total_tokens ?? tokens };
     const counted = { prompt_tokens: tokens, completion_tokens: 0, total_tokens: usage.total_tokens };
-    this.seriesOf(answered.backend).countTokens(counted, "embeddings");
-    options.onUsage?.(counted);
+    this.charge(answered.backend, counted, options, "embeddings");
     return {
       ...result,
       object: "list",
@@ -314,6 +310,12 @@ export class InferenceService {
     if (allowlist === undefined || allowlist.backends.has(backend.name)) return backend;
     this.refusals?.rejected(allowlist.key, "model_not_allowed");
     throw new BackendNotAllowedError(allowlist.key, backend.name);
+  }
+
+  /** A whole answer's tokens: counted under `endpoint` for the backend that answered, charged to the request's key. */
+  private charge(backend: Backend, usage: Usage, options: CallOptions, endpoint: Endpoint): void {
+    this.seriesOf(backend).countTokens(usage, endpoint);
+    options.onUsage?.(usage);
   }
 
   private seriesOf(backend: Backend): BackendSeries {
