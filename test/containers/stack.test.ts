@@ -161,6 +161,33 @@ describe("the images", () => {
     expect(inspect.Config.Healthcheck?.Test?.join(" ")).toContain("/health");
     expect(inspect.State.Health?.Status).toBe("healthy");
   });
+
+  it("checks health without starting Node, and a /health that fails makes the check fail", async () => {
+    const container = requireValue(mockRemote, "mock-remote");
+    const client = await getContainerRuntimeClient();
+    const inspect = await client.container.inspect(client.container.getById(container.getId()));
+    const test = inspect.Config.Healthcheck?.Test ?? [];
+    // A Node process per check cost ~0.25 s of CPU and, on a busy machine, outlasted the check's timeout:
+    // Swarm restarted tasks that were serving (Dockerfile).
+    expect(test[0]).toBe("CMD");
+    expect(test).not.toContain("node");
+    const check = () => container.exec(test.slice(1));
+    const setHealth = (status: number) =>
+      fetch(`${mockUrl}/mock/health`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ status }),
+        signal: AbortSignal.timeout(10_000),
+      });
+    expect((await check()).exitCode).toBe(0);
+    try {
+      expect((await setHealth(503)).status).toBe(200);
+      expect((await check()).exitCode).not.toBe(0);
+    } finally {
+      await setHealth(200);
+    }
+    expect((await check()).exitCode).toBe(0);
+  });
 });
 
 describe("the three curls against the containerised gateway", () => {

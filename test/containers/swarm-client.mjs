@@ -5,7 +5,7 @@
 //   limit             COUNT requests with KEY, one after another, spread over the tasks: statuses per task
 //   load              SECONDS of RATE plain requests/s and STREAMS streamed requests/s (through the `remote`
 //                     backend, each stream ~1 s long) with KEY, spread over the tasks as they come and go:
-//                     how many failed and how many streams were cut, and why
+//                     how many failed and how many streams were cut, and why (and when: the first 20)
 //   metrics           each task's gateway_requests_total by backend, and Prometheus' sum of the same; how many
 //                     targets of `remote` (mock-remote tasks found by DNS) each task has up
 //
@@ -94,10 +94,21 @@ async function limit() {
   print({ statuses, byTask });
 }
 
+/** A refusal as `status 503 backend_unavailable`: the status and, when the body is an OpenAI error, its code. */
+function refusal(answer) {
+  let code;
+  try {
+    code = JSON.parse(answer.text).error?.code;
+  } catch {
+    code = undefined;
+  }
+  return typeof code === "string" ? `status ${answer.status} ${code}` : `status ${answer.status}`;
+}
+
 /** A streamed answer is whole when it ends with [DONE] and carries no error event. */
 function streamProblem(answer) {
   if (answer.error !== undefined) return answer.error;
-  if (answer.status !== 200) return `status ${answer.status}`;
+  if (answer.status !== 200) return refusal(answer);
   if (answer.text.includes('"error"')) return "error event";
   if (!answer.text.trimEnd().endsWith("data: [DONE]")) return "no [DONE]";
   return undefined;
@@ -115,6 +126,7 @@ async function load() {
     for (const ip of fresh) seen.add(ip);
   }, 250);
   const result = { plain: { ok: 0, failed: 0, errors: {} }, streams: { ok: 0, cut: 0, errors: {} } };
+  const failures = [];
   const pending = [];
   let next = 0;
   const start = Date.now();
@@ -130,12 +142,14 @@ async function load() {
           ? streamProblem(answer)
           : answer.status === 200
             ? undefined
-            : (answer.error ?? `status ${answer.status}`);
+            : (answer.error ?? refusal(answer));
         if (problem === undefined) bucket.ok++;
         else {
           if (streamed) bucket.cut++;
           else bucket.failed++;
           bucket.errors[`${problem} (${ip})`] = (bucket.errors[`${problem} (${ip})`] ?? 0) + 1;
+          // When, for the gateway's log lines of the moment (the test prints them on a failure).
+          if (failures.length < 20) failures.push({ problem, ip, at: new Date().toISOString() });
         }
       }),
     );
@@ -150,7 +164,7 @@ async function load() {
   }
   await Promise.all(pending);
   clearInterval(refresh);
-  print({ ...result, tasksSeen: [...seen].sort() });
+  print({ ...result, failures, tasksSeen: [...seen].sort() });
 }
 
 /** `gateway_requests_total` summed by backend, from one exposition text. */

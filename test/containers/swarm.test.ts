@@ -66,6 +66,23 @@ async function runningTasks(): Promise<string[]> {
   return ids.split("\n").filter((id) => id !== "");
 }
 
+/** A failed run's evidence: when requests failed, and what the gateway tasks logged of note. */
+async function printGatewayLog(failures: readonly { problem: string; ip: string; at: string }[]): Promise<void> {
+  // What it printed even when it failed (a task that is gone can fail the command): stdout rides on the error.
+  const log = await run("docker", ["service", "logs", "--timestamps", "--no-trunc", `${STACK}_gateway`], {
+    timeout: 60_000,
+    maxBuffer: 64 * 1024 * 1024,
+  }).then(
+    ({ stdout, stderr }) => `${stdout}${stderr}`,
+    (error: unknown) => {
+      const { stdout = "", stderr = "" } = error as { stdout?: string; stderr?: string };
+      return `${stdout}${stderr}${String(error)}`;
+    },
+  );
+  const lines = log.split("\n").filter((line) => !line.includes('"level":"info"') || /"status":5\d\d/.test(line));
+  console.error(`failures: ${JSON.stringify(failures)}\ngateway log (warnings, errors, 5xx):\n${lines.join("\n")}`);
+}
+
 /** A by-backend sum as one comparable string, whatever order its keys came in. */
 function canonical(sums: Record<string, number>): string {
   return JSON.stringify(Object.entries(sums).sort(([a], [b]) => a.localeCompare(b)));
@@ -156,12 +173,14 @@ describe("deploy/swarm/stack.yml on a single-node swarm", () => {
     const load = client<{
       plain: { ok: number; failed: number; errors: Record<string, number> };
       streams: { ok: number; cut: number; errors: Record<string, number> };
+      failures: { problem: string; ip: string; at: string }[];
       tasksSeen: string[];
     }>("load", { KEY: LOAD_KEY, SECONDS: "50", RATE: "20", STREAMS: "4" }, 180_000);
     await new Promise((resolve) => setTimeout(resolve, 4000));
     // Blocks until every task is replaced (or the update fails, which rolls back and fails this command).
     await docker(["service", "update", "--force", "--detach=false", `${STACK}_gateway`], 240_000);
     const result = await load;
+    if (result.failures.length > 0) await printGatewayLog(result.failures);
     expect(result.plain.errors).toEqual({});
     expect(result.streams.errors).toEqual({});
     expect(result.plain.ok).toBeGreaterThan(500);
