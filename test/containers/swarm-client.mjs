@@ -1,7 +1,8 @@
 // The client of test/containers/swarm.test.ts, run inside the swarm stack's network (`docker run --network
 // STACK_default`), where `tasks.gateway` resolves to every gateway task (DNS round robin). Prints one JSON line.
 //
-//   ready             until every one of EXPECT tasks answers /health (bounded), the task addresses
+//   ready             until every one of EXPECT tasks answers /health and (REMOTE_TARGETS) has that many
+//                     mock-remote tasks up in its `remote` backend (bounded), the task addresses
 //   limit             COUNT requests with KEY, one after another, spread over the tasks: statuses per task
 //   load              SECONDS of RATE plain requests/s and STREAMS streamed requests/s (through the `remote`
 //                     backend, each stream ~1 s long) with KEY, spread over the tasks as they come and go:
@@ -63,15 +64,28 @@ function exchange(ip, path, body, timeoutMs = 30_000, port = 8080) {
 
 const messages = [{ role: "user", content: "hello swarm" }];
 
+/** How many targets of `remote` a gateway's /metrics text says are up. */
+function countRemoteUp(text) {
+  return (text ?? "").match(/^gateway_target_up\{backend="remote",target="[^"]+"\} 1$/gm)?.length ?? 0;
+}
+
 async function ready() {
   const expect = Number(env("EXPECT", "3"));
+  const remoteTargets = Number(env("REMOTE_TARGETS", "0"));
   const deadline = Date.now() + Number(env("TIMEOUT_MS", "90000"));
   let seen = [];
   while (Date.now() < deadline) {
     seen = await tasks();
     if (seen.length === expect) {
       const answers = await Promise.all(seen.map((ip) => exchange(ip, "/health", undefined, 2000)));
-      if (answers.every((answer) => answer.status === 200)) return print({ ready: true, tasks: seen });
+      // Up, and (REMOTE_TARGETS) each gateway has found and reached that many mock-remote tasks.
+      const metrics =
+        remoteTargets === 0 ? [] : await Promise.all(seen.map((ip) => exchange(ip, "/metrics", undefined, 2000)));
+      if (
+        answers.every((answer) => answer.status === 200) &&
+        metrics.every((answer) => countRemoteUp(answer.text) >= remoteTargets)
+      )
+        return print({ ready: true, tasks: seen });
     }
     await sleep(500);
   }
@@ -188,9 +202,7 @@ async function metrics() {
     const answer = await exchange(ip, "/metrics", undefined, 5000);
     for (const [backend, value] of Object.entries(byBackend(answer.text ?? "")))
       direct[backend] = (direct[backend] ?? 0) + value;
-    remoteTargetsUp.push(
-      (answer.text ?? "").match(/^gateway_target_up\{backend="remote",target="[^"]+"\} 1$/gm)?.length ?? 0,
-    );
+    remoteTargetsUp.push(countRemoteUp(answer.text));
   }
   const query = encodeURIComponent("sum by (backend) (gateway_requests_total)");
   let prometheus = {};

@@ -66,21 +66,35 @@ async function runningTasks(): Promise<string[]> {
   return ids.split("\n").filter((id) => id !== "");
 }
 
-/** A failed run's evidence: when requests failed, and what the gateway tasks logged of note. */
-async function printGatewayLog(failures: readonly { problem: string; ip: string; at: string }[]): Promise<void> {
-  // What it printed even when it failed (a task that is gone can fail the command): stdout rides on the error.
-  const log = await run("docker", ["service", "logs", "--timestamps", "--no-trunc", `${STACK}_gateway`], {
-    timeout: 60_000,
-    maxBuffer: 64 * 1024 * 1024,
-  }).then(
+/** What a docker command printed, even when it failed (a task that is gone can fail it): stdout rides on the error. */
+async function printed(args: readonly string[]): Promise<string> {
+  return run("docker", args, { timeout: 60_000, maxBuffer: 64 * 1024 * 1024 }).then(
     ({ stdout, stderr }) => `${stdout}${stderr}`,
     (error: unknown) => {
       const { stdout = "", stderr = "" } = error as { stdout?: string; stderr?: string };
       return `${stdout}${stderr}${String(error)}`;
     },
   );
+}
+
+/**
+ * A failed run's evidence: when requests failed, every task of the stack (a task restarted by Swarm shows
+ * why, e.g. an unhealthy container), and what the gateway tasks logged of note.
+ */
+async function printEvidence(failures: readonly { problem: string; ip: string; at: string }[]): Promise<void> {
+  const tasks = await printed([
+    "stack",
+    "ps",
+    "--no-trunc",
+    "--format",
+    "{{.Name}} {{.CurrentState}} {{.Error}}",
+    STACK,
+  ]);
+  const log = await printed(["service", "logs", "--timestamps", "--no-trunc", `${STACK}_gateway`]);
   const lines = log.split("\n").filter((line) => !line.includes('"level":"info"') || /"status":5\d\d/.test(line));
-  console.error(`failures: ${JSON.stringify(failures)}\ngateway log (warnings, errors, 5xx):\n${lines.join("\n")}`);
+  console.error(
+    `failures: ${JSON.stringify(failures)}\ntasks:\n${tasks}\ngateway log (warnings, errors, 5xx):\n${lines.join("\n")}`,
+  );
 }
 
 /** A by-backend sum as one comparable string, whatever order its keys came in. */
@@ -136,7 +150,9 @@ auth:
   await docker(["stack", "deploy", "--detach=true", "-c", join(dir, "stack.yml"), STACK]);
   const ready = await client<{ ready: boolean; tasks: string[] }>(
     "ready",
-    { EXPECT: "3", TIMEOUT_MS: "120000" },
+    // The stack is up when every gateway reaches both mock-remotes, not only when it answers /health: the
+    // load below is about the rolling update, not about a stack still starting.
+    { EXPECT: "3", REMOTE_TARGETS: "2", TIMEOUT_MS: "120000" },
     180_000,
   );
   if (!ready.ready) throw new Error(`the stack's gateways did not come up: ${JSON.stringify(ready)}`);
@@ -180,7 +196,7 @@ describe("deploy/swarm/stack.yml on a single-node swarm", () => {
     // Blocks until every task is replaced (or the update fails, which rolls back and fails this command).
     await docker(["service", "update", "--force", "--detach=false", `${STACK}_gateway`], 240_000);
     const result = await load;
-    if (result.failures.length > 0) await printGatewayLog(result.failures);
+    if (result.failures.length > 0) await printEvidence(result.failures);
     expect(result.plain.errors).toEqual({});
     expect(result.streams.errors).toEqual({});
     expect(result.plain.ok).toBeGreaterThan(500);

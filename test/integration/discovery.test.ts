@@ -133,6 +133,29 @@ describe("discovery: dns", () => {
     await ask();
   });
 
+  it("retries a lookup that failed within seconds, not after dns_refresh: a name that resolves late is found", async () => {
+    // As a stack starts: the gateway is up before its upstream's first task is in DNS.
+    const addresses: { current: readonly string[] | Error } = {
+      current: new Error("getaddrinfo ENOTFOUND models.internal"),
+    };
+    const { port, ask, lookups, running } = await setup(addresses);
+    // dns_refresh is an hour (setup): only the quicker retry after a failure can make a second lookup.
+    await eventually(
+      "a second lookup",
+      async () => lookups.length,
+      (count) => count >= 2,
+      { timeoutMs: 10_000 },
+    );
+    addresses.current = ["127.0.0.1", "127.0.0.2"];
+    await eventually(
+      "the name's addresses as the targets",
+      async () => running.pool.targets.map((target) => target.name).join(),
+      (names) => names === `127.0.0.1:${port},127.0.0.2:${port}`,
+      { timeoutMs: 10_000 },
+    );
+    expect((await ask()).choices).toHaveLength(1);
+  });
+
   it("with health checks, a replica that joins a serving pool takes requests only once its first check passes", async () => {
     const addresses: { current: readonly string[] | Error } = { current: ["127.0.0.1", "127.0.0.2"] };
     const health = { path: "/health", interval: 0.2, timeout: 0.1 };

@@ -27,6 +27,9 @@ export interface Upstream {
   readonly dispatcher: Pool;
 }
 
+/** After a failed lookup the next comes this soon, then twice as late each time, up to `dns_refresh`. */
+const FAILED_LOOKUP_RETRY_SECONDS = 1;
+
 /** Resolves a host name to every address it has (dns.lookup: /etc/hosts, Docker's and Kubernetes' DNS). */
 export type Lookup = (host: string) => Promise<readonly string[]>;
 
@@ -177,11 +180,18 @@ export class Upstreams {
     });
   }
 
-  private async refreshLoop(seconds: number): Promise<void> {
+  /**
+   * Refreshes every `seconds`; after a failed lookup sooner, 1 s then doubling up to `seconds`: a name that
+   * does not resolve yet (a stack starting, the upstream's first task not yet in DNS) is found within a second
+   * or two of resolving, not up to `dns_refresh` later, while its requests are answered 503.
+   */
+  private async refreshLoop(seconds: number, failedInARow = 0): Promise<void> {
     if (this.closed) return;
     await this.refresh();
     if (this.closed) return;
-    this.refreshTimer = setTimeout(() => void this.refreshLoop(seconds), seconds * 1000);
+    const failed = this.failing.size > 0 ? failedInARow + 1 : 0;
+    const delay = failed === 0 ? seconds : Math.min(seconds, FAILED_LOOKUP_RETRY_SECONDS * 2 ** (failed - 1));
+    this.refreshTimer = setTimeout(() => void this.refreshLoop(seconds, failed), delay * 1000);
     this.refreshTimer.unref();
   }
 
