@@ -463,7 +463,7 @@ describe("circuit breaker", () => {
     expect(answer.headers.get("x-gateway-backend")).toBe("remote");
     expect(answer.body).toEqual({
       error: {
-        message: expect.stringContaining("Backend 'remote'"),
+        message: "Backend 'remote' failed repeatedly and is resting; try again in 1 s.",
         type: "upstream_error",
         param: null,
         code: "backend_unavailable",

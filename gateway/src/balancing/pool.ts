@@ -108,6 +108,11 @@ export class TargetPool {
     return this.list.some((target) => target.inRotation && !avoid.has(target));
   }
 
+  /** Whether some target is out because its breaker is open (not only by health checks or discovery). */
+  resting(): boolean {
+    return this.list.some((target) => !target.retired && target.breaker.state !== "closed");
+  }
+
   /** Whole seconds until some target may take a request again (at least 1): the `retry-after` of a 503. */
   retryAfterSeconds(): number {
     let soonest = Infinity;

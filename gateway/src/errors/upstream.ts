@@ -125,16 +125,20 @@ export class UpstreamTimeoutError extends GatewayError {
 }
 
 /**
- * The backend's circuit breaker is open: it failed too often lately, so the gateway answers at once instead
- * of adding load to it. `retry-after` says when it lets a trial request through again.
+ * No target of the backend may take a request: their circuit breakers are open (they failed too often lately,
+ * so the gateway answers at once instead of adding load), or none is in rotation for another reason (`resting`
+ * false: failed health checks, or a name that does not resolve yet). `retry-after` says when to try again.
  */
 export class CircuitOpenError extends GatewayError {
   constructor(
     readonly backend: string,
     readonly retryAfterSeconds: number,
+    resting = true,
   ) {
     super(
-      `Backend '${backend}' failed repeatedly and is resting; try again in ${retryAfterSeconds} s.`,
+      resting
+        ? `Backend '${backend}' failed repeatedly and is resting; try again in ${retryAfterSeconds} s.`
+        : `Backend '${backend}' has no target in rotation (failing health checks, or a name that does not resolve yet); try again in ${retryAfterSeconds} s.`,
       503,
       "upstream_error",
       "backend_unavailable",

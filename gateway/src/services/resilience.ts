@@ -231,10 +231,10 @@ export class Resilience {
     for (let retry = 0; ;) {
       // A retry goes back to a tried target only when every other one is out.
       const target = pool.pick(tried ?? NONE, session) ?? (retrying ? pool.pick(NONE, session) : undefined);
-      if (target === undefined) throw new CircuitOpenError(backend.name, pool.retryAfterSeconds());
+      if (target === undefined) throw new CircuitOpenError(backend.name, pool.retryAfterSeconds(), pool.resting());
       const permit = target.breaker.acquire();
       // pick() only offers targets that may take a call, and nothing ran in between.
-      if (permit === undefined) throw new CircuitOpenError(backend.name, pool.retryAfterSeconds());
+      if (permit === undefined) throw new CircuitOpenError(backend.name, pool.retryAfterSeconds(), pool.resting());
       hooks.onTarget?.(target.name);
       const targetSeries = this.targetSeries(backend, target);
       const started = performance.now();

@@ -144,6 +144,10 @@ describe("a backend with several targets", () => {
     expect(refusal).toBeInstanceOf(CircuitOpenError);
     expect((refusal as CircuitOpenError).code).toBe("backend_unavailable");
     expect((refusal as CircuitOpenError).headers["retry-after"]).toBe("1");
+    // Out by their health checks, not their breakers: the message says so.
+    expect((refusal as CircuitOpenError).message).toBe(
+      "Backend 'a' has no target in rotation (failing health checks, or a name that does not resolve yet); try again in 1 s.",
+    );
     expect(a.calls).toHaveLength(0);
     const answer = await service([a, b], { a: { fallbacks: ["b"] } }).complete(a, { messages }, options());
     expect(answer.backend).toBe("b");
