@@ -14,6 +14,7 @@ import {
 } from "testcontainers";
 import type { SeenRequest } from "../../mock-remote/src/app";
 import { eventually } from "../support/eventually";
+import { setMockHealth } from "../support/servers";
 import {
   type Answer,
   chat,
@@ -172,19 +173,12 @@ describe("the images", () => {
     expect(test[0]).toBe("CMD");
     expect(test).not.toContain("node");
     const check = () => container.exec(test.slice(1));
-    const setHealth = (status: number) =>
-      fetch(`${mockUrl}/mock/health`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ status }),
-        signal: AbortSignal.timeout(10_000),
-      });
     expect((await check()).exitCode).toBe(0);
     try {
-      expect((await setHealth(503)).status).toBe(200);
+      expect(await setMockHealth(mockUrl, 503)).toBe(200);
       expect((await check()).exitCode).not.toBe(0);
     } finally {
-      await setHealth(200);
+      await setMockHealth(mockUrl, 200);
     }
     expect((await check()).exitCode).toBe(0);
   });

@@ -10,7 +10,7 @@ import { createMetrics } from "../../gateway/src/observability/metrics";
 import { InferenceService } from "../../gateway/src/services/inference";
 import { eventually } from "../support/eventually";
 import { parseExposition } from "../support/exposition";
-import { type RunningMock, startMock } from "../support/servers";
+import { type RunningMock, setMockHealth, startMock } from "../support/servers";
 
 /**
  * `discovery: dns` against real servers: three mock-remotes on 127.0.0.1-3 at one port stand for the
@@ -166,22 +166,14 @@ describe("discovery: dns", () => {
     const r3 = mocks[2];
     if (r3 === undefined) throw new Error("setup");
     // r3 is in DNS but not ready yet (its /health fails), as a restarted container is before it listens.
-    await fetch(`${r3.url}/mock/health`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ status: 503 }),
-    });
+    await setMockHealth(r3.url, 503);
     addresses.current = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
     await upstreams.refresh();
     expect(running.pool.targets.map((target) => target.name)).toContain(`127.0.0.3:${port}`);
     for (let i = 0; i < 12; i++) await ask();
     expect(chatCalls(r3)).toHaveLength(0);
     // Ready: its next check passes and it takes its share.
-    await fetch(`${r3.url}/mock/health`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ status: 200 }),
-    });
+    await setMockHealth(r3.url, 200);
     const joined = running.pool.targets.find((target) => target.name === `127.0.0.3:${port}`);
     await eventually(
       "r3 in rotation",

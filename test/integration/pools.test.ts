@@ -2,7 +2,7 @@ import { Agent, request } from "undici";
 import { total } from "../support/exposition";
 import { eventually } from "../support/eventually";
 import { scrape } from "../support/metrics";
-import { type RunningGateway, type RunningMock, startGateway, startMock } from "../support/servers";
+import { type RunningGateway, type RunningMock, setMockHealth, startGateway, startMock } from "../support/servers";
 
 /**
  * Backend pools end to end: one backend over several real mock-remote servers on loopback, the gateway
@@ -68,13 +68,7 @@ async function load(count: number, concurrency: number, send: (index: number) =>
 
 /** What the replica's /health answers from now on (mock-remote's POST /mock/health). */
 async function setHealth(mock: RunningMock, status: number): Promise<void> {
-  const response = await request(`${mock.url}/mock/health`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ status }),
-  });
-  await response.body.dump();
-  expect(response.statusCode).toBe(200);
+  expect(await setMockHealth(mock.url, status)).toBe(200);
 }
 
 async function served(gateway: RunningGateway): Promise<Record<string, number>> {

@@ -55,6 +55,21 @@ export async function startMock(
   };
 }
 
+/**
+ * Makes a mock-remote's GET /health answer `status` from now on (its POST /mock/health: 503 fails its health
+ * checks, 200 heals them); resolves to the status of that call.
+ */
+export async function setMockHealth(mockUrl: string, status: number): Promise<number> {
+  const response = await fetch(`${mockUrl}/mock/health`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ status }),
+    signal: AbortSignal.timeout(10_000),
+  });
+  await response.arrayBuffer();
+  return response.status;
+}
+
 export interface RunningGateway extends Running {
   readonly deps: AppDependencies;
   /** Every line the gateway logged, as parsed JSON objects. */

@@ -231,10 +231,10 @@ export class Resilience {
     for (let retry = 0; ;) {
       // A retry goes back to a tried target only when every other one is out.
       const target = pool.pick(tried ?? NONE, session) ?? (retrying ? pool.pick(NONE, session) : undefined);
-      if (target === undefined) throw new CircuitOpenError(backend.name, pool.retryAfterSeconds(), pool.resting());
+      if (target === undefined) throw unavailable(backend);
       const permit = target.breaker.acquire();
       // pick() only offers targets that may take a call, and nothing ran in between.
-      if (permit === undefined) throw new CircuitOpenError(backend.name, pool.retryAfterSeconds(), pool.resting());
+      if (permit === undefined) throw unavailable(backend);
       hooks.onTarget?.(target.name);
       const targetSeries = this.targetSeries(backend, target);
       const started = performance.now();
@@ -323,4 +323,9 @@ function settleOnce(target: Target): (health: BackendHealth) => void {
 function statusOf(error: unknown): number {
   if (error instanceof UpstreamHttpError || error instanceof UpstreamClientError) return error.upstreamStatus;
   return error instanceof GatewayError ? error.status : 500;
+}
+
+/** The 503 for a backend none of whose targets may take a request now: when to come back, and why. */
+function unavailable(backend: Backend): CircuitOpenError {
+  return new CircuitOpenError(backend.name, backend.pool.retryAfterSeconds(), backend.pool.resting());
 }

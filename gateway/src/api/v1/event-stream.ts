@@ -44,8 +44,6 @@ export function sendEventStream<T>(
   // keep alive for its whole life (about 1.3 KB per open stream).
   res.req.next = undefined;
   const write = new ChunkWriter(res);
-  /** What a blocked write waits on for "drain". */
-  let waiting: EventEmitter | undefined;
   let over = false;
   /** Waiting for the socket to drain: a slow reader must not make us buffer. */
   let blocked = false;
@@ -54,7 +52,7 @@ export function sendEventStream<T>(
   const finish = (failure?: unknown) => {
     over = true;
     chunks.listen(undefined);
-    waiting?.off("drain", onDrain);
+    write.drained.off("drain", onDrain);
     res.off("close", onClose);
     if (failure !== undefined) sendFailure(res, failure, context, lines);
     // Whatever ended the writing, the backend is released (a no-op once the stream is over).
@@ -63,7 +61,6 @@ export function sendEventStream<T>(
   };
   const onDrain = () => {
     blocked = false;
-    waiting = undefined;
     pump();
   };
   // A client that leaves, while the stream waits for its next event or for the socket to drain: finish
@@ -89,8 +86,7 @@ export function sendEventStream<T>(
           if (chunk === undefined || res.destroyed) break;
           if (!write.line(lines.line(chunk))) {
             blocked = true;
-            waiting = write.drained;
-            waiting.once("drain", onDrain);
+            write.drained.once("drain", onDrain);
             return;
           }
         }
@@ -141,7 +137,7 @@ class ChunkWriter {
     return written;
   }
 
-  /** What says "drain" once a write that returned false is out. */
+  /** What says "drain" once a write that returned false is out (the same emitter from the first write on). */
   get drained(): EventEmitter {
     return this.socket ?? this.res;
   }
