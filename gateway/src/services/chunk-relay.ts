@@ -96,8 +96,7 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk>
   }
 
   take(): C | undefined {
-    const pending = this.pending.shift();
-    if (pending !== undefined) return pending;
+    if (this.pending.length > 0) return this.pending.shift();
     if (this.state === "failed") throw this.failure;
     if (this.state !== "relaying") return undefined;
     // Each turn takes one backend event; one that makes no chunk (usage alone) is followed by the next.
@@ -177,8 +176,12 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk>
     opening: boolean,
   ): C {
     const choices = [this.setup.shape.choice(index, delta, finishReason, opening)];
-    // Built as the chunk type of the relay's shape (CHAT_CHUNKS makes chat chunks, TEXT_CHUNKS text ones).
-    const chunk = this.setup.includeUsage ? { ...this.base, choices, usage: null } : { ...this.base, choices };
+    // Built as the chunk type of the relay's shape (CHAT_CHUNKS makes chat chunks, TEXT_CHUNKS text ones), each
+    // field named: a spread of the shared fields cloned them through a runtime call per chunk.
+    const { id, object, created, model, backend } = this.base;
+    const chunk = this.setup.includeUsage
+      ? { id, object, created, model, backend, choices, usage: null }
+      : { id, object, created, model, backend, choices };
     return chunk as unknown as C;
   }
 }

@@ -31,11 +31,24 @@ describe("ChunkLines", () => {
   it.each([
     [true, "a model"],
     [false, 'a "quoted" model'],
+    [true, "modèle ✓"],
   ])("writes what JSON.stringify writes for every chunk a stream makes (include_usage %s)", async (usage, model) => {
     const chunks = await chunksOf(usage, model);
     expect(chunks.length).toBeGreaterThanOrEqual(usage ? 3 : 2);
     const lines = new ChunkLines();
     for (const chunk of chunks) expect(lines.line(chunk)).toBe(`data: ${JSON.stringify(chunk)}\n\n`);
+  });
+
+  it.each([
+    [true, "a model"],
+    [false, "modèle ✓"],
+  ])("frames each line as one HTTP/1.1 chunk, its size in UTF-8 bytes (include_usage %s)", async (usage, model) => {
+    const chunks = await chunksOf(usage, model);
+    const lines = new ChunkLines();
+    for (const chunk of chunks) {
+      const line = `data: ${JSON.stringify(chunk)}\n\n`;
+      expect(lines.frame(chunk)).toBe(`${Buffer.byteLength(line).toString(16)}\r\n${line}\r\n`);
+    }
   });
 
   it("serialises the shared fields again for another stream's chunks", async () => {
@@ -55,6 +68,9 @@ describe("ResponseEventLines", () => {
     const event = { type: "response.output_text.delta", delta: "x", sequence_number: 4 };
     expect(lines.line(event)).toBe(`event: response.output_text.delta\ndata: ${JSON.stringify(event)}\n\n`);
     expect(lines.end).toBe("");
+    const text = { type: "response.output_text.delta", delta: "é ✓", sequence_number: 5 };
+    const line = lines.line(text);
+    expect(lines.frame(text)).toBe(`${Buffer.byteLength(line).toString(16)}\r\n${line}\r\n`);
   });
 
   it("reports a failure as the API's flat error event, numbered after the last event", () => {

@@ -11,6 +11,8 @@ import type { PullStream } from "../../utils/pull-stream";
 /** How one endpoint's stream is written: each item's event, the in-band error, the last words. */
 export interface EventLines<T> {
   line(item: T): string;
+  /** The item's event as one HTTP/1.1 chunk frame: its size in hex, CRLF, the event, CRLF. */
+  frame(item: T): string;
   /** The event that reports a failure after the 200 went out, from the error's OpenAI body. */
   failure(error: ReturnType<typeof errorBody>): string;
   /** Written at the end, however the stream ended. */
@@ -43,7 +45,7 @@ export function sendEventStream<T>(
   // Routing is over: Express's `req.next` holds every routing closure of the request, which a stream would
   // keep alive for its whole life (about 1.3 KB per open stream).
   res.req.next = undefined;
-  const write = new ChunkWriter(res);
+  const write = new ChunkWriter(res, lines);
   let over = false;
   /** Waiting for the socket to drain: a slow reader must not make us buffer. */
   let blocked = false;
@@ -84,7 +86,7 @@ export function sendEventStream<T>(
         for (;;) {
           const chunk = chunks.take();
           if (chunk === undefined || res.destroyed) break;
-          if (!write.line(lines.line(chunk))) {
+          if (!write.event(chunk)) {
             blocked = true;
             write.drained.once("drain", onDrain);
             return;
@@ -119,18 +121,21 @@ export function sendEventStream<T>(
  * terminating chunk. Any other case (HTTP/1.0, a pipelined answer with no socket yet at its first event)
  * keeps writing through `res.write`.
  */
-class ChunkWriter {
+class ChunkWriter<T> {
   private socket: Socket | undefined;
 
-  constructor(private readonly res: Response) {}
+  constructor(
+    private readonly res: Response,
+    private readonly lines: EventLines<T>,
+  ) {}
 
-  /** Writes one event's text; false: wait for `drained`'s "drain" before the next. */
-  line(text: string): boolean {
+  /** Writes one item's event; false: wait for `drained`'s "drain" before the next. */
+  event(item: T): boolean {
     const socket = this.socket;
-    if (socket !== undefined) return socket.write(`${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`);
+    if (socket !== undefined) return socket.write(this.lines.frame(item));
     const res = this.res;
     const first = !res.headersSent;
-    const written = res.write(text);
+    const written = res.write(this.lines.line(item));
     // The head is out now, and with it whether the body is chunked. No socket: a pipelined request's answer
     // waits its turn, its bytes queued by Node until then.
     if (first && res.chunkedEncoding && res.socket !== null && res.socket.writable) this.socket = res.socket;
@@ -152,15 +157,35 @@ export class ChunkLines implements EventLines<StreamChunk> {
   readonly end = "data: [DONE]\n\n";
   private id: string | undefined;
   private head = "";
+  /** The head's length in UTF-8 bytes (a model name may be any text). */
+  private headBytes = 0;
 
   line(chunk: StreamChunk): string {
+    const head = this.headOf(chunk);
+    return `${head}${JSON.stringify(chunk.choices)}${usageField(chunk)}}\n\n`;
+  }
+
+  /**
+   * The line as a chunk frame, its size added up from its parts: the frame is one string flattened once, by
+   * the socket's write (measuring the joined line first flattened it a second time: a copy per chunk).
+   */
+  frame(chunk: StreamChunk): string {
+    const head = this.headOf(chunk);
+    const choices = JSON.stringify(chunk.choices);
+    const usage = usageField(chunk);
+    const bytes = this.headBytes + Buffer.byteLength(choices) + (usage === "" ? 0 : Buffer.byteLength(usage)) + 3;
+    return `${bytes.toString(16)}\r\n${head}${choices}${usage}}\n\n\r\n`;
+  }
+
+  /** The fields every chunk of the stream shares, serialised once: `data: {"id":…,"choices":`. */
+  private headOf(chunk: StreamChunk): string {
     if (chunk.id !== this.id) {
       this.id = chunk.id;
       const { id, object, created, model, backend } = chunk;
       this.head = `data: ${JSON.stringify({ id, object, created, model, backend }).slice(0, -1)},"choices":`;
+      this.headBytes = Buffer.byteLength(this.head);
     }
-    const usage = chunk.usage === undefined ? "" : `,"usage":${JSON.stringify(chunk.usage)}`;
-    return `${this.head}${JSON.stringify(chunk.choices)}${usage}}\n\n`;
+    return this.head;
   }
 
   failure(error: ReturnType<typeof errorBody>): string {
@@ -182,11 +207,21 @@ export class ResponseEventLines implements EventLines<ResponseEvent> {
     return `event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
   }
 
+  frame(event: ResponseEvent): string {
+    const text = this.line(event);
+    return `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`;
+  }
+
   failure({ error }: ReturnType<typeof errorBody>): string {
     const { code, message, param } = error;
     const event = { type: "error", code, message, param, sequence_number: this.sequence + 1 };
     return `event: error\ndata: ${JSON.stringify(event)}\n\n`;
   }
+}
+
+/** A chunk's `usage` field with its leading comma, or nothing when the chunk has none. */
+function usageField(chunk: StreamChunk): string {
+  return chunk.usage === undefined ? "" : `,"usage":${JSON.stringify(chunk.usage)}`;
 }
 
 function sendFailure<T>(res: Response, error: unknown, context: RequestContext, lines: EventLines<T>): void {

@@ -12,7 +12,7 @@ import {
 } from "../../errors";
 import { parseRetryAfter, retryAfterHeader } from "../../utils/retry-after";
 import { PullQueue } from "../../utils/pull-stream";
-import { EventTooLargeError } from "../../utils/sse";
+import { EventTooLargeError, type ServerSentEvent } from "../../utils/sse";
 import type { TargetPool } from "../../balancing/pool";
 import type { CompletionsRequest } from "../../schemas/completions";
 import type { EmbeddingsRequest } from "../../schemas/embeddings";
@@ -52,7 +52,8 @@ export class HttpBackend implements Backend {
   private readonly upstreams: Upstreams;
   private readonly budget: ResponseBudget;
   private readonly timeoutMs: number;
-  private readonly idleTimeoutMs: number;
+  /** What every streamed call of this backend reads from it (EventFeed). */
+  private readonly limits: StreamLimits;
 
   constructor(
     readonly name: string,
@@ -62,7 +63,12 @@ export class HttpBackend implements Backend {
   ) {
     this.timeoutSeconds = options.timeoutSeconds;
     this.timeoutMs = options.timeoutSeconds * 1000;
-    this.idleTimeoutMs = options.idleTimeoutSeconds * 1000;
+    this.limits = {
+      backend: name,
+      timeoutSeconds: options.timeoutSeconds,
+      idleTimeoutSeconds: options.idleTimeoutSeconds,
+      idleTimeoutMs: options.idleTimeoutSeconds * 1000,
+    };
     this.budget = context.responseBudget;
     this.upstreams = upstreams ?? new Upstreams(name, options, context);
     this.pool = this.upstreams.pool;
@@ -173,104 +179,29 @@ export class HttpBackend implements Backend {
     format: StreamFormat<E>,
   ): PullQueue<E> {
     const apiKey = upstream.spec.apiKey;
-    const stop = new AbortController();
-    /** `[DONE]` came: the exchange reads the rest of the body to keep the connection, and is left to it. */
-    let finished = false;
-    // Leaving early (the client gone, or the relay gave up) closes the upstream request now, not when it ends.
-    const events = new PullQueue<E>(() => {
-      if (!finished) stop.abort();
-    });
-    let expired: "start" | "idle" | undefined;
-    /** The relay is behind (the client reads slowly): the upstream is paused, which is not its silence. */
-    let paused = false;
-    // One timer for the whole stream, not one per event: an event only notes its time, and the timer,
-    // when it fires, sleeps again for what is left of the idle timeout since the last one.
-    let lastEventAt = 0;
-    const check = () => {
-      if (lastEventAt === 0) {
-        expired = "start";
-        stop.abort();
-        return;
-      }
-      const quiet = paused ? 0 : performance.now() - lastEventAt;
-      if (quiet >= this.idleTimeoutMs) {
-        expired = "idle";
-        stop.abort();
-      } else timer = setTimeout(check, Math.ceil(this.idleTimeoutMs - quiet));
-    };
-    let timer = setTimeout(check, this.remainingMs(call));
-    const onClientGone = () => stop.abort();
-    call.signal.addEventListener("abort", onClientGone, { once: true });
-    const over = (failure?: unknown) => {
-      clearTimeout(timer);
-      call.signal.removeEventListener("abort", onClientGone);
-      if (failure === undefined) events.end();
-      else events.fail(failure);
-    };
-
+    const feed = new EventFeed(format, call, this.limits, apiKey, this.remainingMs(call));
     let options: Dispatcher.DispatchOptions;
     try {
       // As in complete(): a payload that cannot be serialised is not a transport failure.
       options = this.requestOptions(upstream, call, path, payload);
     } catch (error) {
-      over(error);
-      return events;
+      feed.over(error);
+      return feed.queue;
     }
-    const exchange = StreamExchange.open(upstream.dispatcher, options, stop.signal, this.options.maxEventBytes, () =>
-      this.allowance(),
+    const exchange = StreamExchange.open(
+      upstream.dispatcher,
+      options,
+      feed.stop.signal,
+      this.options.maxEventBytes,
+      () => this.allowance(),
     );
-    /** What a failure after the start means for the client. */
-    const broken = (error: unknown): unknown => {
-      if (error instanceof GatewayError) return error;
-      if (error instanceof EventTooLargeError) return new UpstreamInvalidResponseError(this.name, error.message);
-      if (call.signal.aborted) return new ClientClosedError();
-      if (expired === "start") return new UpstreamTimeoutError(this.name, this.options.timeoutSeconds);
-      if (expired === "idle")
-        return new UpstreamTimeoutError(this.name, this.options.idleTimeoutSeconds, "sent no stream event");
-      return new UpstreamStreamError(this.name, `the connection was lost (${describeCause(error)})`);
-    };
-    const sink: EventSink = {
-      event: (event) => {
-        if (lastEventAt === 0) {
-          // Started: from now on the timer watches the silences, not the start deadline.
-          clearTimeout(timer);
-          timer = setTimeout(check, this.idleTimeoutMs);
-        }
-        lastEventAt = performance.now();
-        if (event.data === "[DONE]") {
-          finished = true;
-          exchange.finish();
-          over();
-          return true;
-        }
-        let parsed: E | undefined;
-        try {
-          parsed = format.parse(event.event, event.data, this.name, apiKey);
-        } catch (error) {
-          // The failure first: aborting the exchange reports its own (a lost connection) to this sink.
-          over(error);
-          exchange.abort();
-          return false;
-        }
-        if (parsed === undefined || events.push(parsed)) return true;
-        paused = true;
-        void events.whenTaken().then(() => {
-          paused = false;
-          exchange.resume();
-        });
-        return false;
-      },
-      // A Responses stream has no `[DONE]`: its relay judges whether it ended on a final event.
-      end: () =>
-        over(format.endsWithDone ? new UpstreamStreamError(this.name, "the stream ended before [DONE]") : undefined),
-      fail: (error) => over(broken(error)),
-    };
+    feed.exchange = exchange;
 
     const start = async (): Promise<void> => {
       try {
         await exchange.head();
       } catch (error) {
-        throw this.transportError(error, call.signal, expired !== undefined);
+        throw this.transportError(error, call.signal, feed.expired !== undefined);
       }
       if (exchange.status < 200 || exchange.status > 299) {
         // Bounded like any answer read whole; past the bounds the status alone is reported.
@@ -278,7 +209,7 @@ export class HttpBackend implements Backend {
         throw this.statusError(exchange.status, text, exchange.headers, apiKey);
       }
       if (exchange.isEventStream) {
-        exchange.relay(sink);
+        exchange.relay(feed);
         return;
       }
       // Some servers ignore `stream: true` and answer in one piece: pass that on as a one-event stream.
@@ -286,18 +217,18 @@ export class HttpBackend implements Backend {
       try {
         text = await exchange.text();
       } catch (error) {
-        throw this.transportError(error, call.signal, expired !== undefined);
+        throw this.transportError(error, call.signal, feed.expired !== undefined);
       }
       const whole = format.whole(text, this.name);
-      finished = true;
-      for (const event of whole) events.push(event);
-      over();
+      feed.finished = true;
+      for (const event of whole) feed.queue.push(event);
+      feed.over();
     };
     start().catch((error: unknown) => {
-      over(error);
+      feed.over(error);
       exchange.abort();
     });
-    return events;
+    return feed.queue;
   }
 
   /** One answer's claim on `max_response_bytes` and on the process's budget. */
@@ -392,6 +323,132 @@ export class HttpBackend implements Backend {
     if (shouldRetry === "true" || shouldRetry === "false") passOn["x-should-retry"] = shouldRetry;
     return new UpstreamClientError(this.name, status, message, passOn, retryAfterMs);
   }
+}
+
+/** A backend's bounds on its streamed calls, and its name for their errors. */
+interface StreamLimits {
+  readonly backend: string;
+  readonly timeoutSeconds: number;
+  readonly idleTimeoutSeconds: number;
+  readonly idleTimeoutMs: number;
+}
+
+/**
+ * One streamed call's events on their way from its exchange (this is the exchange's sink) to the queue the
+ * relay takes them from, with the call's timers: `timeout` bounds the wait for the stream to start (its first
+ * event); from then on `idle_timeout` bounds each silence between events, so a long answer that keeps flowing
+ * is never cut off, while one that stalls is. One object per call that each event touches, where a sink
+ * object and closures over the call's variables were several (and a time kept in a closure's variable was a
+ * new heap number per event).
+ */
+class EventFeed<E> implements EventSink {
+  readonly queue: PullQueue<E>;
+  readonly stop = new AbortController();
+  /** `[DONE]` came: the exchange reads the rest of the body to keep the connection, and is left to it. */
+  finished = false;
+  /** Which deadline passed, if one did. */
+  expired: "start" | "idle" | undefined;
+  exchange: StreamExchange | undefined;
+  /** The relay is behind (the client reads slowly): the upstream is paused, which is not its silence. */
+  private paused = false;
+  private lastEventAt = 0;
+  // One timer for the whole stream, not one per event: an event only notes its time, and the timer, when it
+  // fires, sleeps again for what is left of the idle timeout since the last one.
+  private timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly format: StreamFormat<E>,
+    private readonly call: BackendCall<unknown>,
+    private readonly limits: StreamLimits,
+    private readonly apiKey: string | undefined,
+    startMs: number,
+  ) {
+    // Leaving early (the client gone, or the relay gave up) closes the upstream request now, not when it ends.
+    this.queue = new PullQueue<E>(() => {
+      if (!this.finished) this.stop.abort();
+    });
+    this.timer = setTimeout(this.check, startMs);
+    call.signal.addEventListener("abort", this.onClientGone, { once: true });
+  }
+
+  event(event: ServerSentEvent): boolean {
+    if (this.lastEventAt === 0) {
+      // Started: from now on the timer watches the silences, not the start deadline.
+      clearTimeout(this.timer);
+      this.timer = setTimeout(this.check, this.limits.idleTimeoutMs);
+    }
+    this.lastEventAt = performance.now();
+    if (event.data === "[DONE]") {
+      this.finished = true;
+      this.exchange?.finish();
+      this.over();
+      return true;
+    }
+    let parsed: E | undefined;
+    try {
+      parsed = this.format.parse(event.event, event.data, this.limits.backend, this.apiKey);
+    } catch (error) {
+      // The failure first: aborting the exchange reports its own (a lost connection) to this sink.
+      this.over(error);
+      this.exchange?.abort();
+      return false;
+    }
+    if (parsed === undefined || this.queue.push(parsed)) return true;
+    this.paused = true;
+    void this.queue.whenTaken().then(() => {
+      this.paused = false;
+      this.exchange?.resume();
+    });
+    return false;
+  }
+
+  // A Responses stream has no `[DONE]`: its relay judges whether it ended on a final event.
+  end(): void {
+    this.over(
+      this.format.endsWithDone ? new UpstreamStreamError(this.limits.backend, "the stream ended before [DONE]") : undefined,
+    );
+  }
+
+  fail(error: Error): void {
+    this.over(this.broken(error));
+  }
+
+  /** The stream is over for this call: the timer and listener let go, the queue ended or failed. */
+  over(failure?: unknown): void {
+    clearTimeout(this.timer);
+    this.call.signal.removeEventListener("abort", this.onClientGone);
+    if (failure === undefined) this.queue.end();
+    else this.queue.fail(failure);
+  }
+
+  /** What a failure after the start means for the client. */
+  private broken(error: unknown): unknown {
+    const { backend, timeoutSeconds, idleTimeoutSeconds } = this.limits;
+    if (error instanceof GatewayError) return error;
+    if (error instanceof EventTooLargeError) return new UpstreamInvalidResponseError(backend, error.message);
+    if (this.call.signal.aborted) return new ClientClosedError();
+    if (this.expired === "start") return new UpstreamTimeoutError(backend, timeoutSeconds);
+    if (this.expired === "idle") return new UpstreamTimeoutError(backend, idleTimeoutSeconds, "sent no stream event");
+    return new UpstreamStreamError(backend, `the connection was lost (${describeCause(error)})`);
+  }
+
+  private readonly check = (): void => {
+    if (this.lastEventAt === 0) {
+      this.expired = "start";
+      this.stop.abort();
+      return;
+    }
+    const idleMs = this.limits.idleTimeoutMs;
+    const quiet = this.paused ? 0 : performance.now() - this.lastEventAt;
+    if (quiet >= idleMs) {
+      this.expired = "idle";
+      this.stop.abort();
+    } else this.timer = setTimeout(this.check, Math.ceil(idleMs - quiet));
+  };
+
+  private readonly onClientGone = (): void => {
+    this.stop.abort();
+  };
 }
 
 /** How one endpoint's stream is read: its events, and an answer sent whole although a stream was asked for. */
