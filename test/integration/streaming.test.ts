@@ -1,5 +1,5 @@
 import { createServer } from "node:http";
-import { type AddressInfo, connect } from "node:net";
+import { type AddressInfo, connect, type Socket } from "node:net";
 import OpenAI from "openai";
 import { eventually } from "../support/eventually";
 import { total } from "../support/exposition";
@@ -309,6 +309,55 @@ describe("the stream on the wire", () => {
     const [stream] = chunkedResponses(bytes.subarray(0, second));
     expect(streamedText(stream?.body ?? "")).toBe("Echo: all done");
     expect(bytes.toString("latin1", second)).toContain('"code":"malformed_request"');
+  });
+
+  it("writes the events of one upstream read to the client together, with the end of the answer", async () => {
+    // An upstream that sends its whole answer at once: 40 content chunks, the finish, usage and [DONE].
+    const chunk = (body: object) => `data: ${JSON.stringify(body)}\n\n`;
+    const answer =
+      Array.from({ length: 40 }, (_, index) =>
+        chunk({ choices: [{ index: 0, delta: { content: `w${index} ` }, finish_reason: null }] }),
+      ).join("") +
+      chunk({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }] }) +
+      chunk({ choices: [], usage: { prompt_tokens: 1, completion_tokens: 40, total_tokens: 41 } }) +
+      "data: [DONE]\n\n";
+    const upstream = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        res.end(answer);
+      });
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+    const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+    const own = await startGateway(
+      `default_backend: at-once\nbackends:\n  - name: at-once\n    type: http\n    url: ${upstreamUrl}\n`,
+    );
+    // Every write the gateway makes to its client's socket (Node's own response writes included).
+    let writes = 0;
+    own.server.on("connection", (socket: Socket) => {
+      const write = socket.write.bind(socket) as (...args: unknown[]) => boolean;
+      socket.write = (...args: unknown[]) => {
+        writes++;
+        return write(...args);
+      };
+    });
+    let bytes: Buffer;
+    try {
+      bytes = await readRaw(streamRequest("at-once", "Hi", "1.1", { stream_options: { include_usage: true } }), {
+        url: own.url,
+        done: (read) => read.includes(ENDS),
+      });
+    } finally {
+      await own.close();
+      await new Promise((resolve) => upstream.close(resolve));
+    }
+    const [response] = chunkedResponses(bytes);
+    const events = (response?.body ?? "").split("\n\n").filter((event) => event !== "");
+    expect(events).toHaveLength(43);
+    expect(streamedText(response?.body ?? "")).toBe(Array.from({ length: 40 }, (_, index) => `w${index} `).join(""));
+    // One write per event would be 43 and more; the head and the first event take a few of Node's own.
+    expect(writes).toBeLessThan(15);
   });
 
   it("sends an HTTP/1.0 client the events unframed and closes the connection at the end", async () => {

@@ -59,6 +59,16 @@ describe("SseParser", () => {
     ]);
   });
 
+  it("reads a data field however short its line: empty values, no colon, one space dropped, other names ignored", async () => {
+    expect(await parse("data:\n\n", "data: \n\n", "data\n\n", "data:  two\n\n", "datum: x\ndata:y\n\n")).toEqual([
+      { event: undefined, data: "" },
+      { event: undefined, data: "" },
+      { event: undefined, data: "" },
+      { event: undefined, data: " two" },
+      { event: undefined, data: "y" },
+    ]);
+  });
+
   it("joins multi-line data with newlines and keeps a value without the optional space", async () => {
     expect(await parse("data:first\ndata: second\n\n")).toEqual([{ event: undefined, data: "first\nsecond" }]);
   });

@@ -56,6 +56,8 @@ export function sendEventStream<T>(
     chunks.listen(undefined);
     write.drained.off("drain", onDrain);
     res.off("close", onClose);
+    // The turn's events first, and with them the end below in one write.
+    write.closing();
     if (failure !== undefined) sendFailure(res, failure, context, lines);
     // Whatever ended the writing, the backend is released (a no-op once the stream is over).
     chunks.close();
@@ -82,7 +84,7 @@ export function sendEventStream<T>(
     try {
       do {
         again = false;
-        // Each turn writes one chunk taken; the run ends when none is left.
+        // Each turn adds one chunk taken to the writer; the run ends when none is left.
         for (;;) {
           const chunk = chunks.take();
           if (chunk === undefined || res.destroyed) break;
@@ -95,6 +97,11 @@ export function sendEventStream<T>(
         // Ended, or the client left (`finish` then releases the backend).
         if (chunks.ended || res.destroyed) {
           finish();
+          return;
+        }
+        if (!write.flush()) {
+          blocked = true;
+          write.drained.once("drain", onDrain);
           return;
         }
       } while (again);
@@ -115,24 +122,35 @@ export function sendEventStream<T>(
  * How a stream's events are written. The first goes through `res.write`, which sends the response's head
  * with it (one write for both, where flushing the head first cost a syscall of its own per stream). After
  * it, on an HTTP/1.1 connection, where the response is chunked, each event goes to the socket as one write
- * of its own chunk frame: Node's `res.write` sends a chunk as four writes (size, CRLF, data, CRLF) gathered
+ * as its own chunk frame: Node's `res.write` sends a chunk as four writes (size, CRLF, data, CRLF) gathered
  * by a cork and a `nextTick` per call into one `writev` (5% of the CPU per relayed chunk at 1000 open
- * streams: bench/README.md). The frames are the same bytes; `res.end()` still writes the last one and the
- * terminating chunk. Any other case (HTTP/1.0, a pipelined answer with no socket yet at its first event)
- * keeps writing through `res.write`.
+ * streams: bench/README.md). The frames of one turn (the events of one upstream read) are joined and go out
+ * in one write (`flush`), and those of the last turn with the response's end (`closing`): a stream's finish,
+ * usage and `[DONE]` events, which arrive together, were three writes. The frames are the same bytes;
+ * `res.end()` still writes the last one and the terminating chunk. Any other case (HTTP/1.0, a pipelined
+ * answer with no socket yet at its first event) keeps writing through `res.write`.
  */
+/** Past this, a turn's frames are written without waiting for the turn's end: the socket's high-water mark. */
+const MAX_BATCH_CHARS = 16 * 1024;
+
 class ChunkWriter<T> {
   private socket: Socket | undefined;
+  /** The frames of this turn's events, not yet written. */
+  private batch = "";
 
   constructor(
     private readonly res: Response,
     private readonly lines: EventLines<T>,
   ) {}
 
-  /** Writes one item's event; false: wait for `drained`'s "drain" before the next. */
+  /** Adds one item's event to the turn's writes; false: wait for `drained`'s "drain" before the next. */
   event(item: T): boolean {
-    const socket = this.socket;
-    if (socket !== undefined) return socket.write(this.lines.frame(item));
+    if (this.socket !== undefined) {
+      this.batch += this.lines.frame(item);
+      // A flood (an upstream that sends faster than the client reads) is written as it grows, so the
+      // socket's backpressure still stops the turn.
+      return this.batch.length < MAX_BATCH_CHARS || this.flush();
+    }
     const res = this.res;
     const first = !res.headersSent;
     const written = res.write(this.lines.line(item));
@@ -140,6 +158,27 @@ class ChunkWriter<T> {
     // waits its turn, its bytes queued by Node until then.
     if (first && res.chunkedEncoding && res.socket !== null && res.socket.writable) this.socket = res.socket;
     return written;
+  }
+
+  /** Writes the turn's events; false: wait for `drained`'s "drain" before the next. */
+  flush(): boolean {
+    const batch = this.batch;
+    if (batch === "" || this.socket === undefined) return true;
+    this.batch = "";
+    return this.socket.write(batch);
+  }
+
+  /**
+   * The response is about to end: the turn's events are written to the socket corked, and `res.end()`, which
+   * uncorks it fully, sends them with the last event and the terminating chunk in one write.
+   */
+  closing(): void {
+    const batch = this.batch;
+    if (batch === "" || this.socket === undefined) return;
+    this.batch = "";
+    if (this.res.destroyed) return;
+    this.socket.cork();
+    this.socket.write(batch);
   }
 
   /** What says "drain" once a write that returned false is out (the same emitter from the first write on). */

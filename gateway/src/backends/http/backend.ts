@@ -405,7 +405,9 @@ class EventFeed<E> implements EventSink {
   // A Responses stream has no `[DONE]`: its relay judges whether it ended on a final event.
   end(): void {
     this.over(
-      this.format.endsWithDone ? new UpstreamStreamError(this.limits.backend, "the stream ended before [DONE]") : undefined,
+      this.format.endsWithDone
+        ? new UpstreamStreamError(this.limits.backend, "the stream ended before [DONE]")
+        : undefined,
     );
   }
 
