@@ -188,7 +188,9 @@ const chatDelta: DeltaReader = (choice, index, backend) => {
   if (given === undefined || given === null) return undefined;
   if (typeof given !== "object" || Array.isArray(given))
     throw new UpstreamInvalidResponseError(backend, `choices[${index}].delta is not an object`);
-  return hasKeys(given) ? (given as Record<string, unknown>) : undefined;
+  const delta = given as Record<string, unknown>;
+  // Most deltas carry content: known without listing keys (JSON.parse makes no inherited `content`).
+  return delta.content !== undefined || hasKeys(delta) ? delta : undefined;
 };
 
 const textDelta: DeltaReader = (choice, index, backend) => {
