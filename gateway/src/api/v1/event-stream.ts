@@ -118,11 +118,14 @@ export function sendEventStream<T>(
   if (!res.headersSent) res.flushHeaders();
 }
 
+/** Past this, a turn's frames are written without waiting for the turn's end: the socket's high-water mark. */
+const MAX_BATCH_CHARS = 16 * 1024;
+
 /**
  * How a stream's events are written. The first goes through `res.write`, which sends the response's head
  * with it (one write for both, where flushing the head first cost a syscall of its own per stream). After
- * it, on an HTTP/1.1 connection, where the response is chunked, each event goes to the socket as one write
- * as its own chunk frame: Node's `res.write` sends a chunk as four writes (size, CRLF, data, CRLF) gathered
+ * it, on an HTTP/1.1 connection, where the response is chunked, each event goes to the socket as its own
+ * chunk frame: Node's `res.write` sends a chunk as four writes (size, CRLF, data, CRLF) gathered
  * by a cork and a `nextTick` per call into one `writev` (5% of the CPU per relayed chunk at 1000 open
  * streams: bench/README.md). The frames of one turn (the events of one upstream read) are joined and go out
  * in one write (`flush`), and those of the last turn with the response's end (`closing`): a stream's finish,
@@ -130,9 +133,6 @@ export function sendEventStream<T>(
  * `res.end()` still writes the last one and the terminating chunk. Any other case (HTTP/1.0, a pipelined
  * answer with no socket yet at its first event) keeps writing through `res.write`.
  */
-/** Past this, a turn's frames are written without waiting for the turn's end: the socket's high-water mark. */
-const MAX_BATCH_CHARS = 16 * 1024;
-
 class ChunkWriter<T> {
   private socket: Socket | undefined;
   /** The frames of this turn's events, not yet written. */
