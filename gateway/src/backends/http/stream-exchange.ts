@@ -90,7 +90,12 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
     this.sink = sink;
     const early = this.early;
     this.early = [];
-    for (const event of early) this.deliver(event);
+    for (const event of early) {
+      // None after the sink finished the exchange (`[DONE]`); those before a failure still count.
+      if (this.sink !== sink) break;
+      this.deliver(event);
+    }
+    if (this.sink !== sink) return;
     if (this.failure !== undefined) sink.fail(this.failure);
     else if (this.ended) sink.end();
   }
@@ -113,9 +118,11 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
    * that keeps sending, or does not end, loses the connection after DRAIN_BYTES or DRAIN_MS.
    */
   finish(): void {
+    // The sink hears nothing more, even of an answer that has ended already (a short one often has, by the
+    // time its relay starts): telling it the body ended without `[DONE]` would make an error to discard.
+    this.sink = undefined;
     if (this.ended || this.failure !== undefined) return;
     this.mode = "draining";
-    this.sink = undefined;
     this.resume();
     this.drainTimer = setTimeout(() => this.abort(), DRAIN_MS);
     this.drainTimer.unref();

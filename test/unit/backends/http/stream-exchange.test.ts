@@ -1,7 +1,10 @@
 import type { ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { Backend, BackendCall, StreamEvent } from "../../../../gateway/src/backends/backend";
+import { Pool } from "undici";
 import { httpBackendFactory } from "../../../../gateway/src/backends/http/factory";
+import { StreamExchange } from "../../../../gateway/src/backends/http/stream-exchange";
+import { AnswerAllowance } from "../../../../gateway/src/backends/http/whole-answer";
 import { ResponseBudget } from "../../../../gateway/src/backends/response-budget";
 import { ConfigFields } from "../../../../gateway/src/config/fields";
 import { UpstreamTimeoutError } from "../../../../gateway/src/errors";
@@ -143,5 +146,38 @@ describe("http backend streams: timeouts", () => {
     expect(await contentOf(backendOn(server.url, { timeout: 5, idle_timeout: 0.35 }).stream(call()))).toBe(
       "w".repeat(12),
     );
+  });
+});
+
+describe("StreamExchange: what its sink hears", () => {
+  it("nothing after the sink finished it, even when the whole answer came before the relay started", async () => {
+    const server = await upstream((_req, res) => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.end(`${event("Hi")}data: [DONE]\n\ndata: after the end\n\n`);
+    });
+    const pool = closeAfterTest(new Pool(server.url));
+    const budget = new ResponseBudget(1 << 20);
+    const exchange = StreamExchange.open(
+      pool,
+      { method: "POST", path: "/", body: "{}" },
+      new AbortController().signal,
+      1 << 20,
+      () => new AnswerAllowance(budget, 1 << 20, "remote"),
+    );
+    await exchange.head();
+    // The whole answer is in (its body ended) before the sink is given, as a short answer's often is.
+    await exchange.text();
+    const heard: string[] = [];
+    exchange.relay({
+      event: (sse) => {
+        heard.push(sse.data);
+        if (sse.data === "[DONE]") exchange.finish();
+        return true;
+      },
+      end: () => heard.push("end"),
+      fail: (error) => heard.push(`fail: ${error.message}`),
+    });
+    expect(heard).toHaveLength(2);
+    expect(heard[1]).toBe("[DONE]");
   });
 });
