@@ -117,30 +117,16 @@ export class SseParser {
     if (this.eventBytes > this.maxEventBytes) throw new EventTooLargeError(this.maxEventBytes);
     // Nearly every line is `data:…`: known by its first five bytes, without the native calls (a search for
     // the colon, a compare of the name) that a line of any other field takes.
-    if (
-      end - start > 4 &&
-      bytes[start + 4] === COLON &&
-      bytes[start] === D &&
-      bytes[start + 1] === A &&
-      bytes[start + 2] === T &&
-      bytes[start + 3] === A
-    ) {
-      const valueStart = bytes[start + 5] === SPACE && start + 5 < end ? start + 6 : start + 5;
-      this.data(bytes.toString("utf8", valueStart, end));
-      return;
-    }
-    let colon = bytes.indexOf(COLON, start);
+    const isData = end - start > 4 && bytes[start + 4] === COLON && startsWith(bytes, start, DATA);
+    let colon = isData ? start + 4 : bytes.indexOf(COLON, start);
     if (colon === -1 || colon > end) colon = end;
     let valueStart = colon === end ? end : colon + 1;
     if (bytes[valueStart] === SPACE && valueStart < end) valueStart++;
-    if (isField(bytes, start, colon, DATA)) this.data(bytes.toString("utf8", valueStart, end));
-    else if (isField(bytes, start, colon, EVENT)) this.event = bytes.toString("utf8", valueStart, end);
-  }
-
-  /** A data line's value, added to the event in progress. */
-  private data(value: string): void {
-    if (this.firstData === undefined) this.firstData = value;
-    else (this.moreData ??= []).push(value);
+    if (isData || isField(bytes, start, colon, DATA)) {
+      const value = bytes.toString("utf8", valueStart, end);
+      if (this.firstData === undefined) this.firstData = value;
+      else (this.moreData ??= []).push(value);
+    } else if (isField(bytes, start, colon, EVENT)) this.event = bytes.toString("utf8", valueStart, end);
   }
 }
 
@@ -148,15 +134,18 @@ const LF = 10;
 const CR = 13;
 const COLON = 58;
 const SPACE = 32;
-const D = 0x64;
-const A = 0x61;
-const T = 0x74;
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 const DATA = Buffer.from("data");
 const EVENT = Buffer.from("event");
 
 function isField(bytes: Buffer, start: number, end: number, name: Buffer): boolean {
   return end - start === name.length && bytes.compare(name, 0, name.length, start, end) === 0;
+}
+
+/** Whether `bytes` holds `name` at `start`, compared byte by byte (shorter than a native call for a few bytes). */
+function startsWith(bytes: Buffer, start: number, name: Buffer): boolean {
+  for (let i = 0; i < name.length; i++) if (bytes[start + i] !== name[i]) return false;
+  return true;
 }
 
 function lineEnd(bytes: Buffer, from: number): number {

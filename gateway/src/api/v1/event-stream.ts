@@ -173,12 +173,10 @@ class ChunkWriter<T> {
    * uncorks it fully, sends them with the last event and the terminating chunk in one write.
    */
   closing(): void {
-    const batch = this.batch;
-    if (batch === "" || this.socket === undefined) return;
-    this.batch = "";
-    if (this.res.destroyed) return;
-    this.socket.cork();
-    this.socket.write(batch);
+    if (this.res.destroyed) this.batch = "";
+    if (this.batch === "") return;
+    this.socket?.cork();
+    this.flush();
   }
 
   /** What says "drain" once a write that returned false is out (the same emitter from the first write on). */

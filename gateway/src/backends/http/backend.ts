@@ -52,8 +52,6 @@ export class HttpBackend implements Backend {
   private readonly upstreams: Upstreams;
   private readonly budget: ResponseBudget;
   private readonly timeoutMs: number;
-  /** What every streamed call of this backend reads from it (EventFeed). */
-  private readonly limits: StreamLimits;
 
   constructor(
     readonly name: string,
@@ -63,12 +61,6 @@ export class HttpBackend implements Backend {
   ) {
     this.timeoutSeconds = options.timeoutSeconds;
     this.timeoutMs = options.timeoutSeconds * 1000;
-    this.limits = {
-      backend: name,
-      timeoutSeconds: options.timeoutSeconds,
-      idleTimeoutSeconds: options.idleTimeoutSeconds,
-      idleTimeoutMs: options.idleTimeoutSeconds * 1000,
-    };
     this.budget = context.responseBudget;
     this.upstreams = upstreams ?? new Upstreams(name, options, context);
     this.pool = this.upstreams.pool;
@@ -179,7 +171,7 @@ export class HttpBackend implements Backend {
     format: StreamFormat<E>,
   ): PullQueue<E> {
     const apiKey = upstream.spec.apiKey;
-    const feed = new EventFeed(format, call, this.limits, apiKey, this.remainingMs(call));
+    const feed = new EventFeed(format, call, this.name, this.options, apiKey, this.remainingMs(call));
     let options: Dispatcher.DispatchOptions;
     try {
       // As in complete(): a payload that cannot be serialised is not a transport failure.
@@ -325,14 +317,6 @@ export class HttpBackend implements Backend {
   }
 }
 
-/** A backend's bounds on its streamed calls, and its name for their errors. */
-interface StreamLimits {
-  readonly backend: string;
-  readonly timeoutSeconds: number;
-  readonly idleTimeoutSeconds: number;
-  readonly idleTimeoutMs: number;
-}
-
 /**
  * One streamed call's events on their way from its exchange (this is the exchange's sink) to the queue the
  * relay takes them from, with the call's timers: `timeout` bounds the wait for the stream to start (its first
@@ -359,7 +343,8 @@ class EventFeed<E> implements EventSink {
   constructor(
     private readonly format: StreamFormat<E>,
     private readonly call: BackendCall<unknown>,
-    private readonly limits: StreamLimits,
+    private readonly backend: string,
+    private readonly options: HttpBackendOptions,
     private readonly apiKey: string | undefined,
     startMs: number,
   ) {
@@ -375,7 +360,7 @@ class EventFeed<E> implements EventSink {
     if (this.lastEventAt === 0) {
       // Started: from now on the timer watches the silences, not the start deadline.
       clearTimeout(this.timer);
-      this.timer = setTimeout(this.check, this.limits.idleTimeoutMs);
+      this.timer = setTimeout(this.check, this.options.idleTimeoutSeconds * 1000);
     }
     this.lastEventAt = performance.now();
     if (event.data === "[DONE]") {
@@ -386,7 +371,7 @@ class EventFeed<E> implements EventSink {
     }
     let parsed: E | undefined;
     try {
-      parsed = this.format.parse(event.event, event.data, this.limits.backend, this.apiKey);
+      parsed = this.format.parse(event.event, event.data, this.backend, this.apiKey);
     } catch (error) {
       // The failure first: aborting the exchange reports its own (a lost connection) to this sink.
       this.over(error);
@@ -405,9 +390,7 @@ class EventFeed<E> implements EventSink {
   // A Responses stream has no `[DONE]`: its relay judges whether it ended on a final event.
   end(): void {
     this.over(
-      this.format.endsWithDone
-        ? new UpstreamStreamError(this.limits.backend, "the stream ended before [DONE]")
-        : undefined,
+      this.format.endsWithDone ? new UpstreamStreamError(this.backend, "the stream ended before [DONE]") : undefined,
     );
   }
 
@@ -425,7 +408,8 @@ class EventFeed<E> implements EventSink {
 
   /** What a failure after the start means for the client. */
   private broken(error: unknown): unknown {
-    const { backend, timeoutSeconds, idleTimeoutSeconds } = this.limits;
+    const backend = this.backend;
+    const { timeoutSeconds, idleTimeoutSeconds } = this.options;
     if (error instanceof GatewayError) return error;
     if (error instanceof EventTooLargeError) return new UpstreamInvalidResponseError(backend, error.message);
     if (this.call.signal.aborted) return new ClientClosedError();
@@ -440,7 +424,7 @@ class EventFeed<E> implements EventSink {
       this.stop.abort();
       return;
     }
-    const idleMs = this.limits.idleTimeoutMs;
+    const idleMs = this.options.idleTimeoutSeconds * 1000;
     const quiet = this.paused ? 0 : performance.now() - this.lastEventAt;
     if (quiet >= idleMs) {
       this.expired = "idle";
