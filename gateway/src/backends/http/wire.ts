@@ -5,6 +5,7 @@ import { jsonTextExceedsDepth, MAX_JSON_DEPTH } from "../../utils/json-depth";
 import { quoteRedacted } from "../../utils/redact";
 import { parseUsage } from "../../utils/tokens";
 import type { BackendResult, EmbeddingsResult, ResponseResult, StreamEvent, TextResult } from "../backend";
+import { scanChatChunk } from "./chunk-scan";
 
 /**
  * The OpenAI chat-completions wire format, read: pure functions from the upstream's text to what the gateway
@@ -152,6 +153,21 @@ type DeltaReader = (choice: Record<string, unknown>, index: number, backend: str
  * upstream's message, quoted with `apiKey` redacted.
  */
 export function parseStreamEvent(
+  type: string | undefined,
+  data: string,
+  backend: string,
+  apiKey?: string,
+): StreamEvent | undefined {
+  // Most chunks have the one common shape, checked and read without JSON.parse; any other is parsed whole.
+  if (type === undefined) {
+    const event = scanChatChunk(data);
+    if (event !== null) return event;
+  }
+  return parseStreamEventJson(type, data, backend, apiKey);
+}
+
+/** parseStreamEvent through JSON.parse, for any event: what scanChatChunk's reading must always agree with. */
+export function parseStreamEventJson(
   type: string | undefined,
   data: string,
   backend: string,
