@@ -27,6 +27,13 @@ const COMMON = [
   '{"choices":[{}]}',
 ];
 
+/** One of `list`, chosen by `random`. */
+function pick(list: readonly string[], random: (below: number) => number): string {
+  const item = list[random(list.length)];
+  if (item === undefined) throw new Error("empty list");
+  return item;
+}
+
 describe("scanChatChunk", () => {
   it.each(COMMON)("reads a common chunk as JSON.parse does: %s", (text) => {
     const scanned = scanChatChunk(text);
@@ -71,10 +78,10 @@ describe("scanChatChunk", () => {
     let read = 0;
     let declined = 0;
     for (let round = 0; round < 6000; round++) {
-      let text = COMMON[random(COMMON.length)];
+      let text = pick(COMMON, random);
       for (let edits = 1 + random(3); edits > 0; edits--) {
         const at = random(text.length + 1);
-        const piece = pieces[random(pieces.length)];
+        const piece = pick(pieces, random);
         const kind = random(3);
         if (kind === 0) text = text.slice(0, at) + text.slice(at + 1);
         else if (kind === 1) text = text.slice(0, at) + piece + text.slice(at);
