@@ -74,38 +74,50 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk>
   extends StreamRelay<StreamEvent, C>
   implements ChunkStream<C>
 {
-  private readonly base: Omit<StreamChunk, "choices" | "usage">;
-  /** Chunks made and not yet taken: a second choice of one event, and the closing ones made at the end. */
-  private readonly pending: C[] = [];
+  // What every chunk of the stream shares, and the settings each chunk reads, kept on the relay itself: a
+  // chunk touches one object of the relay's, not the settings and a shared-fields object besides (at
+  // thousands of open streams each is a cache miss per chunk).
+  private readonly id = randomUUID();
+  private readonly object: StreamChunk["object"];
+  private readonly created = Math.floor(Date.now() / 1000);
+  private readonly model: string;
+  private readonly backendName: string;
+  private readonly shape: ChunkShape;
+  private readonly includeUsage: boolean;
+  private readonly choices: number;
+  /** Chunks made and not yet taken (a second choice of one event, the closing ones): made when first needed. */
+  private pending: C[] | undefined;
   /** Per choice: whether its first delta went out, whether its finish reason did. */
   private readonly opened: boolean[];
   private readonly finished: boolean[];
+  /** Choices whose first delta has not gone out yet: none left, a chunk needs no look at `opened`. */
+  private unopened: number;
 
   /** The same object as `relay`, with the chunk settings. */
-  constructor(private readonly setup: ChunkRelayState) {
+  constructor(setup: ChunkRelayState) {
     super(setup);
+    this.object = setup.shape.object;
+    this.model = setup.model;
+    this.backendName = setup.backend.name;
+    this.shape = setup.shape;
+    this.includeUsage = setup.includeUsage;
+    this.choices = setup.choices;
     this.opened = new Array<boolean>(setup.choices).fill(false);
     this.finished = new Array<boolean>(setup.choices).fill(false);
-    this.base = {
-      id: randomUUID(),
-      object: setup.shape.object,
-      created: Math.floor(Date.now() / 1000),
-      model: setup.model,
-      backend: setup.backend.name,
-    };
+    this.unopened = setup.choices;
   }
 
   take(): C | undefined {
-    if (this.pending.length > 0) return this.pending.shift();
+    if (this.pending !== undefined && this.pending.length > 0) return this.pending.shift();
     if (this.state === "failed") throw this.failure;
     if (this.state !== "relaying") return undefined;
     // Each turn takes one backend event; one that makes no chunk (usage alone) is followed by the next.
     for (;;) {
       const event = this.next();
       if (event === undefined) {
-        if (!this.relay.events.ended) return undefined;
+        if (!this.events.ended) return undefined;
         this.finish();
-        return this.pending.shift();
+        return this.pending?.shift();
       }
       let chunk: C | undefined;
       try {
@@ -115,12 +127,12 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk>
             const more = this.accept(other);
             if (more === undefined) continue;
             if (chunk === undefined) chunk = more;
-            else this.pending.push(more);
+            else (this.pending ??= []).push(more);
           }
       } catch (error) {
         // The gateway's own verdict on an event: the upstream request is let go too.
         this.broke(error);
-        this.relay.events.close();
+        this.events.close();
         throw error;
       }
       if (chunk !== undefined) return chunk;
@@ -128,29 +140,29 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk>
   }
 
   get ended(): boolean {
-    return this.state === "ended" && this.pending.length === 0;
+    return this.state === "ended" && (this.pending === undefined || this.pending.length === 0);
   }
 
   protected override waiting(): boolean {
-    return this.pending.length > 0;
+    return this.pending !== undefined && this.pending.length > 0;
   }
 
   private accept(event: StreamEvent): C | undefined {
     if (event.usage !== undefined) this.usage = event.usage;
     if (event.delta === undefined && event.finishReason === undefined) return undefined;
-    const { choices, shape } = this.setup;
     const index = event.index ?? 0;
-    if (index >= choices)
+    if (index >= this.choices)
       throw new UpstreamInvalidResponseError(
-        this.relay.backend.name,
-        `a stream event is for choice ${index}, of ${choices} asked for`,
+        this.backendName,
+        `a stream event is for choice ${index}, of ${this.choices} asked for`,
       );
     const delta = event.delta ?? {};
-    const text = shape.text(delta);
+    const text = this.shape.text(delta);
     if (typeof text === "string") this.tokens.add(text);
-    const opening = !this.opened[index];
+    const opening = this.unopened > 0 && !this.opened[index];
     if (opening) {
       this.opened[index] = true;
+      this.unopened--;
       this.tokenSent();
     }
     if (event.finishReason !== undefined) this.finished[index] = true;
@@ -158,15 +170,19 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk>
   }
 
   private finish(): void {
-    const { choices, shape, includeUsage } = this.setup;
+    const { choices, shape } = this;
+    const pending = (this.pending ??= []);
     for (let index = 0; index < choices; index++) {
       if (!this.opened[index] && shape.opening !== undefined)
-        this.pending.push(this.chunk(index, shape.opening, null, true));
-      if (!this.finished[index]) this.pending.push(this.chunk(index, {}, "stop", false));
+        pending.push(this.chunk(index, shape.opening, null, true));
+      if (!this.finished[index]) pending.push(this.chunk(index, {}, "stop", false));
     }
     const counted = this.spent();
     this.endWell(counted, shape.endpoint);
-    if (includeUsage) this.pending.push({ ...this.base, choices: [], usage: counted } as unknown as C);
+    if (this.includeUsage) {
+      const { id, object, created, model, backendName: backend } = this;
+      pending.push({ id, object, created, model, backend, choices: [], usage: counted } as unknown as C);
+    }
   }
 
   private chunk(
@@ -175,11 +191,11 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk>
     finishReason: string | null,
     opening: boolean,
   ): C {
-    const choices = [this.setup.shape.choice(index, delta, finishReason, opening)];
+    const choices = [this.shape.choice(index, delta, finishReason, opening)];
     // Built as the chunk type of the relay's shape (CHAT_CHUNKS makes chat chunks, TEXT_CHUNKS text ones), each
     // field named: a spread of the shared fields cloned them through a runtime call per chunk.
-    const { id, object, created, model, backend } = this.base;
-    const chunk = this.setup.includeUsage
+    const { id, object, created, model, backendName: backend } = this;
+    const chunk = this.includeUsage
       ? { id, object, created, model, backend, choices, usage: null }
       : { id, object, created, model, backend, choices };
     return chunk as unknown as C;

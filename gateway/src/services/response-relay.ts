@@ -26,7 +26,7 @@ export class ResponseRelay extends StreamRelay<ResponseEvent, ResponseEvent> imp
     if (this.state !== "relaying") return undefined;
     const event = this.next();
     if (event !== undefined) return this.accept(event);
-    if (this.relay.events.ended) this.finish();
+    if (this.events.ended) this.finish();
     return undefined;
   }
 

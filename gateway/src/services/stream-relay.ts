@@ -37,8 +37,12 @@ export abstract class StreamRelay<E, T> implements PullStream<T>, AsyncIterable<
   /** The first token went out (its time is observed once per stream). */
   private tokenSeen = false;
 
+  /** The backend's events (`relay.events`, read per item without a look at `relay`). */
+  protected readonly events: PullStream<E>;
+
   constructor(protected readonly relay: RelayState<E>) {
     this.first = relay.first;
+    this.events = relay.events;
   }
 
   abstract take(): T | undefined;
@@ -47,11 +51,11 @@ export abstract class StreamRelay<E, T> implements PullStream<T>, AsyncIterable<
 
   wait(): Promise<void> {
     if (this.waiting() || this.first !== undefined || this.state !== "relaying") return Promise.resolve();
-    return this.relay.events.wait();
+    return this.events.wait();
   }
 
   listen(listener: (() => void) | undefined): void {
-    this.relay.events.listen(listener);
+    this.events.listen(listener);
   }
 
   /** The consumer stopped early (the client left): release the backend and close the books. */
@@ -85,7 +89,7 @@ export abstract class StreamRelay<E, T> implements PullStream<T>, AsyncIterable<
       return first;
     }
     try {
-      return this.relay.events.take();
+      return this.events.take();
     } catch (error) {
       this.broke(error);
       throw error;

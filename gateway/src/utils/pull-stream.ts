@@ -32,6 +32,12 @@ export interface PullStream<T> {
  * Also an AsyncIterable, for consumers that prefer `for await` (tests, adapters).
  */
 export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
+  /**
+   * The oldest item waiting, kept in a field: a stream's items mostly come one at a time, each taken before
+   * the next arrives, and then the array is never touched (at thousands of open streams, two cache misses
+   * fewer per item). Any others wait in `items`, after it.
+   */
+  private first: T | undefined;
   /** Items `head` to `tail` wait; the slots are reused, never emptied by `length = 0` (that drops the storage). */
   private readonly items: (T | undefined)[] = [];
   private head = 0;
@@ -52,9 +58,10 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
   /** Adds an item; false once `highWater` items wait untaken (the producer should then wait for `whenTaken`). */
   push(item: T): boolean {
     if (this.over || this.failed || this.closed) return false;
-    this.items[this.tail++] = item;
+    if (this.first === undefined && this.head === this.tail) this.first = item;
+    else this.items[this.tail++] = item;
     this.wake();
-    return this.tail - this.head < this.highWater;
+    return this.waitingCount() < this.highWater;
   }
 
   end(): void {
@@ -76,29 +83,32 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
   }
 
   take(): T | undefined {
-    if (this.head < this.tail) {
-      const item = this.items[this.head];
+    let item = this.first;
+    if (item !== undefined) this.first = undefined;
+    else if (this.head < this.tail) {
+      item = this.items[this.head];
       this.items[this.head] = undefined;
       this.head++;
-      if (this.head === this.tail) {
-        this.head = 0;
-        this.tail = 0;
-        const taken = this.taken;
-        this.taken = undefined;
-        taken?.();
-      }
-      return item;
+    } else {
+      if (this.failed) throw this.failure;
+      return undefined;
     }
-    if (this.failed) throw this.failure;
-    return undefined;
+    if (this.head === this.tail) {
+      this.head = 0;
+      this.tail = 0;
+      const taken = this.taken;
+      this.taken = undefined;
+      taken?.();
+    }
+    return item;
   }
 
   get ended(): boolean {
-    return this.over && this.head === this.tail;
+    return this.over && this.waitingCount() === 0;
   }
 
   wait(): Promise<void> {
-    if (this.head < this.tail || this.over || this.failed || this.closed) return Promise.resolve();
+    if (this.waitingCount() > 0 || this.over || this.failed || this.closed) return Promise.resolve();
     return new Promise((resolve) => {
       this.waiter = resolve;
     });
@@ -110,7 +120,7 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
 
   /** Resolves when every item pushed so far has been taken (at once when none waits), or the consumer closed. */
   whenTaken(): Promise<void> {
-    if (this.head === this.tail || this.closed) return Promise.resolve();
+    if (this.waitingCount() === 0 || this.closed) return Promise.resolve();
     return new Promise((resolve) => {
       this.taken = resolve;
     });
@@ -119,6 +129,7 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.first = undefined;
     this.items.length = 0;
     this.head = 0;
     this.tail = 0;
@@ -133,6 +144,10 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
     return iterate(this);
+  }
+
+  private waitingCount(): number {
+    return (this.first === undefined ? 0 : 1) + this.tail - this.head;
   }
 
   private wake(): void {

@@ -76,7 +76,8 @@ export class SseParser {
     for (;;) {
       const end = hasCr ? lineEnd(bytes, start) : bytes.indexOf(LF, start);
       if (end === -1) break;
-      if (this.pieces.length === 0) this.line(bytes, start, end, onEvent);
+      // No line in progress (`pendingBytes` counts its pieces: checked without a look at the array).
+      if (this.pendingBytes === 0) this.line(bytes, start, end, onEvent);
       else {
         this.pieces.push(bytes.subarray(start, end));
         const whole = Buffer.concat(this.pieces);

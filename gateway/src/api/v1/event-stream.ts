@@ -45,75 +45,10 @@ export function sendEventStream<T>(
   // Routing is over: Express's `req.next` holds every routing closure of the request, which a stream would
   // keep alive for its whole life (about 1.3 KB per open stream).
   res.req.next = undefined;
-  const write = new ChunkWriter(res, lines);
-  let over = false;
-  /** Waiting for the socket to drain: a slow reader must not make us buffer. */
-  let blocked = false;
-  let pumping = false;
-  let again = false;
-  const finish = (failure?: unknown) => {
-    over = true;
-    chunks.listen(undefined);
-    write.drained.off("drain", onDrain);
-    res.off("close", onClose);
-    // The turn's events first, and with them the end below in one write.
-    write.closing();
-    if (failure !== undefined) sendFailure(res, failure, context, lines);
-    // Whatever ended the writing, the backend is released (a no-op once the stream is over).
-    chunks.close();
-    if (!res.destroyed) res.end(lines.end);
-  };
-  const onDrain = () => {
-    blocked = false;
-    pump();
-  };
-  // A client that leaves, while the stream waits for its next event or for the socket to drain: finish
-  // now, not at the next event.
-  const onClose = () => {
-    blocked = false;
-    pump();
-  };
-  function pump(): void {
-    if (over || blocked) return;
-    // A call made while pumping (a write that woke the producer) becomes one more turn of this one.
-    if (pumping) {
-      again = true;
-      return;
-    }
-    pumping = true;
-    try {
-      do {
-        again = false;
-        // Each turn adds one chunk taken to the writer; the run ends when none is left.
-        for (;;) {
-          const chunk = chunks.take();
-          if (chunk === undefined || res.destroyed) break;
-          if (!write.event(chunk)) {
-            blocked = true;
-            write.drained.once("drain", onDrain);
-            return;
-          }
-        }
-        // Ended, or the client left (`finish` then releases the backend).
-        if (chunks.ended || res.destroyed) {
-          finish();
-          return;
-        }
-        if (!write.flush()) {
-          blocked = true;
-          write.drained.once("drain", onDrain);
-          return;
-        }
-      } while (again);
-    } catch (error) {
-      finish(error);
-    } finally {
-      pumping = false;
-    }
-  }
-  res.once("close", onClose);
-  chunks.listen(pump);
-  pump();
+  const writer = new EventWriter(res, chunks, context, lines);
+  res.once("close", writer.onClose);
+  chunks.listen(writer.pump);
+  writer.pump();
   // The head goes out now even when no event made a chunk yet: the client learns the stream started.
   if (!res.headersSent) res.flushHeaders();
 }
@@ -122,29 +57,108 @@ export function sendEventStream<T>(
 const MAX_BATCH_CHARS = 16 * 1024;
 
 /**
- * How a stream's events are written. The first goes through `res.write`, which sends the response's head
- * with it (one write for both, where flushing the head first cost a syscall of its own per stream). After
- * it, on an HTTP/1.1 connection, where the response is chunked, each event goes to the socket as its own
- * chunk frame: Node's `res.write` sends a chunk as four writes (size, CRLF, data, CRLF) gathered
- * by a cork and a `nextTick` per call into one `writev` (5% of the CPU per relayed chunk at 1000 open
- * streams: bench/README.md). The frames of one turn (the events of one upstream read) are joined and go out
- * in one write (`flush`), and those of the last turn with the response's end (`closing`): a stream's finish,
- * usage and `[DONE]` events, which arrive together, were three writes. The frames are the same bytes;
- * `res.end()` still writes the last one and the terminating chunk. Any other case (HTTP/1.0, a pipelined
- * answer with no socket yet at its first event) keeps writing through `res.write`.
+ * One stream's writing: its state and its listeners in one object (each chunk touches it, and one object is
+ * one cache miss at thousands of open streams, where a closure's context and a writer were two).
+ *
+ * The first event goes through `res.write`, which sends the response's head with it (one write for both,
+ * where flushing the head first cost a syscall of its own per stream). After it, on an HTTP/1.1 connection,
+ * where the response is chunked, each event goes to the socket as its own chunk frame: Node's `res.write`
+ * sends a chunk as four writes (size, CRLF, data, CRLF) gathered by a cork and a `nextTick` per call into one
+ * `writev` (5% of the CPU per relayed chunk at 1000 open streams: bench/README.md). The frames of one turn (the
+ * events of one upstream read) are joined and go out in one write (`flush`), and those of the last turn with
+ * the response's end (`closing`): a stream's finish, usage and `[DONE]` events, which arrive together, were
+ * three writes. The frames are the same bytes; `res.end()` still writes the last one and the terminating
+ * chunk. Any other case (HTTP/1.0, a pipelined answer with no socket yet at its first event) keeps writing
+ * through `res.write`.
  */
-class ChunkWriter<T> {
+class EventWriter<T> {
   private socket: Socket | undefined;
   /** The frames of this turn's events, not yet written. */
   private batch = "";
+  private over = false;
+  /** Waiting for the socket to drain: a slow reader must not make us buffer. */
+  private blocked = false;
+  private pumping = false;
+  private again = false;
 
   constructor(
     private readonly res: Response,
+    private readonly chunks: PullStream<T>,
+    private readonly context: RequestContext,
     private readonly lines: EventLines<T>,
   ) {}
 
+  /** Writes every chunk there is; run by each arrival, from the producer's own call. */
+  readonly pump = (): void => {
+    if (this.over || this.blocked) return;
+    // A call made while pumping (a write that woke the producer) becomes one more turn of this one.
+    if (this.pumping) {
+      this.again = true;
+      return;
+    }
+    this.pumping = true;
+    const { chunks, res } = this;
+    try {
+      do {
+        this.again = false;
+        // Each turn adds one chunk taken to the batch; the run ends when none is left.
+        for (;;) {
+          const chunk = chunks.take();
+          if (chunk === undefined || res.destroyed) break;
+          if (!this.event(chunk)) {
+            this.block();
+            return;
+          }
+        }
+        // Ended, or the client left (`finish` then releases the backend).
+        if (chunks.ended || res.destroyed) {
+          this.finish();
+          return;
+        }
+        if (!this.flush()) {
+          this.block();
+          return;
+        }
+      } while (this.again);
+    } catch (error) {
+      this.finish(error);
+    } finally {
+      this.pumping = false;
+    }
+  };
+
+  /** A client that leaves, while the stream waits for its next event or for the socket to drain: finish now. */
+  readonly onClose = (): void => {
+    this.blocked = false;
+    this.pump();
+  };
+
+  private readonly onDrain = (): void => {
+    this.blocked = false;
+    this.pump();
+  };
+
+  private block(): void {
+    this.blocked = true;
+    this.drained.once("drain", this.onDrain);
+  }
+
+  private finish(failure?: unknown): void {
+    const { res, chunks } = this;
+    this.over = true;
+    chunks.listen(undefined);
+    this.drained.off("drain", this.onDrain);
+    res.off("close", this.onClose);
+    // The turn's events first, and with them the end below in one write.
+    this.closing();
+    if (failure !== undefined) sendFailure(res, failure, this.context, this.lines);
+    // Whatever ended the writing, the backend is released (a no-op once the stream is over).
+    chunks.close();
+    if (!res.destroyed) res.end(this.lines.end);
+  }
+
   /** Adds one item's event to the turn's writes; false: wait for `drained`'s "drain" before the next. */
-  event(item: T): boolean {
+  private event(item: T): boolean {
     if (this.socket !== undefined) {
       this.batch += this.lines.frame(item);
       // A flood (an upstream that sends faster than the client reads) is written as it grows, so the
@@ -161,7 +175,7 @@ class ChunkWriter<T> {
   }
 
   /** Writes the turn's events; false: wait for `drained`'s "drain" before the next. */
-  flush(): boolean {
+  private flush(): boolean {
     const batch = this.batch;
     if (batch === "" || this.socket === undefined) return true;
     this.batch = "";
@@ -172,7 +186,7 @@ class ChunkWriter<T> {
    * The response is about to end: the turn's events are written to the socket corked, and `res.end()`, which
    * uncorks it fully, sends them with the last event and the terminating chunk in one write.
    */
-  closing(): void {
+  private closing(): void {
     if (this.res.destroyed) this.batch = "";
     if (this.batch === "") return;
     this.socket?.cork();
@@ -180,7 +194,7 @@ class ChunkWriter<T> {
   }
 
   /** What says "drain" once a write that returned false is out (the same emitter from the first write on). */
-  get drained(): EventEmitter {
+  private get drained(): EventEmitter {
     return this.socket ?? this.res;
   }
 }
