@@ -2,7 +2,7 @@ import type { Backend } from "../backends/backend";
 import { type BackendHealth, ClientClosedError } from "../errors";
 import type { BackendSeries, Endpoint } from "../observability/metrics";
 import type { Usage } from "../schemas/chat";
-import { iterate, type PullStream } from "../utils/pull-stream";
+import { iterate, type PullListener, type PullStream } from "../utils/pull-stream";
 import { estimateUsage, TokenCounter } from "../utils/tokens";
 import type { CallOptions } from "./inference";
 
@@ -54,7 +54,7 @@ export abstract class StreamRelay<E, T> implements PullStream<T>, AsyncIterable<
     return this.events.wait();
   }
 
-  listen(listener: (() => void) | undefined): void {
+  listen(listener: PullListener | undefined): void {
     this.events.listen(listener);
   }
 

@@ -21,9 +21,17 @@ export interface PullStream<T> {
    * new, until replaced or cleared. One function for the whole stream: no promise per arrival, which is
    * what a writer relaying thousands of streams wants (api/v1/event-stream.ts).
    */
-  listen(listener: (() => void) | undefined): void;
+  listen(listener: PullListener | undefined): void;
   /** The consumer stops early: the producer releases what it holds (an upstream request). Harmless when over. */
   close(): void;
+}
+
+/**
+ * Who hears that a PullStream may have something new: an object with a method, not a closure (a closure per
+ * stream is two more objects, the function and its context, that every item would touch).
+ */
+export interface PullListener {
+  arrived(): void;
 }
 
 /**
@@ -47,7 +55,7 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
   private failure: unknown;
   private closed = false;
   private waiter: (() => void) | undefined;
-  private listener: (() => void) | undefined;
+  private listener: PullListener | undefined;
   private taken: (() => void) | undefined;
 
   constructor(
@@ -114,7 +122,7 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
     });
   }
 
-  listen(listener: (() => void) | undefined): void {
+  listen(listener: PullListener | undefined): void {
     this.listener = listener;
   }
 
@@ -154,7 +162,7 @@ export class PullQueue<T> implements PullStream<T>, AsyncIterable<T> {
     const waiter = this.waiter;
     this.waiter = undefined;
     waiter?.();
-    this.listener?.();
+    this.listener?.arrived();
   }
 }
 

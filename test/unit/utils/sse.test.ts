@@ -13,7 +13,7 @@ async function* parseServerSentEvents(
   const parser = new SseParser(maxEventBytes);
   for await (const chunk of body) {
     const events: ServerSentEvent[] = [];
-    parser.push(chunk, (event) => events.push(event));
+    parser.push(chunk, { onEvent: (event) => events.push(event) });
     yield* events;
   }
 }
@@ -135,9 +135,9 @@ describe("SseParser", () => {
   it("hands over the events of a read as it finds them, so those before an oversized one are not lost", () => {
     const parser = new SseParser(34);
     const seen: ServerSentEvent[] = [];
-    expect(() => parser.push(`data: a\n\ndata: b\n\ndata: ${"z".repeat(40)}\n\n`, (event) => seen.push(event))).toThrow(
-      EventTooLargeError,
-    );
+    expect(() =>
+      parser.push(`data: a\n\ndata: b\n\ndata: ${"z".repeat(40)}\n\n`, { onEvent: (event) => seen.push(event) }),
+    ).toThrow(EventTooLargeError);
     expect(seen).toEqual([
       { event: undefined, data: "a" },
       { event: undefined, data: "b" },
@@ -148,7 +148,7 @@ describe("SseParser", () => {
     const parser = new SseParser();
     const seen: string[] = [];
     for (const text of ["data: 1\ndata: 2\n\n", "data: 3\n\n", "event: x\n\ndata: 4\n", "\n"])
-      parser.push(text, (event) => seen.push(`${event.event ?? ""}:${event.data}`));
+      parser.push(text, { onEvent: (event) => seen.push(`${event.event ?? ""}:${event.data}`) });
     expect(seen).toEqual([":1\n2", ":3", ":4"]);
   });
 

@@ -6,7 +6,7 @@ import { errorBody, toGatewayError } from "../../middleware/error-handler";
 import type { RequestContext } from "../../middleware/request-context";
 import type { ResponseEvent } from "../../schemas/responses";
 import type { StreamChunk } from "../../services/chunk-relay";
-import type { PullStream } from "../../utils/pull-stream";
+import type { PullListener, PullStream } from "../../utils/pull-stream";
 
 /** How one endpoint's stream is written: each item's event, the in-band error, the last words. */
 export interface EventLines<T> {
@@ -47,7 +47,7 @@ export function sendEventStream<T>(
   res.req.next = undefined;
   const writer = new EventWriter(res, chunks, context, lines);
   res.once("close", writer.onClose);
-  chunks.listen(writer.pump);
+  chunks.listen(writer);
   writer.pump();
   // The head goes out now even when no event made a chunk yet: the client learns the stream started.
   if (!res.headersSent) res.flushHeaders();
@@ -71,7 +71,7 @@ const MAX_BATCH_CHARS = 16 * 1024;
  * chunk. Any other case (HTTP/1.0, a pipelined answer with no socket yet at its first event) keeps writing
  * through `res.write`.
  */
-class EventWriter<T> {
+class EventWriter<T> implements PullListener {
   private socket: Socket | undefined;
   /** The frames of this turn's events, not yet written. */
   private batch = "";
@@ -88,8 +88,13 @@ class EventWriter<T> {
     private readonly lines: EventLines<T>,
   ) {}
 
-  /** Writes every chunk there is; run by each arrival, from the producer's own call. */
-  readonly pump = (): void => {
+  /** Each arrival, from the producer's own call. */
+  arrived(): void {
+    this.pump();
+  }
+
+  /** Writes every chunk there is. */
+  pump(): void {
     if (this.over || this.blocked) return;
     // A call made while pumping (a write that woke the producer) becomes one more turn of this one.
     if (this.pumping) {
@@ -125,7 +130,7 @@ class EventWriter<T> {
     } finally {
       this.pumping = false;
     }
-  };
+  }
 
   /** A client that leaves, while the stream waits for its next event or for the socket to drain: finish now. */
   readonly onClose = (): void => {

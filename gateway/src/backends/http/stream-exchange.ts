@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { type Dispatcher, type Pool, errors as undiciErrors } from "undici";
-import { type ServerSentEvent, SseParser } from "../../utils/sse";
+import { type ServerSentEvent, type SseHandler, SseParser } from "../../utils/sse";
 import { type AnswerAllowance, WholeBody } from "./whole-answer";
 
 /** After `[DONE]`, what an upstream may still send before its answer ends: the rest is cut, with the connection. */
@@ -24,7 +24,7 @@ export interface EventSink {
  * ignored `stream: true`) is read whole within an AnswerAllowance, for `text()`. Fails with undici's own
  * errors, or `RequestAbortedError` once `signal` aborts, or SseParser's EventTooLargeError.
  */
-export class StreamExchange implements Dispatcher.DispatchHandler {
+export class StreamExchange implements Dispatcher.DispatchHandler, SseHandler {
   status = 0;
   headers: IncomingHttpHeaders = {};
   /** The answer is server-sent events (2xx `text/event-stream`): read with relay(); otherwise with text(). */
@@ -155,7 +155,7 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
     if (this.mode === "events") {
       this.more = true;
       try {
-        this.parser.push(chunk, this.onEvent);
+        this.parser.push(chunk, this);
       } catch (error) {
         this.fail(error instanceof Error ? error : new Error(String(error)));
         return;
@@ -242,11 +242,11 @@ export class StreamExchange implements Dispatcher.DispatchHandler {
   }
 
   /** Each event of a read, as SseParser finds it. */
-  private readonly onEvent = (event: ServerSentEvent): void => {
+  onEvent(event: ServerSentEvent): void {
     // The sink may have finished with the stream ([DONE]) or failed it on an earlier event of this read.
     if (this.mode !== "events" || this.failure !== undefined) return;
     if (!this.deliver(event)) this.more = false;
-  };
+  }
 
   private readonly onAbort = (): void => {
     this.abort();
