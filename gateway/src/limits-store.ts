@@ -15,6 +15,10 @@ import {
 } from "./access/shared-admission";
 import { LimitsUnavailableError } from "./errors";
 import { CircuitBreaker } from "./balancing/circuit-breaker";
+import { restoreFastStringPrototype } from "./utils/fast-prototypes";
+
+// ioredis, loaded above, leaves String.prototype slow for every string method call in the process: see there.
+restoreFastStringPrototype();
 
 /**
  * The clients' limits counted in a Valkey or Redis server shared by every worker of every replica
