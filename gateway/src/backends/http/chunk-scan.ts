@@ -19,10 +19,9 @@ export function scanChatChunk(text: string): StreamEvent | undefined | null {
   let hasChoices = false;
   let event: StreamEvent | undefined;
   for (;;) {
-    const keyEnd = stringEnd(text, at);
-    if (keyEnd === -1 || text.charCodeAt(keyEnd + 1) !== COLON) return null;
-    const keyLength = keyEnd - at - 1;
-    const valueAt = keyEnd + 2;
+    const valueAt = memberValue(text, at);
+    if (valueAt === -1) return null;
+    const keyLength = valueAt - at - 3;
     if (keyLength === 7 && text.startsWith("choices", at + 1)) {
       hasChoices = true;
       if (text.charCodeAt(valueAt) !== LEFT_BRACKET) return null;
@@ -70,11 +69,9 @@ function scanChoice(text: string, at: number): number {
   let index = 0;
   if (text.charCodeAt(at) !== RIGHT_BRACE) {
     for (;;) {
-      if (text.charCodeAt(at) !== QUOTE) return -1;
-      const keyEnd = stringEnd(text, at);
-      if (keyEnd === -1 || text.charCodeAt(keyEnd + 1) !== COLON) return -1;
-      const keyLength = keyEnd - at - 1;
-      const valueAt = keyEnd + 2;
+      const valueAt = memberValue(text, at);
+      if (valueAt === -1) return -1;
+      const keyLength = valueAt - at - 3;
       if (keyLength === 5 && text.startsWith("delta", at + 1)) {
         at = scanDelta(text, valueAt);
         if (at === -1) return -1;
@@ -132,11 +129,9 @@ function scanDelta(text: string, at: number): number {
   let roleFirst = false;
   if (text.charCodeAt(at) !== RIGHT_BRACE) {
     for (;;) {
-      if (text.charCodeAt(at) !== QUOTE) return -1;
-      const keyEnd = stringEnd(text, at);
-      if (keyEnd === -1 || text.charCodeAt(keyEnd + 1) !== COLON) return -1;
-      const keyLength = keyEnd - at - 1;
-      const valueAt = keyEnd + 2;
+      const valueAt = memberValue(text, at);
+      if (valueAt === -1) return -1;
+      const keyLength = valueAt - at - 3;
       const valueEnd = stringEnd(text, valueAt);
       if (valueEnd === -1) return -1;
       // A repeated key: JSON.parse keeps the last value at the first one's place; not worth copying here.
@@ -157,6 +152,12 @@ function scanDelta(text: string, at: number): number {
   else if (content === undefined) scannedDelta = { role };
   else scannedDelta = roleFirst ? { role, content } : { content, role };
   return at + 1;
+}
+
+/** Where the value of the object member whose key opens at `at` starts (past `"key":`), or -1 if there is none. */
+function memberValue(text: string, at: number): number {
+  const keyEnd = stringEnd(text, at);
+  return keyEnd === -1 || text.charCodeAt(keyEnd + 1) !== COLON ? -1 : keyEnd + 2;
 }
 
 /**
