@@ -78,7 +78,6 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk>
   // chunk touches one object of the relay's, not the settings and a shared-fields object besides (at
   // thousands of open streams each is a cache miss per chunk).
   private readonly id = randomUUID();
-  private readonly object: StreamChunk["object"];
   private readonly created = Math.floor(Date.now() / 1000);
   private readonly model: string;
   private readonly backendName: string;
@@ -96,7 +95,6 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk>
   /** The same object as `relay`, with the chunk settings. */
   constructor(setup: ChunkRelayState) {
     super(setup);
-    this.object = setup.shape.object;
     this.model = setup.model;
     this.backendName = setup.backend.name;
     this.shape = setup.shape;
@@ -180,7 +178,8 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk>
     const counted = this.spent();
     this.endWell(counted, shape.endpoint);
     if (this.includeUsage) {
-      const { id, object, created, model, backendName: backend } = this;
+      const { id, created, model, backendName: backend } = this;
+      const object = shape.object;
       pending.push({ id, object, created, model, backend, choices: [], usage: counted } as unknown as C);
     }
   }
@@ -194,7 +193,8 @@ export class ChunkRelay<C extends StreamChunk = ChatCompletionChunk>
     const choices = [this.shape.choice(index, delta, finishReason, opening)];
     // Built as the chunk type of the relay's shape (CHAT_CHUNKS makes chat chunks, TEXT_CHUNKS text ones), each
     // field named: a spread of the shared fields cloned them through a runtime call per chunk.
-    const { id, object, created, model, backendName: backend } = this;
+    const { id, created, model, backendName: backend } = this;
+    const object = this.shape.object;
     const chunk = this.includeUsage
       ? { id, object, created, model, backend, choices, usage: null }
       : { id, object, created, model, backend, choices };

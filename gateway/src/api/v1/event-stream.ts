@@ -46,7 +46,7 @@ export function sendEventStream<T>(
   // keep alive for its whole life (about 1.3 KB per open stream).
   res.req.next = undefined;
   const writer = new EventWriter(res, chunks, context, lines);
-  res.once("close", writer.onClose);
+  res.once("close", writer.unblock);
   chunks.listen(writer);
   writer.pump();
   // The head goes out now even when no event made a chunk yet: the client learns the stream started.
@@ -132,28 +132,26 @@ class EventWriter<T> implements PullListener {
     }
   }
 
-  /** A client that leaves, while the stream waits for its next event or for the socket to drain: finish now. */
-  readonly onClose = (): void => {
-    this.blocked = false;
-    this.pump();
-  };
-
-  private readonly onDrain = (): void => {
+  /**
+   * The socket drained, or the client left (while the stream waits for its next event or for the socket to
+   * drain: it finishes now, not at the next event). The response's "close" and the socket's "drain" listener.
+   */
+  readonly unblock = (): void => {
     this.blocked = false;
     this.pump();
   };
 
   private block(): void {
     this.blocked = true;
-    this.drained.once("drain", this.onDrain);
+    this.drained.once("drain", this.unblock);
   }
 
   private finish(failure?: unknown): void {
     const { res, chunks } = this;
     this.over = true;
     chunks.listen(undefined);
-    this.drained.off("drain", this.onDrain);
-    res.off("close", this.onClose);
+    this.drained.off("drain", this.unblock);
+    res.off("close", this.unblock);
     // The turn's events first, and with them the end below in one write.
     this.closing();
     if (failure !== undefined) sendFailure(res, failure, this.context, this.lines);
